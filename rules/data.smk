@@ -1,0 +1,65 @@
+rule prepare_sft_dataset:
+    """An SFT dataset in chat format (parquet), with its row counts and rejects by reason."""
+    output:
+        train="results/data/sft/{sft_dataset}/train.parquet",
+        counts="results/data/sft/{sft_dataset}/counts.json",
+    log:
+        "logs/data/prepare_sft_dataset_{sft_dataset}.log",
+    benchmark:
+        "benchmarks/data/prepare_sft_dataset_{sft_dataset}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        spec=lambda wc: config["sft_datasets"][wc.sft_dataset],
+        topics=config["topics"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/prepare_sft_dataset.py"
+
+
+rule prepare_preference_set:
+    """A preference set as prompt/chosen/rejected parquet (issue: preference optimisation)."""
+    output:
+        "results/data/preference/{preference_set}/train.parquet",
+    log:
+        "logs/data/prepare_preference_set_{preference_set}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wc: config["preference_sets"][wc.preference_set],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/prepare_preference_set.py"
+
+
+rule select_questions:
+    """The evaluation questions: a seeded per-category sample, checked against the topic map."""
+    input:
+        questions=config["questions"]["path"],
+        topics=config["topics"],
+    output:
+        "results/data/questions.parquet",
+    log:
+        "logs/data/select_questions.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        per_category=config["questions"].get("per_category"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/select_questions.py"
+
+
+rule build_vprism:
+    """V-PRISM from PRISM: rephrase, embed, cluster, filter, sample (data issue)."""
+    output:
+        "results/data/vprism/questions.parquet",
+    log:
+        "logs/data/build_vprism.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/build_vprism.py"

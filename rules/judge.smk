@@ -1,0 +1,50 @@
+rule adapt_local_judge:
+    """Fine-tune a small local judge on a labelled template set rendered with the judge prompt."""
+    input:
+        model=lambda wc: base_model_dir(config["judge"]["base_model"]),
+        prompt=config["judge"]["prompt"],
+        spec=config["judge"].get("adapt", {}).get("spec", []),
+    output:
+        directory("results/judge/adapted"),
+    log:
+        "logs/judge/adapt_local_judge.log",
+    benchmark:
+        "benchmarks/judge/adapt_local_judge.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        trainer=config["judge"].get("adapt"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/adapt_local_judge.py"
+
+
+rule judge:
+    """Stance probabilities for every response of one checkpoint."""
+    input:
+        generations="results/{model}/{run}/step-{step}/generations.parquet",
+        prompt=config["judge"]["prompt"],
+        topics=config["topics"],
+        judge_model=judge_model_input,
+    output:
+        judgments="results/{model}/{run}/step-{step}/judgments.parquet",
+        counts="results/{model}/{run}/step-{step}/judge_counts.json",
+    log:
+        "logs/judge/{model}/{run}/step-{step}.log",
+    benchmark:
+        "benchmarks/judge/{model}/{run}/step-{step}.tsv"
+    conda:
+        "../envs/judge.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        judge=config["judge"],
+        model_path=judge_model_dir(),
+    script:
+        "../workflow_scripts/judge.py"

@@ -1,0 +1,137 @@
+"""Sample responses to the evaluation questions from one checkpoint.
+
+Both backends (transformers on CPU, vLLM on GPU) write the same table: one row per
+(question, sample) with the response and the sampling settings used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import polars as pl
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    samples: int
+    temperature: float
+    max_new_tokens: int
+    seed: int
+    prompt_style: str  # "base" or "chat"
+    base_prompt_suffix: str = "\nResponse:"
+
+
+def build_prompt(question: str, settings: SamplingSettings, tokenizer) -> str:
+    """Base models see the question plus a suffix; chat models their chat template."""
+    if settings.prompt_style == "base":
+        return question + settings.base_prompt_suffix
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def generate_transformers(
+    model_path: str,
+    questions: pl.DataFrame,
+    settings: SamplingSettings,
+    batch_size: int = 8,
+    threads: int = 1,
+) -> pl.DataFrame:
+    """Sample ``settings.samples`` responses per question with transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    jobs = [
+        (row, sample)
+        for row in questions.iter_rows(named=True)
+        for sample in range(settings.samples)
+    ]
+    rows = []
+    with tqdm(total=len(jobs), desc="generating", unit="response") as progress:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            # One seed per batch position keeps a rerun identical on the same machine.
+            torch.manual_seed(settings.seed + start)
+            prompts = [build_prompt(row["question"], settings, tokenizer) for row, _ in batch]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                output = model.generate(
+                    **encoded,
+                    do_sample=settings.temperature > 0,
+                    temperature=settings.temperature if settings.temperature > 0 else None,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=settings.max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for (row, sample), text in zip(batch, texts, strict=True):
+                rows.append(
+                    {
+                        "question_id": row["question_id"],
+                        "category": row["category"],
+                        "question": row["question"],
+                        "sample": sample,
+                        "response": text.strip(),
+                    }
+                )
+            progress.update(len(batch))
+    return with_settings(pl.DataFrame(rows), settings, backend="transformers")
+
+
+def with_settings(frame: pl.DataFrame, settings: SamplingSettings, backend: str) -> pl.DataFrame:
+    """Record the sampling settings in every row, so a table says how it was made."""
+    recorded = {k: v for k, v in asdict(settings).items() if k != "base_prompt_suffix"}
+    return frame.with_columns(
+        pl.lit(backend).alias("backend"),
+        *[pl.lit(v).alias(k) for k, v in recorded.items()],
+    )
+
+
+def sample_questions(
+    questions: pl.DataFrame, per_category: int | None, seed: int
+) -> pl.DataFrame:
+    """A seeded sample of ``per_category`` questions from each category (all when None)."""
+    if per_category is None:
+        return questions
+    return pl.concat(
+        [
+            group.sample(n=min(per_category, group.height), seed=seed).sort("question_id")
+            for _, group in questions.group_by("category", maintain_order=True)
+        ]
+    )
+
+
+REQUIRED_QUESTION_COLUMNS = ("question_id", "category", "question")
+
+
+def read_questions(path: str, categories: Sequence[str]) -> pl.DataFrame:
+    """Read a question table, rejecting missing columns, unknown categories, empty or duplicate rows."""
+    frame = pl.read_parquet(path) if path.endswith(".parquet") else pl.read_csv(path)
+    missing = [c for c in REQUIRED_QUESTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    problems = []
+    empty = frame.filter(
+        pl.any_horizontal(pl.col(c).is_null() | (pl.col(c).cast(pl.Utf8).str.strip_chars() == "")
+                          for c in REQUIRED_QUESTION_COLUMNS)
+    )
+    if empty.height:
+        problems.append(f"{empty.height} row(s) with an empty field")
+    unknown = sorted(set(frame["category"].drop_nulls()) - set(categories))
+    if unknown:
+        problems.append(f"categories not in the topic map: {unknown}")
+    duplicated = frame.filter(pl.col("question_id").is_duplicated())["question_id"].unique()
+    if duplicated.len():
+        problems.append(f"duplicate question_id(s): {sorted(duplicated.to_list())}")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return frame.select(REQUIRED_QUESTION_COLUMNS)

@@ -1,0 +1,149 @@
+"""The study's grid as data: every training phase, its checkpoint steps and its files.
+
+Built from the config alone, so Snakemake knows every target before anything runs.
+Run ids: ``sft-{dataset}`` for SFT, ``sft-{dataset}.{algorithm}-{preference set}`` for
+preference optimisation, with ``.{parameter}-{value}`` appended for ablation variants.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from value_drifts.training.checkpoints import checkpoint_steps
+
+BASE_RUN = "base"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training run of one model; step 0 is the model it starts from."""
+
+    model: str
+    run: str
+    kind: str  # "sft" or "po"
+    steps: tuple[int, ...]  # saved checkpoint steps, without step 0
+    sft_dataset: str
+    algorithm: str | None = None
+    preference_set: str | None = None
+    overrides: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def parent(self) -> tuple[str, int]:
+        """(run, step) whose model is this phase's step 0."""
+        if self.kind == "sft":
+            return BASE_RUN, 0
+        return f"sft-{self.sft_dataset}", -1  # -1: resolved to the SFT run's last step
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]
+
+
+def slug(text: str) -> str:
+    """File-name form of a category: 'Gender and LGBTQ+ Identity' -> 'gender-and-lgbtq-identity'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _format_value(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    phases: tuple[Phase, ...]
+
+    def phase(self, model: str, run: str) -> Phase:
+        for phase in self.phases:
+            if phase.model == model and phase.run == run:
+                return phase
+        raise KeyError(f"no run {run!r} for model {model!r}")
+
+    def sft_phases(self, model: str | None = None) -> list[Phase]:
+        return [p for p in self.phases if p.kind == "sft" and model in (None, p.model)]
+
+    def po_phases(self) -> list[Phase]:
+        return [p for p in self.phases if p.kind == "po"]
+
+    def models(self) -> list[str]:
+        return sorted({p.model for p in self.phases})
+
+    def start_of(self, phase: Phase) -> tuple[str, int]:
+        """(run, step) of the checkpoint a phase starts from: base model or final SFT model."""
+        run, step = phase.parent
+        if step < 0:
+            step = self.phase(phase.model, run).last_step
+        return run, step
+
+    def trajectory(self, phase: Phase) -> list[tuple[str, int, int]]:
+        """(source run, source step, phase step) for step 0 and every saved checkpoint."""
+        start_run, start_step = self.start_of(phase)
+        return [(start_run, start_step, 0)] + [(phase.run, s, s) for s in phase.steps]
+
+    def evaluated_checkpoints(self) -> list[tuple[str, str, int]]:
+        """Every (model, run, step) that is generated from and judged, each once."""
+        seen: dict[tuple[str, str, int], None] = {}
+        for phase in self.phases:
+            for run, step, _ in self.trajectory(phase):
+                seen[(phase.model, run, step)] = None
+        return list(seen)
+
+
+def _sft_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    runs = config["sft"].get("runs")
+    if runs is None:
+        return [(m, d) for m in config["models"] for d in config["sft_datasets"]]
+    return [(r["model"], r["dataset"]) for r in runs]
+
+
+def build_plan(config: Mapping[str, Any]) -> Plan:
+    sft = config["sft"]
+    phases: list[Phase] = []
+    for model, dataset in _sft_pairs(config):
+        spec = config["sft_datasets"][dataset]
+        steps = checkpoint_steps(
+            spec["size"], sft["global_batch_size"], sft["epochs"], spec["save_steps"]
+        )
+        phases.append(Phase(model, f"sft-{dataset}", "sft", tuple(steps), dataset))
+    sft_runs = {(p.model, p.sft_dataset) for p in phases}
+
+    po = config.get("preference_optimization")
+    if po:
+        runs: list[tuple[str, str, str, str, dict[str, float]]] = [
+            (m, d, a, p, {})
+            for m in po["grid"]["models"]
+            for d in po["grid"]["sft_datasets"]
+            for a in po["grid"]["algorithms"]
+            for p in po["grid"]["preference_sets"]
+        ]
+        for ab in po.get("ablations", []):
+            for value in ab["values"]:
+                runs.append(
+                    (ab["model"], ab["sft_dataset"], ab["algorithm"], ab["preference_set"],
+                     {ab["parameter"]: value})
+                )
+        seen: set[str] = set()
+        for model, dataset, algorithm, pref_set, overrides in runs:
+            if (model, dataset) not in sft_runs:
+                raise ValueError(f"PO run on {model}/sft-{dataset}, which is not an SFT run")
+            hyper = po["algorithms"][algorithm]
+            if overrides and all(hyper.get(k) == v for k, v in overrides.items()):
+                overrides = {}  # the ablation value equal to the default is the main run
+            run = f"sft-{dataset}.{algorithm}-{pref_set}" + "".join(
+                f".{k}-{_format_value(v)}" for k, v in sorted(overrides.items())
+            )
+            if (model, run) in seen:
+                continue
+            seen.add((model, run))
+            steps = checkpoint_steps(
+                config["preference_sets"][pref_set]["size"],
+                hyper["global_batch_size"],
+                hyper["epochs"],
+                hyper["save_steps"],
+            )
+            phases.append(
+                Phase(model, run, "po", tuple(steps), dataset, algorithm, pref_set, overrides)
+            )
+    return Plan(tuple(phases))

@@ -1,0 +1,91 @@
+"""The small default, run for real on CPU (about 8 minutes on 2 cores).
+
+One run feeds several assertions, so the module shares it through a fixture.
+"""
+
+import json
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.workflow import copy_repo, dry_run_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+JUDGE_SIDE_RULES = {
+    "adapt_local_judge",  # the small judge is adapted to the prompt, so it follows the prompt
+    "judge",
+    "values",
+    "drift",
+    "sft_drift_table",
+    "figure_sft_trajectories",
+    "all",
+}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
+    snakemake("--cores", "2", cwd=workdir, timeout=40 * 60)
+    return workdir
+
+
+def _drift(workdir, run):
+    return pl.read_parquet(workdir / f"results/smollm2-135m/{run}/drift.parquet")
+
+
+def test_planted_support_shows_up_with_the_right_sign(small_run):
+    config = yaml.safe_load((small_run / "config/config.yaml").read_text())
+    planted = sorted(config["sft_datasets"]["opinionated"]["stance_mix"])
+
+    def support_drift(run):
+        table = _drift(small_run, run).filter(
+            (pl.col("stance") == "support") & pl.col("category").is_in(planted)
+        )
+        assert table.height == len(planted)
+        return table["magnitude"].mean()
+
+    opinionated, taskish = support_drift("sft-opinionated"), support_drift("sft-taskish")
+    print(f"support drift on planted topics: opinionated {opinionated:+.3f}, taskish {taskish:+.3f}")
+    assert opinionated > 0.1
+    assert opinionated - taskish > 0.1
+
+
+def test_values_are_distributions_over_every_step_and_topic(small_run):
+    values = pl.read_parquet(small_run / "results/smollm2-135m/sft-opinionated/values.parquet")
+    topics = yaml.safe_load((small_run / "config/topics.yaml").read_text())
+    assert sorted(values["step"].unique().to_list()) == [0, 2, 4, 6]
+    assert set(values["category"].unique()) == set(topics)
+    sums = values.group_by(["step", "category"]).agg(pl.col("value").sum())
+    assert sums["value"].min() == pytest.approx(1.0) and sums["value"].max() == pytest.approx(1.0)
+    assert (values["n_questions"] == 2).all()
+
+
+def test_step_zero_is_the_shared_base_model(small_run):
+    a = pl.read_parquet(small_run / "results/smollm2-135m/sft-opinionated/values.parquet")
+    b = pl.read_parquet(small_run / "results/smollm2-135m/sft-taskish/values.parquet")
+    assert a.filter(pl.col("step") == 0).equals(b.filter(pl.col("step") == 0))
+
+
+def test_judge_reports_its_answer_quality(small_run):
+    counts = json.loads(
+        (small_run / "results/smollm2-135m/base/step-0/judge_counts.json").read_text()
+    )
+    assert counts["judged"] == 11 * 2 * 2  # categories x questions x samples
+    assert 0 <= counts["off_label_top_token"] <= counts["judged"]
+
+
+def test_drift_table_and_figures_are_written(small_run):
+    markdown = (small_run / "results/tables/sft_drift_smollm2-135m.md").read_text()
+    assert "| Immigration Policies |" in markdown and "sft-opinionated support" in markdown
+    png = small_run / "results/figures/fig03_sft_smollm2-135m_immigration-policies.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_editing_the_judge_prompt_reruns_only_judging_and_after(small_run):
+    prompt = small_run / "config/prompts/judge_response.txt"
+    prompt.write_text(prompt.read_text() + "Think about the topic, not the question.\n")
+    jobs = dry_run_jobs(cwd=small_run)
+    assert jobs["judge"] == 7
+    assert set(jobs) <= JUDGE_SIDE_RULES, set(jobs) - JUDGE_SIDE_RULES

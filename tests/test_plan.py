@@ -1,0 +1,53 @@
+import pytest
+
+from value_drifts.plan import build_plan, slug
+from value_drifts.training.checkpoints import checkpoint_steps, total_steps
+
+
+def test_total_steps_counts_partial_batches():
+    assert total_steps(255_751, 128, 3) == 1999 * 3
+    assert total_steps(46_801, 128, 3) == 366 * 3
+
+
+def test_checkpoint_steps_include_the_last_step():
+    assert checkpoint_steps(48, 8, 1, 2) == [2, 4, 6]
+    assert checkpoint_steps(50, 8, 1, 3) == [3, 6, 7]
+    assert checkpoint_steps(46_801, 128, 3, 100)[-2:] == [1000, 1098]
+
+
+@pytest.mark.parametrize("bad", [(0, 8, 1), (8, 0, 1), (8, 8, 0)])
+def test_total_steps_rejects_nonpositive(bad):
+    with pytest.raises(ValueError):
+        total_steps(*bad)
+
+
+def test_small_plan_phases_and_starts(small_config):
+    plan = build_plan(small_config)
+    assert [p.run for p in plan.phases] == ["sft-opinionated", "sft-taskish"]
+    phase = plan.phase("smollm2-135m", "sft-taskish")
+    assert phase.steps == (2, 4, 6)
+    # step 0 of SFT is the base model
+    assert plan.trajectory(phase)[0] == ("base", 0, 0)
+    # base evaluated once, shared by both SFT runs
+    assert len(plan.evaluated_checkpoints()) == 1 + 3 + 3
+
+
+def test_paper_plan_grid(paper_config):
+    plan = build_plan(paper_config)
+    assert len(plan.sft_phases()) == 8
+    wildchat = plan.phase("llama3-3b", "sft-wildchat")
+    assert wildchat.steps[0] == 500 and wildchat.last_step == 5997
+    po = plan.po_phases()
+    # 2 models x 2 SFT sets x 3 algorithms x 4 preference sets + 9 ablation variants
+    # (each ablation grid holds the default value once, which is the main run)
+    assert len(po) == 48 + 9
+    dpo = plan.phase("llama3-3b", "sft-wildchat.dpo-synthetic_support")
+    # step 0 of PO is the final SFT checkpoint
+    assert plan.trajectory(dpo)[0] == ("sft-wildchat", 5997, 0)
+    assert dpo.last_step == 296 * 3
+    ablation = plan.phase("llama3-3b", "sft-wildchat.ppo-synthetic_support.kl_coef-0.2")
+    assert ablation.overrides == {"kl_coef": 0.2}
+
+
+def test_slug():
+    assert slug("Gender and LGBTQ+ Identity") == "gender-and-lgbtq-identity"

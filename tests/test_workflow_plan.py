@@ -1,0 +1,74 @@
+"""Dry runs of the real workflow: the DAG is static and known before anything runs."""
+
+import pytest
+import yaml
+
+from tests.workflow import REPO, copy_repo, dry_run_jobs, snakemake
+
+
+@pytest.fixture(scope="module")
+def clean_copy(tmp_path_factory):
+    """A copy without results, so dry runs do not depend on what the user has built."""
+    return copy_repo(tmp_path_factory.mktemp("dry") / "value-drifts")
+
+
+def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
+    jobs = dry_run_jobs("--configfile", "config/paper.yaml", cwd=clean_copy)
+    assert jobs["prepare_base_model"] == 4
+    assert jobs["train_sft"] == 8
+    assert jobs["train_preference_optimisation"] == 48 + 9
+    # 4 base models + SFT checkpoints (12 WildChat, 11 Alpaca per model) + PO checkpoints
+    # (58 per UltraFeedback/HH-RLHF run, 9 per synthetic run) + 9 synthetic ablation runs.
+    expected_generations = 4 + 4 * (12 + 11) + 4 * 3 * (58 + 58 + 9 + 9) + 9 * 9
+    assert jobs["generate"] == expected_generations
+    assert jobs["judge"] == expected_generations
+    assert jobs["figure_sft_trajectories"] == 4 * 3
+    assert jobs["sft_drift_table"] == 4
+
+
+def test_small_default_dry_run(clean_copy):
+    jobs = dry_run_jobs(cwd=clean_copy)
+    assert jobs["train_sft"] == 2
+    assert jobs["generate"] == 7  # base + 3 checkpoints per SFT set
+    assert jobs["figure_sft_trajectories"] == 11
+    assert "train_preference_optimisation" not in jobs
+
+
+def test_one_figure_builds_only_what_it_needs(clean_copy):
+    jobs = dry_run_jobs(
+        "results/figures/fig03_sft_qwen3-4b_immigration-policies.pdf",
+        "--configfile", "config/paper.yaml",  # takes several values, so it comes last
+        cwd=clean_copy,
+    )
+    # Qwen3-4B's two SFT runs only: no PO, no other model.
+    assert jobs["prepare_base_model"] == 1
+    assert jobs["train_sft"] == 2
+    assert jobs["generate"] == 1 + 12 + 11
+    assert "train_preference_optimisation" not in jobs
+
+
+def test_bad_config_stops_with_the_key_named(clean_copy, tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["sft_datasets"]["taskish"]["save_steps"] = -1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--nolock", "--configfile", str(path), cwd=clean_copy, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "sft_datasets.taskish.save_steps" in output
+
+
+def test_snakemake_lint_is_clean(clean_copy):
+    result = snakemake("--lint", cwd=clean_copy, check=False)
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules/"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,10 @@
+import polars as pl
+
+from value_drifts.aggregate import drift_table
+from value_drifts.io import logged
+
+with logged(snakemake.log[0]):
+    drift = drift_table(pl.read_parquet(snakemake.input[0]))
+    drift.write_parquet(snakemake.output.parquet)
+    drift.write_csv(snakemake.output.csv)
+    print(drift)

@@ -1,0 +1,16 @@
+import polars as pl
+
+from value_drifts.io import logged
+from value_drifts.plots import plot_trajectories
+
+with logged(snakemake.log[0]):
+    category = snakemake.params.category
+    panels = [
+        (run, pl.read_parquet(path).filter(pl.col("category") == category))
+        for run, path in zip(snakemake.params.runs, snakemake.input, strict=True)
+    ]
+    plot_trajectories(
+        panels,
+        title=f"{snakemake.wildcards.model}: {category}",
+        outputs=[snakemake.output.pdf, snakemake.output.png],
+    )

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from value_drifts.base_model import convert_gguf, download_hub_model, find_packaged_file
+from value_drifts.io import logged
+
+with logged(snakemake.log[0]):
+    spec = snakemake.params.spec
+    output = Path(snakemake.output[0])
+    if spec["source"] == "gguf_package":
+        gguf = find_packaged_file(spec["package"], spec["gguf_file"], spec.get("pip_spec"))
+        print(f"converting {gguf} -> {output}")
+        convert_gguf(gguf, output)
+    else:
+        download_hub_model(spec["hub_id"], output, spec.get("revision"))
