@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test dry-run-paper lint clean
+.PHONY: setup demo test dry-run-paper cost-plan lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,14 +25,18 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "drift table: results/tables/sft_drift_smollm2-135m.md"
-	@cat results/tables/sft_drift_smollm2-135m.md
+	@cat results/tables/sft_drift_smollm2-135m.md results/tables/po_drift_smollm2-135m_sft-taskish.md
 
 test: setup
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
+
+# What judging a config will cost, before spending: make cost-plan CONFIG=config/paper.yaml
+CONFIG ?= config/config.yaml
+cost-plan: setup
+	$(BIN)/python -m value_drifts.judge.plan_cost --configfile $(CONFIG)
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -47,5 +47,31 @@ rule sft_drift_table:
         "../envs/analysis.yaml"
     params:
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
+        title=lambda wc: f"SFT drift, {wc.model}",
     script:
-        "../workflow_scripts/sft_drift_table.py"
+        "../workflow_scripts/drift_table.py"
+
+
+rule po_drift_table:
+    """Drift by topic, algorithm, preference set and stance (paper Tables 1, 13-16)."""
+    input:
+        po_table_drifts,
+    output:
+        csv=report(
+            "results/tables/po_drift_{model}_sft-{sft_dataset}.csv",
+            caption="../report/po_drift_table.rst",
+            category="Tables",
+        ),
+        md="results/tables/po_drift_{model}_sft-{sft_dataset}.md",
+    log:
+        "logs/tables/po_drift_{model}_sft-{sft_dataset}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        runs=lambda wc: [
+            f"{phase.algorithm}-{phase.preference_set}"
+            for phase in po_main_phases(wc.model, wc.sft_dataset)
+        ],
+        title=lambda wc: f"Preference optimisation drift, {wc.model} SFT-{wc.sft_dataset}",
+    script:
+        "../workflow_scripts/drift_table.py"

@@ -22,6 +22,20 @@ FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
 
 
+def ablations():
+    return config.get("preference_optimization", {}).get("ablations", [])
+
+
+def ablation_name(ablation):
+    return (
+        f"{ablation['model']}_sft-{ablation['sft_dataset']}_{ablation['algorithm']}"
+        f"-{ablation['preference_set']}_{ablation['parameter']}"
+    )
+
+
+ABLATIONS = {ablation_name(a): a for a in ablations()}
+
+
 def _alternatives(names):
     return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
 
@@ -33,6 +47,7 @@ wildcard_constraints:
     topic=_alternatives(CATEGORY_BY_SLUG),
     step=r"\d+",
     po_run=r"[^/]+",
+    ablation=_alternatives(ABLATIONS) if ABLATIONS else "none",
     preference_set=_alternatives(config.get("preference_sets", {}) or ["none"]),
 
 
@@ -82,6 +97,37 @@ def judge_model_input(wildcards):
     return ["results/judge/adapted"] if config["judge"]["model"] == "adapted" else []
 
 
+def final_sft_checkpoint(model, sft_dataset):
+    run = f"sft-{sft_dataset}"
+    return checkpoint_dir(model, run, PLAN.phase(model, run).last_step)
+
+
+def po_phase(wildcards):
+    return PLAN.phase(
+        wildcards.model, f"sft-{wildcards.sft_dataset}.{wildcards.po_run}"
+    )
+
+
+def po_hyperparameters(phase):
+    """The algorithm's config with the run's ablation override applied."""
+    hyper = dict(config["preference_optimization"]["algorithms"][phase.algorithm])
+    hyper.update(phase.overrides)
+    return hyper
+
+
+def po_training_inputs(wildcards):
+    phase = po_phase(wildcards)
+    inputs = {
+        "sft": training_marker(phase.model, f"sft-{phase.sft_dataset}"),
+        "data": f"results/data/preference/{phase.preference_set}/train.parquet",
+    }
+    if phase.algorithm == "ppo":
+        inputs["reward_model"] = (
+            f"results/models/{phase.model}/reward-sft-{phase.sft_dataset}.{phase.preference_set}"
+        )
+    return inputs
+
+
 def trajectory_judgments(wildcards):
     """Judgments of every checkpoint of a phase, step 0 being the model it starts from."""
     phase = PLAN.phase(wildcards.model, wildcards.run)
@@ -110,6 +156,62 @@ def sft_drifts(wildcards):
     ]
 
 
+def po_main_phases(model, sft_dataset, preference_set=None):
+    """PO runs (no ablation variants) from one SFT model, optionally on one preference set."""
+    return [
+        phase
+        for phase in PLAN.po_phases()
+        if phase.model == model
+        and phase.sft_dataset == sft_dataset
+        and not phase.overrides
+        and preference_set in (None, phase.preference_set)
+    ]
+
+
+def po_figure_values(wildcards):
+    return [
+        f"results/{phase.model}/{phase.run}/values.parquet"
+        for phase in po_main_phases(
+            wildcards.model, wildcards.sft_dataset, wildcards.preference_set
+        )
+    ]
+
+
+def po_table_drifts(wildcards):
+    return [
+        f"results/{phase.model}/{phase.run}/drift.parquet"
+        for phase in po_main_phases(wildcards.model, wildcards.sft_dataset)
+    ]
+
+
+def ablation_phases(name):
+    """(value, phase) for every value of an ablation; the default value is the main run."""
+    ablation = ABLATIONS[name]
+    defaults = config["preference_optimization"]["algorithms"][ablation["algorithm"]]
+    pairs = []
+    for phase in PLAN.po_phases():
+        if (phase.model, phase.sft_dataset, phase.algorithm, phase.preference_set) != (
+            ablation["model"],
+            ablation["sft_dataset"],
+            ablation["algorithm"],
+            ablation["preference_set"],
+        ):
+            continue
+        value = phase.overrides.get(
+            ablation["parameter"], defaults.get(ablation["parameter"])
+        )
+        if value in ablation["values"]:
+            pairs.append((value, phase))
+    return sorted(pairs, key=lambda pair: pair[0])
+
+
+def ablation_values(wildcards):
+    return [
+        f"results/{phase.model}/{phase.run}/values.parquet"
+        for _, phase in ablation_phases(wildcards.ablation)
+    ]
+
+
 def final_outputs():
     outputs = []
     for model in {phase.model for phase in PLAN.sft_phases()}:
@@ -118,6 +220,22 @@ def final_outputs():
             f"results/figures/fig03_sft_{model}_{slug(category)}.pdf"
             for category in FIGURE_TOPICS
         ]
+    po_groups = {
+        (p.model, p.sft_dataset, p.preference_set)
+        for p in PLAN.po_phases()
+        if not p.overrides
+    }
+    for model, sft_dataset, preference_set in po_groups:
+        outputs.append(f"results/tables/po_drift_{model}_sft-{sft_dataset}.md")
+        outputs += [
+            f"results/figures/po_{model}_sft-{sft_dataset}_{preference_set}_{slug(category)}.pdf"
+            for category in FIGURE_TOPICS
+        ]
+    for name in ABLATIONS:
+        outputs += [
+            f"results/figures/ablation_{name}_{slug(category)}.pdf"
+            for category in FIGURE_TOPICS
+        ]
     for phase in PLAN.po_phases():
         outputs.append(f"results/{phase.model}/{phase.run}/drift.csv")
-    return sorted(outputs)
+    return sorted(set(outputs))

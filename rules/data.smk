@@ -21,15 +21,22 @@ rule prepare_sft_dataset:
 
 
 rule prepare_preference_set:
-    """A preference set as prompt/chosen/rejected parquet (issue: preference optimisation)."""
+    """A preference set as prompt/chosen/rejected parquet, with counts and rejects by reason."""
     output:
-        "results/data/preference/{preference_set}/train.parquet",
+        train="results/data/preference/{preference_set}/train.parquet",
+        counts="results/data/preference/{preference_set}/counts.json",
     log:
         "logs/data/prepare_preference_set_{preference_set}.log",
+    benchmark:
+        "benchmarks/data/prepare_preference_set_{preference_set}.tsv"
     conda:
         "../envs/analysis.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         spec=lambda wc: config["preference_sets"][wc.preference_set],
+        topics=config["topics"],
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_preference_set.py"

@@ -46,5 +46,15 @@ rule judge:
     params:
         judge=config["judge"],
         model_path=judge_model_dir(),
+        batch_state=lambda wc: "{}/{}/{}/step-{}.json".format(
+            lookup(
+                dpath="judge/batch/state_dir",
+                within=config,
+                default="results/judge_batches",
+            ),
+            wc.model,
+            wc.run,
+            wc.step,
+        ),
     script:
         "../workflow_scripts/judge.py"

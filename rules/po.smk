@@ -1,10 +1,34 @@
-rule train_preference_optimisation:
-    """PPO, DPO or SimPO from the final SFT checkpoint (issue: preference optimisation)."""
+rule train_reward_model:
+    """PPO's reward model: the final SFT model with a one-logit head, trained on the pairs."""
     input:
         sft=lambda wc: training_marker(wc.model, f"sft-{wc.sft_dataset}"),
-        data=lambda wc: "results/data/preference/{}/train.parquet".format(
-            PLAN.phase(wc.model, f"sft-{wc.sft_dataset}.{wc.po_run}").preference_set
-        ),
+        data="results/data/preference/{preference_set}/train.parquet",
+    output:
+        directory("results/models/{model}/reward-sft-{sft_dataset}.{preference_set}"),
+    log:
+        "logs/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.log",
+    benchmark:
+        "benchmarks/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+    params:
+        trainer=lambda wc: config["preference_optimization"]["algorithms"]["ppo"][
+            "reward_model"
+        ],
+        model_path=lambda wc: final_sft_checkpoint(wc.model, wc.sft_dataset),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/train_reward_model.py"
+
+
+rule train_preference_optimisation:
+    """PPO, DPO or SimPO from the final SFT checkpoint, saving the planned checkpoints."""
+    input:
+        unpack(po_training_inputs),
     output:
         "results/models/{model}/sft-{sft_dataset}.{po_run}/training.json",
     log:
@@ -18,6 +42,11 @@ rule train_preference_optimisation:
         mem_mb=16000,
         runtime=24 * 60,
     params:
-        phase=lambda wc: PLAN.phase(wc.model, f"sft-{wc.sft_dataset}.{wc.po_run}"),
+        algorithm=lambda wc: po_phase(wc).algorithm,
+        hyper=lambda wc: po_hyperparameters(po_phase(wc)),
+        model_path=lambda wc: final_sft_checkpoint(wc.model, wc.sft_dataset),
+        output_dir=lambda wc: training_dir(wc.model, po_phase(wc).run),
+        steps=lambda wc: list(po_phase(wc).steps),
+        seed=config["seed"],
     script:
         "../workflow_scripts/train_preference_optimisation.py"

@@ -19,6 +19,7 @@ rule train_sft:
         trainer=config["sft"],
         output_dir=lambda wc: training_dir(wc.model, f"sft-{wc.sft_dataset}"),
         steps=lambda wc: list(PLAN.phase(wc.model, f"sft-{wc.sft_dataset}").steps),
+        save_steps=lambda wc: config["sft_datasets"][wc.sft_dataset]["save_steps"],
         seed=config["seed"],
     script:
         "../workflow_scripts/train_sft.py"

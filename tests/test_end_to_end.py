@@ -1,4 +1,4 @@
-"""The small default, run for real on CPU (about 8 minutes on 2 cores).
+"""The small default, run for real on CPU (about 15 minutes on 2 cores).
 
 One run feeds several assertions, so the module shares it through a fixture.
 """
@@ -19,7 +19,9 @@ JUDGE_SIDE_RULES = {
     "values",
     "drift",
     "sft_drift_table",
+    "po_drift_table",
     "figure_sft_trajectories",
+    "figure_po_trajectories",
     "all",
 }
 
@@ -52,6 +54,48 @@ def test_planted_support_shows_up_with_the_right_sign(small_run):
     assert opinionated - taskish > 0.1
 
 
+def _planted(workdir, preference_set):
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    return config["preference_sets"][preference_set]["categories"]
+
+
+def _support_drift(workdir, run, categories):
+    table = _drift(workdir, run).filter(
+        (pl.col("stance") == "support") & pl.col("category").is_in(categories)
+    )
+    assert table.height == len(categories)
+    return table["magnitude"].mean()
+
+
+def test_dpo_moves_support_toward_the_chosen_stance(small_run):
+    trained = _planted(small_run, "planted_support")
+    up = _support_drift(small_run, "sft-taskish.dpo-planted_support", trained)
+    down = _support_drift(small_run, "sft-taskish.dpo-planted_oppose", trained)
+    print(f"DPO support drift on trained topics: support-aligned {up:+.3f}, "
+          f"oppose-aligned {down:+.3f}")
+    assert up > 0
+    assert down < 0
+
+
+def test_report_ppo_and_simpo(small_run):
+    """Reported, not asserted (issue: what PPO and SimPO do on the small default)."""
+    trained = _planted(small_run, "planted_support")
+    for run in ["simpo-planted_support", "simpo-planted_oppose", "ppo-planted_support"]:
+        drift = _support_drift(small_run, f"sft-taskish.{run}", trained)
+        print(f"{run}: support drift on trained topics {drift:+.3f}")
+
+
+def test_po_starts_from_the_final_sft_checkpoint(small_run):
+    sft = pl.read_parquet(small_run / "results/smollm2-135m/sft-taskish/values.parquet")
+    dpo = pl.read_parquet(
+        small_run / "results/smollm2-135m/sft-taskish.dpo-planted_support/values.parquet"
+    )
+    assert sorted(dpo["step"].unique().to_list()) == [0, 2, 4]
+    assert dpo.filter(pl.col("step") == 0).drop("step").equals(
+        sft.filter(pl.col("step") == 6).drop("step")
+    )
+
+
 def test_values_are_distributions_over_every_step_and_topic(small_run):
     values = pl.read_parquet(small_run / "results/smollm2-135m/sft-opinionated/values.parquet")
     topics = yaml.safe_load((small_run / "config/topics.yaml").read_text())
@@ -79,6 +123,10 @@ def test_judge_reports_its_answer_quality(small_run):
 def test_drift_table_and_figures_are_written(small_run):
     markdown = (small_run / "results/tables/sft_drift_smollm2-135m.md").read_text()
     assert "| Immigration Policies |" in markdown and "sft-opinionated support" in markdown
+    po_markdown = (small_run / "results/tables/po_drift_smollm2-135m_sft-taskish.md").read_text()
+    assert "dpo-planted_oppose support" in po_markdown and "ppo-planted_support" in po_markdown
+    po_png = small_run / "results/figures/po_smollm2-135m_sft-taskish_planted_support_abortion.png"
+    assert po_png.read_bytes()[:4] == b"\x89PNG"
     png = small_run / "results/figures/fig03_sft_smollm2-135m_immigration-policies.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
 
@@ -87,5 +135,5 @@ def test_editing_the_judge_prompt_reruns_only_judging_and_after(small_run):
     prompt = small_run / "config/prompts/judge_response.txt"
     prompt.write_text(prompt.read_text() + "Think about the topic, not the question.\n")
     jobs = dry_run_jobs(cwd=small_run)
-    assert jobs["judge"] == 7
+    assert jobs["judge"] == 17  # every evaluated checkpoint, nothing trained or generated
     assert set(jobs) <= JUDGE_SIDE_RULES, set(jobs) - JUDGE_SIDE_RULES

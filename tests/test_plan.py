@@ -1,12 +1,18 @@
 import pytest
 
 from value_drifts.plan import build_plan, slug
-from value_drifts.training.checkpoints import checkpoint_steps, total_steps
+from value_drifts.training.checkpoints import checkpoint_steps, ppo_total_steps, total_steps
 
 
 def test_total_steps_counts_partial_batches():
     assert total_steps(255_751, 128, 3) == 1999 * 3
     assert total_steps(46_801, 128, 3) == 366 * 3
+
+
+def test_ppo_steps_count_episodes():
+    assert ppo_total_steps(10, 4, 1) == 3
+    assert ppo_total_steps(10, 4, 2) == 5  # 20 episodes, not 2 x ceil(10 / 4)
+    assert checkpoint_steps(10, 4, 2, 2, ppo=True) == [2, 4, 5]
 
 
 def test_checkpoint_steps_include_the_last_step():
@@ -23,13 +29,22 @@ def test_total_steps_rejects_nonpositive(bad):
 
 def test_small_plan_phases_and_starts(small_config):
     plan = build_plan(small_config)
-    assert [p.run for p in plan.phases] == ["sft-opinionated", "sft-taskish"]
+    assert [p.run for p in plan.sft_phases()] == ["sft-opinionated", "sft-taskish"]
     phase = plan.phase("smollm2-135m", "sft-taskish")
     assert phase.steps == (2, 4, 6)
     # step 0 of SFT is the base model
     assert plan.trajectory(phase)[0] == ("base", 0, 0)
-    # base evaluated once, shared by both SFT runs
-    assert len(plan.evaluated_checkpoints()) == 1 + 3 + 3
+    # DPO and SimPO on both planted sets, PPO on the support-aligned one
+    assert sorted(p.run for p in plan.po_phases()) == [
+        "sft-taskish.dpo-planted_oppose", "sft-taskish.dpo-planted_support",
+        "sft-taskish.ppo-planted_support",
+        "sft-taskish.simpo-planted_oppose", "sft-taskish.simpo-planted_support",
+    ]
+    dpo = plan.phase("smollm2-135m", "sft-taskish.dpo-planted_support")
+    assert plan.trajectory(dpo) == [("sft-taskish", 6, 0), ("sft-taskish.dpo-planted_support", 2, 2),
+                                    ("sft-taskish.dpo-planted_support", 4, 4)]
+    # base evaluated once, shared by both SFT runs; PO step 0 reuses the SFT's last step
+    assert len(plan.evaluated_checkpoints()) == 1 + 3 + 3 + 5 * 2
 
 
 def test_paper_plan_grid(paper_config):
@@ -45,6 +60,8 @@ def test_paper_plan_grid(paper_config):
     # step 0 of PO is the final SFT checkpoint
     assert plan.trajectory(dpo)[0] == ("sft-wildchat", 5997, 0)
     assert dpo.last_step == 296 * 3
+    ppo = plan.phase("llama3-3b", "sft-wildchat.ppo-synthetic_support")
+    assert ppo.last_step == 887  # ceil(3 * 9453 / 32): PPO counts episodes, not epochs
     ablation = plan.phase("llama3-3b", "sft-wildchat.ppo-synthetic_support.kl_coef-0.2")
     assert ablation.overrides == {"kl_coef": 0.2}
 

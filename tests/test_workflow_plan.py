@@ -20,6 +20,7 @@ def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
     # 4 base models + SFT checkpoints (12 WildChat, 11 Alpaca per model) + PO checkpoints
     # (58 per UltraFeedback/HH-RLHF run, 9 per synthetic run) + 9 synthetic ablation runs.
     expected_generations = 4 + 4 * (12 + 11) + 4 * 3 * (58 + 58 + 9 + 9) + 9 * 9
+    # The paper's PPO counts episodes: ceil(3 * 9453 / 32) = 887 updates, still 9 checkpoints.
     assert jobs["generate"] == expected_generations
     assert jobs["judge"] == expected_generations
     assert jobs["figure_sft_trajectories"] == 4 * 3
@@ -29,9 +30,12 @@ def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
 def test_small_default_dry_run(clean_copy):
     jobs = dry_run_jobs(cwd=clean_copy)
     assert jobs["train_sft"] == 2
-    assert jobs["generate"] == 7  # base + 3 checkpoints per SFT set
+    assert jobs["train_preference_optimisation"] == 5
+    assert jobs["train_reward_model"] == 1  # PPO on one preference set
+    # base + 3 checkpoints per SFT set + 2 per PO run (PO step 0 is SFT's last checkpoint)
+    assert jobs["generate"] == 1 + 3 + 3 + 5 * 2
     assert jobs["figure_sft_trajectories"] == 11
-    assert "train_preference_optimisation" not in jobs
+    assert jobs["figure_po_trajectories"] == 2 * 11
 
 
 def test_one_figure_builds_only_what_it_needs(clean_copy):

@@ -5,7 +5,8 @@ import yaml
 from value_drifts.io import logged
 from value_drifts.judge.adapt import adaptation_rows
 from value_drifts.judge.prompt import load_template
-from value_drifts.training.sft import SFTRun, train_sft
+from value_drifts.training.common import TrainerSettings
+from value_drifts.training.sft import train_sft
 
 with logged(snakemake.log[0]):
     trainer = snakemake.params.trainer
@@ -16,16 +17,11 @@ with logged(snakemake.log[0]):
         seed=snakemake.params.seed,
     )
     output = snakemake.output[0]
-    run = SFTRun(
+    run = TrainerSettings.from_config(
+        trainer,
         model_path=snakemake.input.model,
         output_dir=output + ".training",
-        learning_rate=trainer["learning_rate"],
-        global_batch_size=trainer["global_batch_size"],
-        per_device_batch_size=trainer["per_device_batch_size"],
-        epochs=trainer["epochs"],
         save_steps=10**9,  # only the final model is needed
-        max_length=trainer["max_length"],
-        warmup_ratio=trainer.get("warmup_ratio", 0.0),
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )

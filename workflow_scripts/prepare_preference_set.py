@@ -1,6 +1,32 @@
-from value_drifts.io import logged
+import polars as pl
+import yaml
+
+from value_drifts.io import logged, write_json
+from value_drifts.preference import load_hub_preference_set, template_value_gap_pairs
 
 with logged(snakemake.log[0]):
-    raise NotImplementedError(
-        "preference-set preparation arrives with the preference-optimisation issue"
-    )
+    spec = snakemake.params.spec
+    if spec["source"] == "synthetic_templates":
+        pairs = template_value_gap_pairs(
+            templates=yaml.safe_load(open(spec["templates"])),
+            topics=yaml.safe_load(open(snakemake.params.topics)),
+            categories=spec["categories"],
+            chosen_stance=spec["chosen_stance"],
+            size=spec["size"],
+            seed=snakemake.params.seed,
+        )
+        counts = {"train": len(pairs), "rejected": {}}
+    elif spec["source"] == "hub":
+        pairs, counts = load_hub_preference_set(spec, seed=snakemake.params.seed)
+    else:
+        raise NotImplementedError(
+            "teacher-written value-gap pairs (synthetic_value_gap) are not built yet"
+        )
+    if counts["train"] != spec["size"]:
+        # The checkpoint steps in the DAG were computed from spec["size"].
+        raise ValueError(
+            f"preference set has {counts['train']} pairs but config says size {spec['size']}"
+        )
+    pl.DataFrame(pairs).write_parquet(snakemake.output.train)
+    write_json(snakemake.output.counts, counts)
+    print(counts)

@@ -4,25 +4,16 @@ import polars as pl
 
 from value_drifts.io import logged, write_json
 from value_drifts.training.checkpoints import saved_steps
-from value_drifts.training.sft import SFTRun, train_sft
+from value_drifts.training.common import TrainerSettings
+from value_drifts.training.sft import train_sft
 
 with logged(snakemake.log[0]):
-    trainer = snakemake.params.trainer
-    run = SFTRun(
+    run = TrainerSettings.from_config(
+        snakemake.params.trainer,
         model_path=snakemake.input.model,
         output_dir=snakemake.params.output_dir,
-        learning_rate=trainer["learning_rate"],
-        global_batch_size=trainer["global_batch_size"],
-        per_device_batch_size=trainer["per_device_batch_size"],
-        epochs=trainer["epochs"],
-        save_steps=snakemake.config["sft_datasets"][snakemake.wildcards.sft_dataset]["save_steps"],
-        max_length=trainer["max_length"],
-        warmup_ratio=trainer.get("warmup_ratio", 0.03),
-        lr_scheduler=trainer.get("lr_scheduler", "cosine"),
-        weight_decay=trainer.get("weight_decay", 0.0),
+        save_steps=snakemake.params.save_steps,
         seed=snakemake.params.seed,
-        save_only_model=trainer.get("save_only_model", True),
-        gradient_checkpointing=trainer.get("gradient_checkpointing", False),
         threads=snakemake.threads,
     )
     rows = pl.read_parquet(snakemake.input.data).select("messages").to_dicts()

@@ -50,15 +50,17 @@ def _reference_problems(config: Mapping[str, Any]) -> list[str]:
     po = config.get("preference_optimization")
     if po:
         pref_sets = set(config.get("preference_sets", {}))
-        grid = po["grid"]
-        for m in grid["models"]:
-            check("preference_optimization.grid.models", m, models, "model")
-        for d in grid["sft_datasets"]:
-            check("preference_optimization.grid.sft_datasets", d, sft_sets, "SFT dataset")
-        for a in grid["algorithms"]:
-            check("preference_optimization.grid.algorithms", a, set(po["algorithms"]), "algorithm")
-        for p in grid["preference_sets"]:
-            check("preference_optimization.grid.preference_sets", p, pref_sets, "preference set")
+        grids = po["grid"] if isinstance(po["grid"], list) else [po["grid"]]
+        for i, grid in enumerate(grids):
+            key = "preference_optimization.grid" + (f".{i}" if isinstance(po["grid"], list) else "")
+            for m in grid["models"]:
+                check(f"{key}.models", m, models, "model")
+            for d in grid["sft_datasets"]:
+                check(f"{key}.sft_datasets", d, sft_sets, "SFT dataset")
+            for a in grid["algorithms"]:
+                check(f"{key}.algorithms", a, set(po["algorithms"]), "algorithm")
+            for p in grid["preference_sets"]:
+                check(f"{key}.preference_sets", p, pref_sets, "preference set")
         for i, ab in enumerate(po.get("ablations", [])):
             key = f"preference_optimization.ablations.{i}"
             check(f"{key}.model", ab["model"], models, "model")

@@ -111,12 +111,14 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
 
     po = config.get("preference_optimization")
     if po:
+        grids = po["grid"] if isinstance(po["grid"], list) else [po["grid"]]
         runs: list[tuple[str, str, str, str, dict[str, float]]] = [
             (m, d, a, p, {})
-            for m in po["grid"]["models"]
-            for d in po["grid"]["sft_datasets"]
-            for a in po["grid"]["algorithms"]
-            for p in po["grid"]["preference_sets"]
+            for grid in grids
+            for m in grid["models"]
+            for d in grid["sft_datasets"]
+            for a in grid["algorithms"]
+            for p in grid["preference_sets"]
         ]
         for ab in po.get("ablations", []):
             for value in ab["values"]:
@@ -124,7 +126,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                     (ab["model"], ab["sft_dataset"], ab["algorithm"], ab["preference_set"],
                      {ab["parameter"]: value})
                 )
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for model, dataset, algorithm, pref_set, overrides in runs:
             if (model, dataset) not in sft_runs:
                 raise ValueError(f"PO run on {model}/sft-{dataset}, which is not an SFT run")
@@ -142,6 +144,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                 hyper["global_batch_size"],
                 hyper["epochs"],
                 hyper["save_steps"],
+                ppo=algorithm == "ppo",
             )
             phases.append(
                 Phase(model, run, "po", tuple(steps), dataset, algorithm, pref_set, overrides)

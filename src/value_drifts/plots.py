@@ -18,6 +18,18 @@ from value_drifts.stance import STANCES  # noqa: E402
 STANCE_COLOURS = {"support": "#2ca02c", "neutral": "#1f77b4", "oppose": "#d62728"}
 
 
+def _line_with_band(ax, values: pl.DataFrame, stance: str, colour, label: str, alpha: float):
+    """Mean of one stance over steps, with its CI as a band (none where undefined)."""
+    line = values.filter(pl.col("stance") == stance).sort("step")
+    steps = line["step"].to_numpy()
+    mean = line["value"].to_numpy()
+    half = line["ci_halfwidth"].fill_nan(0.0).fill_null(0.0).to_numpy()
+    ax.plot(steps, mean, marker="o", markersize=3, color=colour, label=label)
+    # Probabilities live in [0, 1]; a t-interval over few questions can reach past both.
+    low, high = (mean - half).clip(0, 1), (mean + half).clip(0, 1)
+    ax.fill_between(steps, low, high, color=colour, alpha=alpha, linewidth=0)
+
+
 def plot_trajectories(
     panels: Sequence[tuple[str, pl.DataFrame]], title: str, outputs: Sequence[str | Path]
 ) -> None:
@@ -28,20 +40,35 @@ def plot_trajectories(
     )
     for ax, (label, values) in zip(axes[0], panels, strict=True):
         for stance in STANCES:
-            line = values.filter(pl.col("stance") == stance).sort("step")
-            steps = line["step"].to_numpy()
-            mean = line["value"].to_numpy()
-            half = line["ci_halfwidth"].fill_nan(0.0).fill_null(0.0).to_numpy()
-            ax.plot(steps, mean, marker="o", markersize=3, color=STANCE_COLOURS[stance],
-                    label=stance)
-            ax.fill_between(steps, mean - half, mean + half, color=STANCE_COLOURS[stance],
-                            alpha=0.2, linewidth=0)
+            _line_with_band(ax, values, stance, STANCE_COLOURS[stance], stance, alpha=0.2)
         ax.set_title(label)
         ax.set_xlabel("training step")
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("mean stance probability")
     axes[0][-1].legend(loc="upper right", fontsize="small", frameon=True)
     fig.suptitle(title)
+    fig.tight_layout()
+    for path in outputs:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_ablation(
+    lines: Sequence[tuple[str, pl.DataFrame]], stance: str, title: str,
+    outputs: Sequence[str | Path],
+) -> None:
+    """One stance over training steps, one line (with CI band) per hyperparameter value."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    palette = sns.color_palette("viridis", len(lines))
+    for colour, (label, values) in zip(palette, lines, strict=True):
+        _line_with_band(ax, values, stance, colour, label, alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"mean p({stance})")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small", frameon=True)
+    ax.set_title(title, fontsize="medium")
     fig.tight_layout()
     for path in outputs:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

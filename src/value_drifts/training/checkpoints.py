@@ -16,9 +16,20 @@ def total_steps(n_examples: int, global_batch_size: int, epochs: float) -> int:
     return math.ceil(math.ceil(n_examples / global_batch_size) * epochs)
 
 
-def checkpoint_steps(n_examples: int, global_batch_size: int, epochs: float, save_steps: int):
+def ppo_total_steps(n_prompts: int, global_batch_size: int, epochs: float) -> int:
+    """PPO updates as TRL's PPOTrainer counts them: episodes = epochs × prompts, one
+    update per global batch of episodes (so epochs need not align with batches)."""
+    if n_prompts <= 0 or global_batch_size <= 0 or epochs <= 0:
+        raise ValueError("prompts, batch size and epochs must be positive")
+    return math.ceil(round(epochs * n_prompts) / global_batch_size)
+
+
+def checkpoint_steps(
+    n_examples: int, global_batch_size: int, epochs: float, save_steps: int, ppo: bool = False
+) -> list[int]:
     """Steps at which the trainer saves: every ``save_steps`` and always the last step."""
-    last = total_steps(n_examples, global_batch_size, epochs)
+    count = ppo_total_steps if ppo else total_steps
+    last = count(n_examples, global_batch_size, epochs)
     steps = list(range(save_steps, last + 1, save_steps))
     if not steps or steps[-1] != last:
         steps.append(last)

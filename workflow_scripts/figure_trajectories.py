@@ -11,6 +11,6 @@ with logged(snakemake.log[0]):
     ]
     plot_trajectories(
         panels,
-        title=f"{snakemake.wildcards.model}: {category}",
+        title=snakemake.params.title,
         outputs=[snakemake.output.pdf, snakemake.output.png],
     )

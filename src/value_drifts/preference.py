@@ -1,0 +1,132 @@
+"""Preference sets in TRL's conversational preference format.
+
+Every set becomes rows of ``prompt`` (a list of messages), ``chosen`` and ``rejected``
+(each one assistant message). Malformed hub rows are counted by reason, never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from value_drifts.synthetic import _fill
+
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def hh_messages(text: str) -> list[dict[str, str]]:
+    """Split an HH-RLHF transcript ("\\n\\nHuman: …\\n\\nAssistant: …") into messages."""
+    parts = HH_TURN.split(text)
+    if parts[0].strip():
+        raise ValueError("transcript does not start with a Human or Assistant turn")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [
+        {"role": roles[speaker], "content": content.strip()}
+        for speaker, content in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def hh_pair(row: Mapping[str, Any]) -> dict[str, Any]:
+    """HH-RLHF row (chosen/rejected transcripts sharing a prefix) -> prompt/chosen/rejected."""
+    chosen, rejected = hh_messages(row["chosen"]), hh_messages(row["rejected"])
+    if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+        raise ValueError("chosen and rejected do not share their prompt turns")
+    return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+
+
+def ultrafeedback_pair(row: Mapping[str, Any]) -> dict[str, Any]:
+    """argilla/ultrafeedback-binarized-preferences-cleaned row -> prompt/chosen/rejected."""
+    chosen, rejected = list(row["chosen"]), list(row["rejected"])
+    return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+
+
+def pair_problem(pair: Mapping[str, Any]) -> str | None:
+    """Why a preference pair cannot be trained on, or None when it can."""
+    prompt = pair.get("prompt")
+    if not prompt or prompt[-1].get("role") != "user":
+        return "prompt does not end with a user turn"
+    for key in ("chosen", "rejected"):
+        turns = pair.get(key)
+        if not turns or turns[-1].get("role") != "assistant":
+            return f"{key} is not an assistant turn"
+        if not str(turns[-1].get("content") or "").strip():
+            return f"empty {key} response"
+    if any(not str(t.get("content") or "").strip() for t in prompt):
+        return "empty prompt turn"
+    if pair["chosen"][-1]["content"] == pair["rejected"][-1]["content"]:
+        return "chosen equals rejected"
+    return None
+
+
+def convert_pairs(rows, convert) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Convert hub rows, keeping valid pairs and counting the rest by reason."""
+    kept, rejected = [], Counter()
+    for row in rows:
+        try:
+            pair = convert(row)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            rejected[f"malformed row: {type(error).__name__}"] += 1
+            continue
+        problem = pair_problem(pair)
+        if problem:
+            rejected[problem] += 1
+        else:
+            kept.append(pair)
+    return kept, dict(rejected)
+
+
+def downsample(rows: Sequence[dict[str, Any]], size: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of ``size`` rows (all rows, in order, when there are fewer)."""
+    if len(rows) <= size:
+        return list(rows)
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), size))]
+
+
+CONVERTERS = {"ultrafeedback": ultrafeedback_pair, "hh_rlhf": hh_pair}
+
+
+def load_hub_preference_set(spec: Mapping[str, Any], seed: int):
+    """Load a hub preference set, convert it, and downsample it to ``spec['size']``."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(spec["hub_id"], spec.get("hub_config"), split=spec.get("split", "train"))
+    convert = CONVERTERS[spec["format"]]
+    kept, rejected = convert_pairs(dataset, convert)
+    pairs = downsample(kept, spec["size"], seed)
+    return pairs, {"loaded": len(dataset), "valid": len(kept), "train": len(pairs),
+                   "rejected": rejected}
+
+
+def template_value_gap_pairs(
+    templates: Mapping[str, Any],
+    topics: Mapping[str, str],
+    categories: Sequence[str],
+    chosen_stance: str,
+    size: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Pairs whose responses differ in stance only: one supports the topic, one opposes it.
+
+    The small default's stand-in for the teacher-written value-gap set; ``chosen_stance``
+    picks the label setup (support-aligned or oppose-aligned).
+    """
+    other = {"support": "oppose", "oppose": "support"}[chosen_stance]
+    rng = random.Random(seed)
+    pairs = []
+    for index in range(size):
+        topic = topics[categories[index % len(categories)]]
+        prompt = _fill(rng.choice(templates["questions"]), topic)
+        pairs.append(
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant",
+                            "content": _fill(rng.choice(templates["answers"][chosen_stance]), topic)}],
+                "rejected": [{"role": "assistant",
+                              "content": _fill(rng.choice(templates["answers"][other]), topic)}],
+            }
+        )
+    return pairs

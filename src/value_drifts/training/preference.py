@@ -1,0 +1,187 @@
+"""Preference optimisation with TRL's trainers: DPO, SimPO (CPOTrainer with
+loss_type="simpo"), and PPO with a reward model trained first.
+
+Each function takes shared TrainerSettings plus the algorithm's own hyperparameters from
+config, and resumes from the newest complete checkpoint in its output directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from value_drifts.training.checkpoints import resumable_checkpoint, saved_steps
+from value_drifts.training.common import TrainerSettings, training_arguments
+
+
+def _policy(model_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _train(trainer, settings: TrainerSettings, callbacks=()):
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train(resume_from_checkpoint=resumable_checkpoint(Path(settings.output_dir)))
+    return trainer
+
+
+def train_dpo(
+    settings: TrainerSettings, hyper: Mapping[str, Any], pairs: list[dict[str, Any]],
+    callbacks: Sequence[Any] = (),
+):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = _policy(settings.model_path)
+    args = DPOConfig(
+        beta=hyper["beta"], max_length=settings.max_length, **training_arguments(settings)
+    )
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+    )
+    return _train(trainer, settings, callbacks)
+
+
+def train_simpo(
+    settings: TrainerSettings, hyper: Mapping[str, Any], pairs: list[dict[str, Any]],
+    callbacks: Sequence[Any] = (),
+):
+    from datasets import Dataset
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    model, tokenizer = _policy(settings.model_path)
+    args = CPOConfig(
+        loss_type="simpo",
+        cpo_alpha=0.0,  # pure SimPO: no behaviour-cloning term
+        beta=hyper["beta"],
+        simpo_gamma=hyper["gamma"],
+        max_length=settings.max_length,
+        max_completion_length=hyper.get("max_response_length"),
+        **training_arguments(settings),
+    )
+    trainer = CPOTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+    )
+    return _train(trainer, settings, callbacks)
+
+
+def train_reward_model(
+    settings: TrainerSettings, pairs: list[dict[str, Any]], callbacks: Sequence[Any] = ()
+):
+    """A one-logit sequence classifier on chosen vs rejected (TRL's RewardTrainer)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(
+        settings.model_path, num_labels=1, dtype=torch.float32
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = RewardConfig(max_length=settings.max_length, **training_arguments(settings))
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+    )
+    return _train(trainer, settings, callbacks)
+
+
+def ppo_prompts(pairs: list[dict[str, Any]], tokenizer, max_prompt_length: int):
+    """PPO's dataset: each pair's prompt, chat-templated and tokenised (no padding yet)."""
+    from datasets import Dataset
+
+    rows = []
+    for pair in pairs:
+        ids = tokenizer.apply_chat_template(
+            pair["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+        rows.append({"input_ids": list(ids)[-max_prompt_length:]})
+    return Dataset.from_list(rows)
+
+
+def train_ppo(
+    settings: TrainerSettings,
+    hyper: Mapping[str, Any],
+    pairs: list[dict[str, Any]],
+    reward_model_path: str,
+    callbacks: Sequence[Any] = (),
+):
+    """PPO from the SFT policy, scored by the trained reward model, which also initialises
+    the value model. The trainer saves the policy at each checkpoint.
+
+    TRL's PPOTrainer has no ``resume_from_checkpoint``: after a crash, training restarts
+    from the newest saved policy and runs only the remaining updates, numbering
+    checkpoints on from where it stopped (value head and optimiser restart fresh).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    done = saved_steps(Path(settings.output_dir))
+    start_step = done[-1] if done else 0
+    policy_path = (
+        f"{settings.output_dir}/checkpoint-{start_step}" if start_step else settings.model_path
+    )
+    model, _ = _policy(policy_path)
+    ref_model, _ = _policy(settings.model_path)
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def scorer():
+        scorer_model = AutoModelForSequenceClassification.from_pretrained(
+            reward_model_path, num_labels=1, dtype=torch.float32
+        )
+        scorer_model.config.pad_token_id = tokenizer.pad_token_id
+        return scorer_model
+
+    common = training_arguments(settings)
+    n_prompts = len(pairs)
+    total_episodes = round(settings.epochs * n_prompts) - start_step * settings.global_batch_size
+    args = PPOConfig(
+        **common,
+        total_episodes=total_episodes,
+        response_length=hyper.get("max_response_length", 53),
+        kl_coef=hyper["kl_coef"],
+        temperature=hyper.get("temperature", 0.7),
+        missing_eos_penalty=hyper.get("missing_eos_penalty"),
+        stop_token="eos",
+        num_sample_generations=0,
+    )
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=model,
+        ref_model=ref_model,
+        reward_model=scorer(),
+        value_model=scorer(),
+        train_dataset=ppo_prompts(pairs, tokenizer, settings.max_length),
+    )
+    if start_step:
+        trainer.add_callback(_step_offset_callback(start_step))
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train()
+    return trainer
+
+
+def _step_offset_callback(offset: int):
+    """Continue step numbering after a restart, so checkpoint names match the plan."""
+    from transformers import TrainerCallback
+
+    class StepOffset(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            state.global_step += offset
+            state.max_steps += offset
+
+    return StepOffset()

@@ -1,0 +1,17 @@
+import polars as pl
+
+from value_drifts.io import logged
+from value_drifts.plots import plot_ablation
+
+with logged(snakemake.log[0]):
+    category = snakemake.params.category
+    lines = [
+        (label, pl.read_parquet(path).filter(pl.col("category") == category))
+        for label, path in zip(snakemake.params.labels, snakemake.input, strict=True)
+    ]
+    plot_ablation(
+        lines,
+        stance="support",
+        title=snakemake.params.title,
+        outputs=[snakemake.output.pdf, snakemake.output.png],
+    )
