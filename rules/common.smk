@@ -128,6 +128,14 @@ def po_training_inputs(wildcards):
     return inputs
 
 
+def preference_set_inputs(wildcards):
+    """Teacher-written pairs come from the value-gap responses; other sets have no input."""
+    spec = config["preference_sets"][wildcards.preference_set]
+    if spec["source"] == "synthetic_value_gap":
+        return {"responses": "results/data/value_gap/responses.parquet"}
+    return {}
+
+
 def trajectory_judgments(wildcards):
     """Judgments of every checkpoint of a phase, step 0 being the model it starts from."""
     phase = PLAN.phase(wildcards.model, wildcards.run)

@@ -22,6 +22,8 @@ rule prepare_sft_dataset:
 
 rule prepare_preference_set:
     """A preference set as prompt/chosen/rejected parquet, with counts and rejects by reason."""
+    input:
+        unpack(preference_set_inputs),
     output:
         train="results/data/preference/{preference_set}/train.parquet",
         counts="results/data/preference/{preference_set}/counts.json",
@@ -70,3 +72,54 @@ rule build_vprism:
         "../envs/analysis.yaml"
     script:
         "../workflow_scripts/build_vprism.py"
+
+
+rule retrieve_value_gap_prompts:
+    """Per topic, the source preference sets' prompts nearest to it by embedding (§6.1)."""
+    input:
+        sources=lambda wc: [
+            f"results/data/preference/{name}/train.parquet"
+            for name in config["value_gap"]["sources"]
+        ],
+        topics=config["topics"],
+    output:
+        retrieved="results/data/value_gap/retrieved.parquet",
+        counts="results/data/value_gap/retrieve_counts.json",
+    log:
+        "logs/data/retrieve_value_gap_prompts.log",
+    benchmark:
+        "benchmarks/data/retrieve_value_gap_prompts.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        value_gap=lambda wc: config["value_gap"],
+    script:
+        "../workflow_scripts/retrieve_value_gap_prompts.py"
+
+
+rule generate_value_gap:
+    """A teacher writes a supporting and an opposing answer to every retrieved prompt."""
+    input:
+        retrieved="results/data/value_gap/retrieved.parquet",
+        system_prompt=lambda wc: config["value_gap"]["system_prompt"],
+        values=lambda wc: config["value_gap"]["values"],
+    output:
+        responses="results/data/value_gap/responses.parquet",
+        counts="results/data/value_gap/generate_counts.json",
+    log:
+        "logs/data/generate_value_gap.log",
+    benchmark:
+        "benchmarks/data/generate_value_gap.tsv"
+    conda:
+        "../envs/generate.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+    params:
+        teacher=lambda wc: config["value_gap"]["teacher"],
+        min_words=lambda wc: config["value_gap"].get("min_words"),
+    script:
+        "../workflow_scripts/generate_value_gap.py"

@@ -1,6 +1,7 @@
 """The small default, run for real on CPU (about 15 minutes on 2 cores).
 
-One run feeds several assertions, so the module shares it through a fixture.
+One run feeds several assertions (and the SLURM comparison) through the session fixture
+``small_run`` in conftest.py.
 """
 
 import json
@@ -9,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.workflow import copy_repo, dry_run_jobs, snakemake
+from tests.workflow import dry_run_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +25,6 @@ JUDGE_SIDE_RULES = {
     "figure_po_trajectories",
     "all",
 }
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
-    snakemake("--cores", "2", cwd=workdir, timeout=40 * 60)
-    return workdir
 
 
 def _drift(workdir, run):

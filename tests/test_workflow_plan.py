@@ -25,6 +25,16 @@ def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
     assert jobs["judge"] == expected_generations
     assert jobs["figure_sft_trajectories"] == 4 * 3
     assert jobs["sft_drift_table"] == 4
+    # one reward model per (model, SFT set, preference set) that PPO trains on
+    assert jobs["train_reward_model"] == 2 * 2 * 4
+    # the teacher-written value-gap set is built once and feeds both label setups
+    assert jobs["retrieve_value_gap_prompts"] == 1 and jobs["generate_value_gap"] == 1
+    assert jobs["prepare_preference_set"] == 4
+    # Tables 1/13-16 per (model, SFT set); trajectories per preference set and topic;
+    # Figures 15-17 per ablation and topic
+    assert jobs["po_drift_table"] == 2 * 2
+    assert jobs["figure_po_trajectories"] == 2 * 2 * 4 * 3
+    assert jobs["figure_ablation"] == 3 * 3
 
 
 def test_small_default_dry_run(clean_copy):

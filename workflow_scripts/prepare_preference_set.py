@@ -2,7 +2,8 @@ import polars as pl
 import yaml
 
 from value_drifts.io import logged, write_json
-from value_drifts.preference import load_hub_preference_set, template_value_gap_pairs
+from value_drifts.preference import downsample, load_hub_preference_set, template_value_gap_pairs
+from value_drifts.value_gap import pairs_from_responses, train_rows
 
 with logged(snakemake.log[0]):
     spec = snakemake.params.spec
@@ -18,10 +19,14 @@ with logged(snakemake.log[0]):
         counts = {"train": len(pairs), "rejected": {}}
     elif spec["source"] == "hub":
         pairs, counts = load_hub_preference_set(spec, seed=snakemake.params.seed)
-    else:
-        raise NotImplementedError(
-            "teacher-written value-gap pairs (synthetic_value_gap) are not built yet"
+    else:  # synthetic_value_gap: teacher-written pairs, one label setup of them
+        support_aligned, oppose_aligned, counts = pairs_from_responses(
+            pl.read_parquet(snakemake.input.responses).to_dicts()
         )
+        chosen = {"support": support_aligned, "oppose": oppose_aligned}[spec["chosen_stance"]]
+        # The same seed for both setups keeps the same prompts in each.
+        pairs = train_rows(downsample(chosen, spec["size"], snakemake.params.seed))
+        counts["train"] = len(pairs)
     if counts["train"] != spec["size"]:
         # The checkpoint steps in the DAG were computed from spec["size"].
         raise ValueError(
