@@ -221,7 +221,7 @@ def ablation_values(wildcards):
 
 
 def final_outputs():
-    outputs = []
+    outputs = ["results/judge/agreement/agreement.md"]
     for model in {phase.model for phase in PLAN.sft_phases()}:
         outputs.append(f"results/tables/sft_drift_{model}.md")
         outputs += [

@@ -58,3 +58,44 @@ rule judge:
         ),
     script:
         "../workflow_scripts/judge.py"
+
+
+rule judge_agreement:
+    """Score the configured judge on the hand-labelled stance set (accuracy, macro-F1,
+    confusion matrix, calibration error)."""
+    input:
+        labelled="resources/stance_agreement.yaml",
+        prompt=config["judge"]["prompt"],
+        topics=config["topics"],
+        judge_model=judge_model_input,
+    output:
+        metrics="results/judge/agreement/metrics.json",
+        md=report(
+            "results/judge/agreement/agreement.md",
+            caption="../report/judge_agreement.rst",
+            category="Judge",
+        ),
+        pdf="results/judge/agreement/confusion.pdf",
+        png="results/judge/agreement/confusion.png",
+    log:
+        "logs/judge/agreement.log",
+    benchmark:
+        "benchmarks/judge/agreement.tsv"
+    conda:
+        "../envs/judge.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        judge=config["judge"],
+        model_path=judge_model_dir(),
+        batch_state=lambda wc: "{}/agreement.json".format(
+            lookup(
+                dpath="judge/batch/state_dir",
+                within=config,
+                default="results/judge_batches",
+            )
+        ),
+    script:
+        "../workflow_scripts/judge_agreement.py"

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 JUDGE_SIDE_RULES = {
     "adapt_local_judge",  # the small judge is adapted to the prompt, so it follows the prompt
     "judge",
+    "judge_agreement",
     "values",
     "drift",
     "sft_drift_table",
@@ -112,6 +113,15 @@ def test_judge_reports_its_answer_quality(small_run):
     )
     assert counts["judged"] == 11 * 2 * 2  # categories x questions x samples
     assert 0 <= counts["off_label_top_token"] <= counts["judged"]
+
+
+def test_judge_agrees_with_hand_labels_better_than_chance(small_run):
+    metrics = json.loads((small_run / "results/judge/agreement/metrics.json").read_text())
+    print(f"local judge agreement: accuracy {metrics['accuracy']:.2f}, "
+          f"macro-F1 {metrics['macro_f1']:.2f}, ECE {metrics['expected_calibration_error']:.2f}")
+    assert metrics["n"] == 66
+    assert sum(map(sum, metrics["confusion"])) == 66
+    assert metrics["accuracy"] > 0.5  # chance is 1/3
 
 
 def test_drift_table_and_figures_are_written(small_run):

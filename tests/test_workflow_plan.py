@@ -46,6 +46,7 @@ def test_small_default_dry_run(clean_copy):
     assert jobs["generate"] == 1 + 3 + 3 + 5 * 2
     assert jobs["figure_sft_trajectories"] == 11
     assert jobs["figure_po_trajectories"] == 2 * 11
+    assert jobs["judge_agreement"] == 1
 
 
 def test_one_figure_builds_only_what_it_needs(clean_copy):

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from value_drifts.agreement import (
+    agreement_markdown,
+    agreement_metrics,
+    load_labelled_set,
+    plot_confusion,
+)
+from value_drifts.io import logged, write_json
+from value_drifts.judge.backends import make_backend
+from value_drifts.judge.prompt import load_template
+from value_drifts.judge.run import judge_generations
+
+with logged(snakemake.log[0]):
+    judge = snakemake.params.judge
+    items = load_labelled_set(snakemake.input.labelled)
+    backend = make_backend(
+        judge,
+        model_path=snakemake.params.model_path,
+        state_path=snakemake.params.batch_state,
+        threads=snakemake.threads,
+    )
+    judgments, counts = judge_generations(
+        items,
+        yaml.safe_load(open(snakemake.input.topics)),
+        load_template(snakemake.input.prompt),
+        backend,
+    )
+    probabilities = judgments.select("p_support", "p_neutral", "p_oppose").to_numpy()
+    metrics = agreement_metrics(items["stance"].to_list(), probabilities)
+    predicted = judgments.select(
+        pl.concat_list("p_support", "p_neutral", "p_oppose").list.arg_max().alias("i")
+    )["i"]
+    hits = items.with_columns(
+        (pl.Series([["support", "neutral", "oppose"][i] for i in predicted]) == pl.col("stance"))
+        .alias("correct")
+    )
+    by_kind = dict(hits.group_by("kind").agg(pl.col("correct").mean()).iter_rows())
+    metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts)
+    write_json(snakemake.output.metrics, metrics)
+    Path(snakemake.output.md).write_text(agreement_markdown(metrics, by_kind, judge["model"]))
+    plot_confusion(
+        metrics,
+        f"judge {judge['model']}: accuracy {metrics['accuracy']:.2f}",
+        [snakemake.output.pdf, snakemake.output.png],
+    )
+    print(metrics)
