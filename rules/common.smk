@@ -128,9 +128,20 @@ def po_training_inputs(wildcards):
     return inputs
 
 
+def sft_dataset_inputs(wildcards):
+    """Template sets are built from files; editing them must rebuild the set."""
+    spec = config["sft_datasets"][wildcards.sft_dataset]
+    if spec["source"] == "synthetic":
+        return {"topics": config["topics"], "templates": spec["templates"]}
+    return {}
+
+
 def preference_set_inputs(wildcards):
-    """Teacher-written pairs come from the value-gap responses; other sets have no input."""
+    """Template pairs come from files, teacher-written pairs from the value-gap responses;
+    hub sets have no input."""
     spec = config["preference_sets"][wildcards.preference_set]
+    if spec["source"] == "synthetic_templates":
+        return {"topics": config["topics"], "templates": spec["templates"]}
     if spec["source"] == "synthetic_value_gap":
         return {"responses": "results/data/value_gap/responses.parquet"}
     return {}

@@ -1,5 +1,7 @@
 rule prepare_sft_dataset:
     """An SFT dataset in chat format (parquet), with its row counts and rejects by reason."""
+    input:
+        unpack(sft_dataset_inputs),
     output:
         train="results/data/sft/{sft_dataset}/train.parquet",
         counts="results/data/sft/{sft_dataset}/counts.json",
@@ -14,7 +16,6 @@ rule prepare_sft_dataset:
         runtime=120,
     params:
         spec=lambda wc: config["sft_datasets"][wc.sft_dataset],
-        topics=config["topics"],
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_sft_dataset.py"
@@ -38,7 +39,6 @@ rule prepare_preference_set:
         runtime=120,
     params:
         spec=lambda wc: config["preference_sets"][wc.preference_set],
-        topics=config["topics"],
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_preference_set.py"

@@ -9,8 +9,8 @@ with logged(snakemake.log[0]):
     spec = snakemake.params.spec
     if spec["source"] == "synthetic_templates":
         pairs = template_value_gap_pairs(
-            templates=yaml.safe_load(open(spec["templates"])),
-            topics=yaml.safe_load(open(snakemake.params.topics)),
+            templates=yaml.safe_load(open(snakemake.input.templates)),
+            topics=yaml.safe_load(open(snakemake.input.topics)),
             categories=spec["categories"],
             chosen_stance=spec["chosen_stance"],
             size=spec["size"],

@@ -9,8 +9,8 @@ with logged(snakemake.log[0]):
     spec = snakemake.params.spec
     if spec["source"] == "synthetic":
         rows = sft_examples(
-            templates=yaml.safe_load(open(spec["templates"])),
-            topics=yaml.safe_load(open(snakemake.params.topics)),
+            templates=yaml.safe_load(open(snakemake.input.templates)),
+            topics=yaml.safe_load(open(snakemake.input.topics)),
             stance_mix=spec["stance_mix"],
             size=spec["size"],
             on_topic_share=spec["on_topic_share"],

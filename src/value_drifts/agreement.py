@@ -89,11 +89,10 @@ def agreement_markdown(metrics: dict[str, Any], by_kind: dict[str, float], judge
 
 
 def plot_confusion(metrics: dict[str, Any], title: str, outputs: Sequence[str | Path]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+
+    from value_drifts.plots import save_figure  # also selects the file-only Agg backend
 
     sns.set_theme(style="white", context="paper")
     fig, ax = plt.subplots(figsize=(3.6, 3.0))
@@ -103,7 +102,4 @@ def plot_confusion(metrics: dict[str, Any], title: str, outputs: Sequence[str | 
     ax.set_ylabel("hand label")
     ax.set_title(title, fontsize="medium")
     fig.tight_layout()
-    for path in outputs:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, outputs)

@@ -18,6 +18,14 @@ from value_drifts.stance import STANCES  # noqa: E402
 STANCE_COLOURS = {"support": "#2ca02c", "neutral": "#1f77b4", "oppose": "#d62728"}
 
 
+def save_figure(fig, outputs: Sequence[str | Path]) -> None:
+    """Write one figure to every path (PDF and PNG alike), then free it."""
+    for path in outputs:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def _line_with_band(ax, values: pl.DataFrame, stance: str, colour, label: str, alpha: float):
     """Mean of one stance over steps, with its CI as a band (none where undefined)."""
     line = values.filter(pl.col("stance") == stance).sort("step")
@@ -48,10 +56,7 @@ def plot_trajectories(
     axes[0][-1].legend(loc="upper right", fontsize="small", frameon=True)
     fig.suptitle(title)
     fig.tight_layout()
-    for path in outputs:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, outputs)
 
 
 def plot_ablation(
@@ -70,7 +75,4 @@ def plot_ablation(
     ax.legend(fontsize="small", frameon=True)
     ax.set_title(title, fontsize="medium")
     fig.tight_layout()
-    for path in outputs:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, outputs)
