@@ -25,10 +25,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
-	@cat results/tables/sft_drift_smollm2-135m.md results/tables/po_drift_smollm2-135m_sft-taskish.md
+	@cat results/tables/table09-12_smollm2-135m_sft.md results/tables/table13-16_smollm2-135m_sft-taskish_po.md results/tables/table17_downstream.md
 
 test: setup
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=25 $(PYTEST_ARGS)
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml

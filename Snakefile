@@ -16,12 +16,15 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
+include: "rules/vprism.smk"
+include: "rules/dataset_stances.smk"
 include: "rules/sft.smk"
 include: "rules/po.smk"
 include: "rules/generate.smk"
 include: "rules/judge.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -3,7 +3,8 @@ rule values:
     input:
         trajectory_judgments,
     output:
-        "results/{model}/{run}/values.parquet",
+        values="results/{model}/{run}/values.parquet",
+        question_values="results/{model}/{run}/question_values.parquet",
     log:
         "logs/aggregate/{model}/{run}/values.log",
     conda:
@@ -16,9 +17,11 @@ rule values:
 
 
 rule drift:
-    """Drift magnitude and drift time per category and stance for one phase."""
+    """Drift magnitude and drift time per category and stance for one phase, each with a
+    bootstrap CI over questions."""
     input:
-        "results/{model}/{run}/values.parquet",
+        values="results/{model}/{run}/values.parquet",
+        question_values="results/{model}/{run}/question_values.parquet",
     output:
         parquet="results/{model}/{run}/drift.parquet",
         csv="results/{model}/{run}/drift.csv",
@@ -26,6 +29,12 @@ rule drift:
         "logs/aggregate/{model}/{run}/drift.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        ci_level=config["analysis"]["ci_level"],
+        n_resamples=lookup(
+            dpath="analysis/bootstrap_resamples", within=config, default=1000
+        ),
+        seed=config["seed"],
     script:
         "../workflow_scripts/drift.py"
 
@@ -36,13 +45,13 @@ rule sft_drift_table:
         sft_drifts,
     output:
         csv=report(
-            "results/tables/sft_drift_{model}.csv",
+            "results/tables/table09-12_{model}_sft.csv",
             caption="../report/sft_drift_table.rst",
             category="Tables",
         ),
-        md="results/tables/sft_drift_{model}.md",
+        md="results/tables/table09-12_{model}_sft.md",
     log:
-        "logs/tables/sft_drift_{model}.log",
+        "logs/tables/table09-12_{model}_sft.log",
     conda:
         "../envs/analysis.yaml"
     params:
@@ -58,13 +67,13 @@ rule po_drift_table:
         po_table_drifts,
     output:
         csv=report(
-            "results/tables/po_drift_{model}_sft-{sft_dataset}.csv",
+            "results/tables/table13-16_{model}_sft-{sft_dataset}_po.csv",
             caption="../report/po_drift_table.rst",
             category="Tables",
         ),
-        md="results/tables/po_drift_{model}_sft-{sft_dataset}.md",
+        md="results/tables/table13-16_{model}_sft-{sft_dataset}_po.md",
     log:
-        "logs/tables/po_drift_{model}_sft-{sft_dataset}.log",
+        "logs/tables/table13-16_{model}_sft-{sft_dataset}_po.log",
     conda:
         "../envs/analysis.yaml"
     params:
@@ -75,3 +84,25 @@ rule po_drift_table:
         title=lambda wc: f"Preference optimisation drift, {wc.model} SFT-{wc.sft_dataset}",
     script:
         "../workflow_scripts/drift_table.py"
+
+
+rule paper_comparison:
+    """Our drift magnitudes and times beside the numbers stated in the paper's text."""
+    input:
+        reference=lookup(dpath="analysis/paper_reference", within=config, default=[]),
+        drifts=paper_comparison_drifts,
+    output:
+        csv=report(
+            "results/tables/paper_vs_ours.csv",
+            caption="../report/paper_vs_ours.rst",
+            category="Tables",
+        ),
+        md="results/tables/paper_vs_ours.md",
+    log:
+        "logs/tables/paper_vs_ours.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        runs=lambda wc: sorted({(e["model"], e["run"]) for e in paper_reference()}),
+    script:
+        "../workflow_scripts/paper_comparison.py"

@@ -49,6 +49,9 @@ wildcard_constraints:
     po_run=r"[^/]+",
     ablation=_alternatives(ABLATIONS) if ABLATIONS else "none",
     preference_set=_alternatives(config.get("preference_sets", {}) or ["none"]),
+    po_figure="04|07|09",
+    ablation_figure="15|16|17",
+    algorithm="ppo|dpo|simpo",
 
 
 # ---- paths -------------------------------------------------------------------------------
@@ -81,6 +84,36 @@ def step_dir(model, run, step):
 def judge_model_dir():
     judge = config["judge"]
     return "results/judge/adapted" if judge["model"] == "adapted" else judge["model"]
+
+
+# ---- paper numbering of figures and tables ---------------------------------------------
+
+
+def po_figure_number(preference_set):
+    """The paper's figure for PO trajectories on a preference set: 4 (UltraFeedback), 9
+    (HH-RLHF), 7 (synthetic value-gap sets)."""
+    spec = config["preference_sets"][preference_set]
+    if spec["source"].startswith("synthetic"):
+        return "07"
+    return {"hh_rlhf": "09"}.get(spec.get("format"), "04")
+
+
+ABLATION_FIGURE = {"ppo": "15", "dpo": "16", "simpo": "17"}
+
+
+def check_figure_number(expected, asked, name):
+    if expected != asked:
+        raise WorkflowError(
+            f"{name} is paper figure {expected}: ask for fig{expected}_..., not fig{asked}_..."
+        )
+
+
+def synthetic_sets():
+    return [
+        name
+        for name, spec in config.get("preference_sets", {}).items()
+        if spec["source"].startswith("synthetic")
+    ]
 
 
 # ---- input functions -------------------------------------------------------------------
@@ -188,6 +221,11 @@ def po_main_phases(model, sft_dataset, preference_set=None):
 
 
 def po_figure_values(wildcards):
+    check_figure_number(
+        po_figure_number(wildcards.preference_set),
+        wildcards.po_figure,
+        wildcards.preference_set,
+    )
     return [
         f"results/{phase.model}/{phase.run}/values.parquet"
         for phase in po_main_phases(
@@ -224,37 +262,130 @@ def ablation_phases(name):
     return sorted(pairs, key=lambda pair: pair[0])
 
 
+def setup_phases(algorithm, sft_dataset):
+    """Figures 11-14: one algorithm's runs on the synthetic sets (setup 1 = support-aligned,
+    setup 2 = oppose-aligned), every model, from one SFT dataset."""
+    return sorted(
+        (
+            phase
+            for phase in PLAN.po_phases()
+            if phase.algorithm == algorithm
+            and phase.sft_dataset == sft_dataset
+            and phase.preference_set in synthetic_sets()
+            and not phase.overrides
+        ),
+        key=lambda phase: (phase.model, phase.preference_set),
+    )
+
+
+def setup_figure_values(wildcards):
+    return [
+        f"results/{phase.model}/{phase.run}/values.parquet"
+        for phase in setup_phases(wildcards.algorithm, wildcards.sft_dataset)
+    ]
+
+
 def ablation_values(wildcards):
+    check_figure_number(
+        ABLATION_FIGURE[ABLATIONS[wildcards.ablation]["algorithm"]],
+        wildcards.ablation_figure,
+        wildcards.ablation,
+    )
     return [
         f"results/{phase.model}/{phase.run}/values.parquet"
         for _, phase in ablation_phases(wildcards.ablation)
     ]
 
 
+def final_checkpoint_dir(model, run):
+    """The model a run ends with (the base model for the base run)."""
+    if run == BASE_RUN:
+        return base_model_dir(model)
+    return checkpoint_dir(model, run, PLAN.phase(model, run).last_step)
+
+
+def downstream_checkpoints():
+    """(model, run) of every base, final SFT and final PO model (no ablation variants),
+    limited to the phases config's downstream.phases names."""
+    phases = config.get("downstream", {}).get("phases", [])
+    pairs = []
+    if "base" in phases:
+        pairs += [(model, BASE_RUN) for model in PLAN.models()]
+    if "sft" in phases:
+        pairs += [(p.model, p.run) for p in PLAN.sft_phases()]
+    if "po" in phases:
+        pairs += [(p.model, p.run) for p in PLAN.po_phases() if not p.overrides]
+    return sorted(pairs)
+
+
+def downstream_results(wildcards):
+    return [
+        f"results/{model}/{run}/downstream.json"
+        for model, run in downstream_checkpoints()
+    ]
+
+
+def paper_reference():
+    """The paper's stated numbers whose runs this config plans (none without a file)."""
+    path = config["analysis"].get("paper_reference")
+    if not path:
+        return []
+    planned = {(phase.model, phase.run) for phase in PLAN.phases}
+    entries = yaml.safe_load(Path(path).read_text())
+    return [e for e in entries if (e["model"], e["run"]) in planned]
+
+
+def paper_comparison_drifts(wildcards):
+    runs = sorted({(e["model"], e["run"]) for e in paper_reference()})
+    return [f"results/{model}/{run}/drift.parquet" for model, run in runs]
+
+
 def final_outputs():
-    outputs = ["results/judge/agreement/agreement.md"]
+    """Every figure and table the config enables, under its paper number."""
+    outputs = ["results/judge/agreement/agreement.md", "results/report/config.yaml"]
     for model in {phase.model for phase in PLAN.sft_phases()}:
-        outputs.append(f"results/tables/sft_drift_{model}.md")
+        outputs.append(f"results/tables/table09-12_{model}_sft.md")
         outputs += [
             f"results/figures/fig03_sft_{model}_{slug(category)}.pdf"
             for category in FIGURE_TOPICS
         ]
-    po_groups = {
-        (p.model, p.sft_dataset, p.preference_set)
-        for p in PLAN.po_phases()
-        if not p.overrides
-    }
-    for model, sft_dataset, preference_set in po_groups:
-        outputs.append(f"results/tables/po_drift_{model}_sft-{sft_dataset}.md")
+    po_main = [p for p in PLAN.po_phases() if not p.overrides]
+    for model, sft_dataset, preference_set in {
+        (p.model, p.sft_dataset, p.preference_set) for p in po_main
+    }:
+        outputs.append(f"results/tables/table13-16_{model}_sft-{sft_dataset}_po.md")
+        number = po_figure_number(preference_set)
         outputs += [
-            f"results/figures/po_{model}_sft-{sft_dataset}_{preference_set}_{slug(category)}.pdf"
+            f"results/figures/fig{number}_po_{model}_sft-{sft_dataset}_{preference_set}_{slug(category)}.pdf"
             for category in FIGURE_TOPICS
         ]
-    for name in ABLATIONS:
+    for algorithm, sft_dataset in {(p.algorithm, p.sft_dataset) for p in po_main}:
+        if algorithm != "ppo" and setup_phases(algorithm, sft_dataset):
+            outputs += [
+                f"results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{slug(category)}.pdf"
+                for category in FIGURE_TOPICS
+            ]
+    for name, ablation in ABLATIONS.items():
+        number = ABLATION_FIGURE[ablation["algorithm"]]
         outputs += [
-            f"results/figures/ablation_{name}_{slug(category)}.pdf"
+            f"results/figures/fig{number}_ablation_{name}_{slug(category)}.pdf"
             for category in FIGURE_TOPICS
         ]
     for phase in PLAN.po_phases():
         outputs.append(f"results/{phase.model}/{phase.run}/drift.csv")
+    if paper_reference():
+        outputs.append("results/tables/paper_vs_ours.md")
+    if downstream_checkpoints():
+        outputs.append("results/tables/table17_downstream.md")
+    if "vprism" in config:
+        outputs += [
+            "results/data/vprism/questions.parquet",
+            "results/data/vprism/cluster_report.md",
+            "results/figures/vprism_clusters.pdf",
+        ]
+    if "dataset_stances" in config:
+        outputs += [
+            "results/figures/fig19_sft_dataset_stances.pdf",
+            "results/figures/fig20_value_gap.pdf",
+        ]
     return sorted(set(outputs))

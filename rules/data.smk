@@ -1,9 +1,11 @@
 rule prepare_sft_dataset:
-    """An SFT dataset in chat format (parquet), with its row counts and rejects by reason."""
+    """An SFT dataset in chat format (parquet), split 90/10 (seeded), with its row counts,
+    rejects by reason and any mismatch with the paper's sizes."""
     input:
         unpack(sft_dataset_inputs),
     output:
         train="results/data/sft/{sft_dataset}/train.parquet",
+        validation="results/data/sft/{sft_dataset}/validation.parquet",
         counts="results/data/sft/{sft_dataset}/counts.json",
     log:
         "logs/data/prepare_sft_dataset_{sft_dataset}.log",
@@ -60,18 +62,6 @@ rule select_questions:
         seed=config["seed"],
     script:
         "../workflow_scripts/select_questions.py"
-
-
-rule build_vprism:
-    """V-PRISM from PRISM: rephrase, embed, cluster, filter, sample (data issue)."""
-    output:
-        "results/data/vprism/questions.parquet",
-    log:
-        "logs/data/build_vprism.log",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../workflow_scripts/build_vprism.py"
 
 
 rule retrieve_value_gap_prompts:

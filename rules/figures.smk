@@ -17,23 +17,24 @@ rule figure_sft_trajectories:
         category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
         title=lambda wc: f"{wc.model}: {CATEGORY_BY_SLUG[wc.topic]}",
+        start_label="base",
     script:
         "../workflow_scripts/figure_trajectories.py"
 
 
 rule figure_po_trajectories:
-    """Figures 4, 7, 9, 11-14: stance probabilities over PO steps, one panel per algorithm."""
+    """Figures 4, 7, 9: stance probabilities over PO steps, one panel per algorithm."""
     input:
         po_figure_values,
     output:
         pdf=report(
-            "results/figures/po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.pdf",
+            "results/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.pdf",
             caption="../report/po_trajectories.rst",
             category="Preference optimisation",
         ),
-        png="results/figures/po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.png",
+        png="results/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.png",
     log:
-        "logs/figures/po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.log",
+        "logs/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.log",
     conda:
         "../envs/analysis.yaml"
     params:
@@ -46,6 +47,37 @@ rule figure_po_trajectories:
             f"{wc.model} SFT-{wc.sft_dataset} on {wc.preference_set}: "
             f"{CATEGORY_BY_SLUG[wc.topic]}"
         ),
+        start_label="end of SFT",
+    script:
+        "../workflow_scripts/figure_trajectories.py"
+
+
+rule figure_po_setups:
+    """Figures 11-14: one algorithm on the synthetic sets, a panel per model and setup
+    (support-aligned, oppose-aligned)."""
+    input:
+        setup_figure_values,
+    output:
+        pdf=report(
+            "results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.pdf",
+            caption="../report/po_setups.rst",
+            category="Preference optimisation",
+        ),
+        png="results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.png",
+    log:
+        "logs/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        runs=lambda wc: [
+            f"{phase.model}, {phase.preference_set}"
+            for phase in setup_phases(wc.algorithm, wc.sft_dataset)
+        ],
+        title=lambda wc: (
+            f"{wc.algorithm.upper()} from SFT-{wc.sft_dataset}: {CATEGORY_BY_SLUG[wc.topic]}"
+        ),
+        start_label="end of SFT",
     script:
         "../workflow_scripts/figure_trajectories.py"
 
@@ -56,13 +88,13 @@ rule figure_ablation:
         ablation_values,
     output:
         pdf=report(
-            "results/figures/ablation_{ablation}_{topic}.pdf",
+            "results/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.pdf",
             caption="../report/ablation.rst",
             category="Ablations",
         ),
-        png="results/figures/ablation_{ablation}_{topic}.png",
+        png="results/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.png",
     log:
-        "logs/figures/ablation_{ablation}_{topic}.log",
+        "logs/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.log",
     conda:
         "../envs/analysis.yaml"
     params:
@@ -74,3 +106,21 @@ rule figure_ablation:
         title=lambda wc: f"{wc.ablation.replace('_', ' ')}: {CATEGORY_BY_SLUG[wc.topic]}",
     script:
         "../workflow_scripts/figure_ablation.py"
+
+
+rule run_configuration:
+    """The configuration this run used, as one file for the report."""
+    output:
+        report(
+            "results/report/config.yaml",
+            caption="../report/config.rst",
+            category="Configuration",
+        ),
+    log:
+        "logs/report/run_configuration.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        config=config,
+    script:
+        "../workflow_scripts/write_configuration.py"

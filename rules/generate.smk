@@ -1,5 +1,7 @@
 rule generate:
-    """Sample responses to every evaluation question from one checkpoint."""
+    """Sample responses to every evaluation question from one checkpoint (transformers on
+    CPU or vLLM with tensor parallelism on GPUs), then optionally delete the checkpoint's
+    weights (training's output is its marker file, so nothing reruns)."""
     input:
         checkpoint=checkpoint_input,
         questions="results/data/questions.parquet",
@@ -11,14 +13,18 @@ rule generate:
         "benchmarks/generate/{model}/{run}/step-{step}.tsv"
     conda:
         "../envs/generate.yaml"
-    threads: 1
+    threads: lambda wc: generation_job(wc, 1)["cpus_per_task"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        gpu=generation_resource("gpu"),
+        nodes=generation_resource("nodes"),
+        cpus_per_task=generation_resource("cpus_per_task"),
+        mem_mb=generation_resource("mem_mb"),
+        runtime=generation_resource("runtime"),
     params:
         model_path=lambda wc: checkpoint_dir(wc.model, wc.run, wc.step),
         prompt_style=lambda wc: config["models"][wc.model]["prompt_style"],
         settings=config["generation"],
         seed=config["seed"],
+        delete_weights=deletes_checkpoint_weights,
     script:
         "../workflow_scripts/generate.py"

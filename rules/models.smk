@@ -1,3 +1,6 @@
+include: "resources.smk"
+
+
 rule prepare_base_model:
     """A base model as a transformers directory: a hub snapshot, or a GGUF converted."""
     output:
@@ -10,8 +13,12 @@ rule prepare_base_model:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=lambda wc, attempt: res.prepare_model_resources(
+            model_size(wc.model), attempt
+        )["mem_mb"],
+        runtime=lambda wc, attempt: res.prepare_model_resources(
+            model_size(wc.model), attempt
+        )["runtime"],
     params:
         spec=lambda wc: config["models"][wc.model],
     script:

@@ -11,22 +11,28 @@ rule train_reward_model:
         "benchmarks/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: job_threads
     resources:
-        mem_mb=16000,
-        runtime=24 * 60,
+        gpu=training_resource("gpu", reward_job),
+        nodes=training_resource("nodes", reward_job),
+        cpus_per_task=training_resource("cpus_per_task", reward_job),
+        mem_mb=training_resource("mem_mb", reward_job),
+        runtime=training_resource("runtime", reward_job),
     params:
         trainer=lambda wc: config["preference_optimization"]["algorithms"]["ppo"][
             "reward_model"
         ],
         model_path=lambda wc: final_sft_checkpoint(wc.model, wc.sft_dataset),
         seed=config["seed"],
+        gpus=training_gpus,
+        accelerate_config=accelerate_config(reward_job),
     script:
         "../workflow_scripts/train_reward_model.py"
 
 
 rule train_preference_optimisation:
-    """PPO, DPO or SimPO from the final SFT checkpoint, saving the planned checkpoints."""
+    """PPO, DPO or SimPO from the final SFT checkpoint, saving the planned checkpoints
+    (in-process on CPU, under `accelerate launch` with DeepSpeed on GPUs)."""
     input:
         unpack(po_training_inputs),
     output:
@@ -37,10 +43,13 @@ rule train_preference_optimisation:
         "benchmarks/po/train_{model}_{sft_dataset}.{po_run}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: job_threads
     resources:
-        mem_mb=16000,
-        runtime=24 * 60,
+        gpu=training_resource("gpu", po_job),
+        nodes=training_resource("nodes", po_job),
+        cpus_per_task=training_resource("cpus_per_task", po_job),
+        mem_mb=training_resource("mem_mb", po_job),
+        runtime=training_resource("runtime", po_job),
     params:
         algorithm=lambda wc: po_phase(wc).algorithm,
         hyper=lambda wc: po_hyperparameters(po_phase(wc)),
@@ -48,5 +57,7 @@ rule train_preference_optimisation:
         output_dir=lambda wc: training_dir(wc.model, po_phase(wc).run),
         steps=lambda wc: list(po_phase(wc).steps),
         seed=config["seed"],
+        gpus=training_gpus,
+        accelerate_config=accelerate_config(po_job),
     script:
         "../workflow_scripts/train_preference_optimisation.py"

@@ -1,5 +1,6 @@
 rule train_sft:
-    """Fine-tune a base model on an SFT dataset with TRL's SFTTrainer."""
+    """Fine-tune a base model on an SFT dataset with TRL's SFTTrainer: in-process on CPU
+    (gpus: 0), else under `accelerate launch` with DeepSpeed on the model's GPUs."""
     input:
         model="results/models/{model}/base",
         data="results/data/sft/{sft_dataset}/train.parquet",
@@ -11,15 +12,20 @@ rule train_sft:
         "benchmarks/sft/train_sft_{model}_{sft_dataset}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: job_threads
     resources:
-        mem_mb=16000,
-        runtime=24 * 60,
+        gpu=training_resource("gpu", sft_job),
+        nodes=training_resource("nodes", sft_job),
+        cpus_per_task=training_resource("cpus_per_task", sft_job),
+        mem_mb=training_resource("mem_mb", sft_job),
+        runtime=training_resource("runtime", sft_job),
     params:
         trainer=config["sft"],
         output_dir=lambda wc: training_dir(wc.model, f"sft-{wc.sft_dataset}"),
         steps=lambda wc: list(PLAN.phase(wc.model, f"sft-{wc.sft_dataset}").steps),
         save_steps=lambda wc: config["sft_datasets"][wc.sft_dataset]["save_steps"],
         seed=config["seed"],
+        gpus=training_gpus,
+        accelerate_config=accelerate_config(sft_job),
     script:
         "../workflow_scripts/train_sft.py"

@@ -7,6 +7,10 @@ log-probabilities are a deterministic function of the prompt, so a run with faul
 compared value for value with a fault-free run. Faults are queued per prompt and consumed
 one per request; every request is counted per prompt, so tests can prove that no answered
 prompt was sent twice. Loopback only, a random free port, a thread per request.
+
+Given ``upstream`` (a real server's base URL) it is a fault-injecting proxy instead: the
+proxy answers the injected faults itself and forwards every other chat request, counting
+them, so a test against a real model can prove that no prompt was paid for twice.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 import math
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,12 +87,19 @@ def completion_body(prompt: str, model: str, k: int, logprobs: bool = True) -> d
 class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer() as server: server.base_url``."""
 
-    def __init__(self, api_key: str | None = None, timeout_sleep_s: float = 1.0):
+    def __init__(
+        self, api_key: str | None = None, timeout_sleep_s: float = 1.0,
+        upstream: str | None = None,
+    ):
         self.api_key = api_key
         self.timeout_sleep_s = timeout_sleep_s
+        # With an upstream base URL this is a fault-injecting proxy: injected faults are
+        # answered here, every other chat request is forwarded to the real server.
+        self.upstream = upstream
         self.answer_delay_s = 0.0
         self.hits: Counter[str] = Counter()
         self.served: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
         self.hit_times: dict[str, list[float]] = defaultdict(list)
         self.faults_applied: Counter[str] = Counter()
         self._faults: dict[str, deque[str]] = {}
@@ -122,6 +135,7 @@ class FakeOpenAIServer:
         with self._lock:
             self.hits.clear()
             self.served.clear()
+            self.forwarded.clear()
             self.hit_times.clear()
             self.faults_applied.clear()
 
@@ -153,6 +167,21 @@ class FakeOpenAIServer:
     def _record_served(self, prompt: str) -> None:
         with self._lock:
             self.served[prompt] += 1
+
+    def forward(self, request: dict[str, Any], prompt: str) -> tuple[int, bytes]:
+        """POST the chat request to the upstream server; its status and raw body."""
+        with self._lock:
+            self.forwarded[prompt] += 1
+        upstream = urllib.request.Request(
+            f"{self.upstream.rstrip('/')}/chat/completions",
+            data=json.dumps(request).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(upstream, timeout=600) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
 
 
     # --- Batch API -----------------------------------------------------------------------
@@ -322,6 +351,15 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, completion_body(prompt, request["model"], k, logprobs=False))
             elif kind == "empty_top":
                 self._send_json(200, completion_body(prompt, request["model"], 0))
+            elif server.upstream is not None:
+                if kind == "timeout":  # hold the client past its timeout, forward nothing
+                    time.sleep(server.timeout_sleep_s)
+                    self._send_json(504, {"error": {"message": "injected timeout"}})
+                    return
+                status, data = server.forward(request, prompt)
+                self._send_raw(status, data)
+                if status == 200:
+                    server._record_served(prompt)
             else:
                 time.sleep(server.timeout_sleep_s if kind == "timeout" else server.answer_delay_s)
                 self._send_json(200, completion_body(prompt, request["model"], k))

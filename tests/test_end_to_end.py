@@ -24,6 +24,11 @@ JUDGE_SIDE_RULES = {
     "po_drift_table",
     "figure_sft_trajectories",
     "figure_po_trajectories",
+    "figure_po_setups",
+    "dataset_stances",  # judged by the (re-adapted) judge
+    "figure_dataset_stances",
+    "value_gap_pairs",
+    "figure_value_gap",
     "all",
 }
 
@@ -125,12 +130,17 @@ def test_judge_agrees_with_hand_labels_better_than_chance(small_run):
 
 
 def test_drift_table_and_figures_are_written(small_run):
-    markdown = (small_run / "results/tables/sft_drift_smollm2-135m.md").read_text()
+    markdown = (small_run / "results/tables/table09-12_smollm2-135m_sft.md").read_text()
     assert "| Immigration Policies |" in markdown and "sft-opinionated support" in markdown
-    po_markdown = (small_run / "results/tables/po_drift_smollm2-135m_sft-taskish.md").read_text()
+    po_markdown = (
+        small_run / "results/tables/table13-16_smollm2-135m_sft-taskish_po.md"
+    ).read_text()
     assert "dpo-planted_oppose support" in po_markdown and "ppo-planted_support" in po_markdown
-    po_png = small_run / "results/figures/po_smollm2-135m_sft-taskish_planted_support_abortion.png"
-    assert po_png.read_bytes()[:4] == b"\x89PNG"
+    for figure in [
+        "fig07_po_smollm2-135m_sft-taskish_planted_support_abortion.png",
+        "fig11-14_dpo_sft-taskish_abortion.png",
+    ]:
+        assert (small_run / "results/figures" / figure).read_bytes()[:4] == b"\x89PNG"
     png = small_run / "results/figures/fig03_sft_smollm2-135m_immigration-policies.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
 
@@ -141,3 +151,38 @@ def test_editing_the_judge_prompt_reruns_only_judging_and_after(small_run):
     jobs = dry_run_jobs(cwd=small_run)
     assert jobs["judge"] == 17  # every evaluated checkpoint, nothing trained or generated
     assert set(jobs) <= JUDGE_SIDE_RULES, set(jobs) - JUDGE_SIDE_RULES
+
+
+def test_drift_tables_carry_bootstrap_intervals(small_run):
+    drift = _drift(small_run, "sft-opinionated")
+    assert (drift["magnitude_low"] <= drift["magnitude_high"]).all()
+    inside = (drift["magnitude_low"] - 1e-9 <= drift["magnitude"]) & (
+        drift["magnitude"] <= drift["magnitude_high"] + 1e-9
+    )
+    assert inside.mean() >= 0.9
+    markdown = (small_run / "results/tables/table09-12_smollm2-135m_sft.md").read_text()
+    assert "bootstrap CI" in markdown and " [" in markdown
+
+
+def test_report_holds_every_figure_table_and_the_configuration(small_run):
+    from tests.workflow import snakemake
+
+    snakemake("--report", "report.html", cwd=small_run)
+    html = (small_run / "report.html").read_text()
+    for name in [
+        "fig03_sft_smollm2-135m_abortion.pdf",
+        "fig07_po_smollm2-135m_sft-taskish_planted_oppose_abortion.pdf",
+        "fig11-14_simpo_sft-taskish_climate-change-concerns.pdf",
+        "table09-12_smollm2-135m_sft.csv",
+        "table13-16_smollm2-135m_sft-taskish_po.csv",
+        "agreement.md",
+        "config.yaml",
+    ]:
+        assert name in html, name
+
+
+def test_downstream_table_covers_base_and_final_sft_models(small_run):
+    table = pl.read_csv(small_run / "results/tables/table17_downstream.csv")
+    assert sorted(table["run"].to_list()) == ["base", "sft-opinionated", "sft-taskish"]
+    assert table["value"].is_between(0, 1).all()
+    assert (table["n"] == 14).all()

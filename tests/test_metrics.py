@@ -4,8 +4,20 @@ import numpy as np
 import polars as pl
 import pytest
 
-from value_drifts.aggregate import drift_table, question_stances, topic_values
-from value_drifts.metrics import ci_halfwidth, drift_magnitude, drift_time, extremum_index
+from value_drifts.aggregate import (
+    drift_table,
+    question_stances,
+    topic_values,
+    trajectory_question_values,
+    trajectory_values,
+)
+from value_drifts.metrics import (
+    bootstrap_drift,
+    ci_halfwidth,
+    drift_magnitude,
+    drift_time,
+    extremum_index,
+)
 
 
 def test_ci_halfwidth_matches_hand_computed_t_interval():
@@ -109,3 +121,70 @@ def test_drift_table_per_stance():
     assert support["drift_time"] == pytest.approx(0.5)
     assert oppose["magnitude"] == pytest.approx(-0.3)
     assert oppose["drift_time"] == pytest.approx(0.5)
+
+
+def _rising(n_questions: int, noise: float, seed: int = 0) -> np.ndarray:
+    """Questions × 5 steps, each question rising from 0.2 to 0.8 plus noise."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.linspace(0.2, 0.8, 5) + rng.normal(0, noise, (n_questions, 5)), 0, 1)
+
+
+def test_bootstrap_ci_brackets_a_clear_drift_and_excludes_zero():
+    x = _rising(30, 0.1)
+    (magnitude, time), = bootstrap_drift([0, 10, 20, 30, 40], [x])
+    point = x.mean(axis=0)[-1] - x.mean(axis=0)[0]
+    assert magnitude[0] < point < magnitude[1]
+    assert magnitude[0] > 0.4  # a 0.6 rise with 30 questions cannot be explained by noise
+    assert 0.5 <= time[0] <= time[1] <= 1.0
+
+
+def test_bootstrap_ci_narrows_with_more_questions():
+    steps = [0, 10, 20, 30, 40]
+    (few,), (many,) = (bootstrap_drift(steps, [_rising(n, 0.2)]) for n in (8, 200))
+    assert many[0][1] - many[0][0] < 0.5 * (few[0][1] - few[0][0])
+
+
+def test_bootstrap_is_seeded_and_resamples_rows_across_stances():
+    x = _rising(12, 0.15)
+    first = bootstrap_drift([0, 1, 2, 3, 4], [x, 1 - x], seed=3)
+    assert np.array_equal(first, bootstrap_drift([0, 1, 2, 3, 4], [x, 1 - x], seed=3))
+    # p(oppose) = 1 - p(support) question by question, so the same resampled rows give
+    # mirrored magnitude bounds: proof that stances share one resample.
+    assert first[1][0] == pytest.approx(-first[0][0][::-1])
+
+
+def test_bootstrap_identical_questions_give_a_degenerate_interval():
+    x = np.tile([0.1, 0.3, 0.6], (5, 1))
+    (magnitude, _), = bootstrap_drift([0, 1, 2], [x])
+    assert magnitude == pytest.approx([0.5, 0.5])
+
+
+def test_bootstrap_undefined_for_one_question_or_one_checkpoint():
+    assert np.isnan(bootstrap_drift([0, 1], [np.array([[0.1, 0.2]])])).all()
+    bounds = bootstrap_drift([0], [np.array([[0.1], [0.3], [0.2]])])
+    assert np.isnan(bounds[0][1]).all()
+    assert bounds[0][0] == pytest.approx([0.0, 0.0])
+
+
+def test_drift_table_with_question_values_adds_bootstrap_columns():
+    rng = np.random.default_rng(0)
+    rows = []
+    for step, level in [(0, 0.2), (5, 0.6), (10, 0.7)]:
+        for q in range(10):
+            p = float(np.clip(level + rng.normal(0, 0.05), 0, 1))
+            rows.append((f"q{q}", "A", 0, p, 1 - p, 0.0, step))
+    frame = pl.DataFrame(
+        rows,
+        schema=["question_id", "category", "sample", "p_support", "p_neutral", "p_oppose", "step"],
+        orient="row",
+    )
+    by_step = {s: frame.filter(pl.col("step") == s).drop("step") for s in (0, 5, 10)}
+    values = trajectory_values(by_step, 0.95)
+    table = drift_table(values, trajectory_question_values(by_step), n_resamples=300)
+    support = table.filter(pl.col("stance") == "support").row(0, named=True)
+    assert support["magnitude_low"] <= support["magnitude"] <= support["magnitude_high"]
+    assert 0.4 < support["magnitude_low"]
+    neutral = table.filter(pl.col("stance") == "neutral").row(0, named=True)
+    assert neutral["magnitude_high"] < -0.4
+    oppose = table.filter(pl.col("stance") == "oppose").row(0, named=True)
+    assert oppose["magnitude_low"] == oppose["magnitude_high"] == 0.0

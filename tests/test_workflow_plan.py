@@ -30,10 +30,11 @@ def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
     # the teacher-written value-gap set is built once and feeds both label setups
     assert jobs["retrieve_value_gap_prompts"] == 1 and jobs["generate_value_gap"] == 1
     assert jobs["prepare_preference_set"] == 4
-    # Tables 1/13-16 per (model, SFT set); trajectories per preference set and topic;
-    # Figures 15-17 per ablation and topic
+    # Tables 1/13-16 per (model, SFT set); Figures 4/7/9 per preference set and topic;
+    # Figures 11-14 per (DPO | SimPO, SFT set, topic); Figures 15-17 per ablation and topic
     assert jobs["po_drift_table"] == 2 * 2
     assert jobs["figure_po_trajectories"] == 2 * 2 * 4 * 3
+    assert jobs["figure_po_setups"] == 2 * 2 * 3
     assert jobs["figure_ablation"] == 3 * 3
 
 
@@ -44,9 +45,45 @@ def test_small_default_dry_run(clean_copy):
     assert jobs["train_reward_model"] == 1  # PPO on one preference set
     # base + 3 checkpoints per SFT set + 2 per PO run (PO step 0 is SFT's last checkpoint)
     assert jobs["generate"] == 1 + 3 + 3 + 5 * 2
-    assert jobs["figure_sft_trajectories"] == 11
-    assert jobs["figure_po_trajectories"] == 2 * 11
+    # figures for the three planted topics
+    assert jobs["figure_sft_trajectories"] == 3
+    assert jobs["figure_po_trajectories"] == 2 * 3
+    assert jobs["figure_po_setups"] == 2 * 3
     assert jobs["judge_agreement"] == 1
+
+
+def test_one_small_default_figure_schedules_nothing_unrelated(clean_copy):
+    result = snakemake(
+        "-n", "--nolock",
+        "results/figures/fig07_po_smollm2-135m_sft-taskish_planted_support_abortion.pdf",
+        cwd=clean_copy,
+    )
+    output = result.stdout + result.stderr
+    # the SFT set it starts from and the preference set it trains on, nothing else
+    assert "sft-taskish.dpo-planted_support" in output
+    assert "sft-taskish.ppo-planted_support" in output
+    assert "opinionated" not in output
+    assert "planted_oppose" not in output
+    assert "figure_sft_trajectories" not in output
+
+
+def test_one_algorithm_figure_schedules_no_other_algorithm(clean_copy):
+    result = snakemake(
+        "-n", "--nolock", "results/figures/fig11-14_dpo_sft-taskish_abortion.pdf", cwd=clean_copy
+    )
+    output = result.stdout + result.stderr
+    assert "sft-taskish.dpo-planted_support" in output and "dpo-planted_oppose" in output
+    assert "simpo" not in output and "ppo-" not in output and "opinionated" not in output
+
+
+def test_a_wrong_figure_number_is_refused_with_the_right_one(clean_copy):
+    result = snakemake(
+        "-n", "--nolock",
+        "results/figures/fig04_po_smollm2-135m_sft-taskish_planted_support_abortion.pdf",
+        cwd=clean_copy, check=False,
+    )
+    assert result.returncode != 0
+    assert "ask for fig07_" in result.stdout + result.stderr
 
 
 def test_one_figure_builds_only_what_it_needs(clean_copy):

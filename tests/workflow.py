@@ -12,7 +12,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 IGNORED = shutil.ignore_patterns(
-    ".git", ".venv", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache", "*.egg-info"
+    ".git", ".venv", ".cache", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache",
+    "*.egg-info",
+    "*.tsv",  # Snakemake benchmark files: their mtimes would count as outputs
 )
 
 

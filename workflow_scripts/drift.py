@@ -4,7 +4,13 @@ from value_drifts.aggregate import drift_table
 from value_drifts.io import logged
 
 with logged(snakemake.log[0]):
-    drift = drift_table(pl.read_parquet(snakemake.input[0]))
+    drift = drift_table(
+        pl.read_parquet(snakemake.input.values),
+        pl.read_parquet(snakemake.input.question_values),
+        ci_level=snakemake.params.ci_level,
+        n_resamples=snakemake.params.n_resamples,
+        seed=snakemake.params.seed,
+    )
     drift.write_parquet(snakemake.output.parquet)
     drift.write_csv(snakemake.output.csv)
     print(drift)

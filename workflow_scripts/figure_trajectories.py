@@ -13,4 +13,5 @@ with logged(snakemake.log[0]):
         panels,
         title=snakemake.params.title,
         outputs=[snakemake.output.pdf, snakemake.output.png],
+        start_label=snakemake.params.start_label,
     )

@@ -5,6 +5,8 @@ from value_drifts.datasets import load_hub_sft_dataset
 from value_drifts.io import logged, write_json
 from value_drifts.synthetic import sft_examples
 
+MESSAGES = pl.Schema({"messages": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))})
+
 with logged(snakemake.log[0]):
     spec = snakemake.params.spec
     if spec["source"] == "synthetic":
@@ -16,9 +18,10 @@ with logged(snakemake.log[0]):
             on_topic_share=spec["on_topic_share"],
             seed=snakemake.params.seed,
         )
-        counts = {"train": len(rows), "rejected": {}}
+        # Template sets have no held-out split: the validation file is empty.
+        validation, counts = [], {"train": len(rows), "validation": 0, "rejected": {}}
     else:
-        rows, counts = load_hub_sft_dataset(spec, seed=snakemake.params.seed)
+        rows, validation, counts = load_hub_sft_dataset(spec, seed=snakemake.params.seed)
     if counts["train"] != spec["size"]:
         # The checkpoint steps in the DAG were computed from spec["size"].
         raise ValueError(
@@ -26,5 +29,8 @@ with logged(snakemake.log[0]):
             " set size to the real count so checkpoint steps match"
         )
     pl.DataFrame(rows).write_parquet(snakemake.output.train)
+    pl.DataFrame(validation, schema=MESSAGES if not validation else None).write_parquet(
+        snakemake.output.validation
+    )
     write_json(snakemake.output.counts, counts)
     print(counts)

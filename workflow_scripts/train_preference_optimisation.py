@@ -1,11 +1,9 @@
 from pathlib import Path
 
-import polars as pl
-
 from value_drifts.io import logged, write_json
 from value_drifts.training.checkpoints import saved_steps
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training.preference import train_dpo, train_ppo, train_simpo
+from value_drifts.training.launch import TrainingJob, run_training
 
 with logged(snakemake.log[0]):
     hyper = snakemake.params.hyper
@@ -17,14 +15,15 @@ with logged(snakemake.log[0]):
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )
-    pairs = pl.read_parquet(snakemake.input.data).to_dicts()
     algorithm = snakemake.params.algorithm
-    if algorithm == "dpo":
-        train_dpo(settings, hyper, pairs)
-    elif algorithm == "simpo":
-        train_simpo(settings, hyper, pairs)
-    else:
-        train_ppo(settings, hyper, pairs, reward_model_path=snakemake.input.reward_model)
+    job = TrainingJob(
+        task=algorithm,
+        settings=settings,
+        data=snakemake.input.data,
+        hyper=dict(hyper),
+        reward_model_path=snakemake.input.get("reward_model"),
+    )
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
     steps = saved_steps(Path(settings.output_dir))
     if steps != snakemake.params.steps:
         raise RuntimeError(f"trainer saved steps {steps}, the workflow planned {snakemake.params.steps}")

@@ -1,10 +1,8 @@
 import shutil
 
-import polars as pl
-
 from value_drifts.io import logged
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training.preference import train_reward_model
+from value_drifts.training.launch import TrainingJob, run_training
 
 with logged(snakemake.log[0]):
     output = snakemake.output[0]
@@ -16,6 +14,8 @@ with logged(snakemake.log[0]):
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )
-    trainer = train_reward_model(settings, pl.read_parquet(snakemake.input.data).to_dicts())
-    trainer.save_model(output)
+    job = TrainingJob(
+        task="reward", settings=settings, data=snakemake.input.data, final_model_dir=output
+    )
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
     shutil.rmtree(settings.output_dir)

@@ -1,11 +1,9 @@
 from pathlib import Path
 
-import polars as pl
-
 from value_drifts.io import logged, write_json
 from value_drifts.training.checkpoints import saved_steps
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training.sft import train_sft
+from value_drifts.training.launch import TrainingJob, run_training
 
 with logged(snakemake.log[0]):
     run = TrainerSettings.from_config(
@@ -16,8 +14,8 @@ with logged(snakemake.log[0]):
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )
-    rows = pl.read_parquet(snakemake.input.data).select("messages").to_dicts()
-    train_sft(run, rows)
+    job = TrainingJob(task="sft", settings=run, data=snakemake.input.data)
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
     steps = saved_steps(Path(run.output_dir))
     expected = snakemake.params.steps
     if steps != expected:

@@ -1,15 +1,19 @@
 """From judgments to values and drift tables, with polars.
 
-judgments: one row per (question, sample) with p_support, p_neutral, p_oppose.
-values:    one row per (step, category, stance) with mean, CI half-width and n questions.
-drift:     one row per (category, stance) with magnitude and drift time.
+judgments:       one row per (question, sample) with p_support, p_neutral, p_oppose.
+question values: one row per (step, question) with its mean stance probabilities.
+values:          one row per (step, category, stance) with mean, CI half-width, n questions.
+drift:           one row per (category, stance) with magnitude and drift time, each with a
+                 bootstrap CI over questions.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from value_drifts.metrics import ci_halfwidth, drift_magnitude, drift_time
+import numpy as np
+
+from value_drifts.metrics import bootstrap_drift, ci_halfwidth, drift_magnitude, drift_time
 from value_drifts.stance import STANCES
 
 PROB_COLUMNS = [f"p_{s}" for s in STANCES]
@@ -54,8 +58,70 @@ def trajectory_values(judgments_by_step: dict[int, pl.DataFrame], ci_level: floa
     )
 
 
-def drift_table(values: pl.DataFrame) -> pl.DataFrame:
-    """Drift magnitude and drift time per category and stance from a phase's values."""
+def trajectory_question_values(judgments_by_step: dict[int, pl.DataFrame]) -> pl.DataFrame:
+    """Every question's mean stance probabilities at every step of a phase (what the
+    bootstrap resamples)."""
+    return pl.concat(
+        [
+            question_stances(frame).with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
+            for step, frame in sorted(judgments_by_step.items())
+        ]
+    ).select("step", "question_id", "category", *PROB_COLUMNS)
+
+
+def question_matrices(
+    question_values: pl.DataFrame, category: str
+) -> tuple[list[int], list[np.ndarray], int]:
+    """(steps, one questions × steps matrix per stance, questions dropped) for a category.
+
+    Only questions judged at every step are kept, so rows stay aligned across steps; the
+    number dropped is returned for the log rather than hidden.
+    """
+    frame = question_values.filter(pl.col("category") == category)
+    steps = sorted(frame["step"].unique().to_list())
+    matrices = []
+    dropped = 0
+    for column in PROB_COLUMNS:
+        wide = frame.pivot(on="step", index="question_id", values=column, sort_columns=True)
+        complete = wide.drop_nulls().sort("question_id")
+        dropped = wide.height - complete.height
+        matrices.append(complete.select([str(step) for step in steps]).to_numpy())
+    return steps, matrices, dropped
+
+
+def drift_confidence_intervals(
+    question_values: pl.DataFrame, ci_level: float, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    """Bootstrap CIs of drift magnitude and time per category and stance."""
+    rows = []
+    for category in sorted(question_values["category"].unique().to_list()):
+        steps, matrices, dropped = question_matrices(question_values, category)
+        if dropped:
+            print(f"{category}: {dropped} question(s) missing at some step left out of the bootstrap")
+        bounds = bootstrap_drift(steps, matrices, ci_level, n_resamples, seed)
+        for stance, (magnitude, time) in zip(STANCES, bounds, strict=True):
+            rows.append(
+                {
+                    "category": category,
+                    "stance": stance,
+                    "magnitude_low": magnitude[0],
+                    "magnitude_high": magnitude[1],
+                    "drift_time_low": time[0],
+                    "drift_time_high": time[1],
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def drift_table(
+    values: pl.DataFrame,
+    question_values: pl.DataFrame | None = None,
+    ci_level: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Drift magnitude and drift time per category and stance from a phase's values, with
+    bootstrap CIs when the per-question values are given."""
     rows = []
     for (category, stance), group in values.sort("step").group_by(
         ["category", "stance"], maintain_order=True
@@ -74,4 +140,12 @@ def drift_table(values: pl.DataFrame) -> pl.DataFrame:
                 "n_checkpoints": len(steps),
             }
         )
-    return pl.DataFrame(rows).sort(["category", "stance"])
+    table = pl.DataFrame(rows).sort(["category", "stance"])
+    if question_values is None:
+        return table
+    intervals = drift_confidence_intervals(question_values, ci_level, n_resamples, seed)
+    return table.join(intervals, on=["category", "stance"], how="left").select(
+        "category", "stance", "start", "end",
+        "magnitude", "magnitude_low", "magnitude_high",
+        "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
+    )

@@ -1,80 +1,211 @@
-"""Real SFT dataset loaders: hub ids through ``datasets.load_dataset``, converted to chat
-rows, with malformed rows counted by reason (never silently dropped)."""
+"""Real SFT dataset loaders: hub ids through ``datasets.load_dataset``, converted once into
+chat rows (``messages``: a list of ``{role, content}``), split 90/10 with a seed, with
+malformed rows counted by reason (never silently dropped).
+
+Formats: ``wildchat`` (allenai/WildChat-1M: a ``conversation`` column of turns with
+``role``/``content`` among other fields, and a conversation-level ``language``) and
+``alpaca`` (tatsu-lab/alpaca: ``instruction``/``input``/``output``/``text``).
+"""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-ROLES = {"user", "assistant", "system"}
+from tqdm.auto import tqdm
+
+SPEAKERS = ("user", "assistant")
+ROLES = {*SPEAKERS, "system"}
+# Reasons a row is rejected (keys of counts["rejected"]).
+MISSING_FIELD = "missing field"
+EMPTY_CONVERSATION = "empty conversation"
+EMPTY_TURN = "empty turn"
+WRONG_ROLE = "wrong role"
+NON_ALTERNATING = "non-alternating roles"
+NO_FINAL_ASSISTANT = "no final assistant turn"
+
+
+class MissingField(KeyError):
+    """A row lacks a field its format needs (absent or null)."""
+
+
+def _field(row: Mapping[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if value is None:
+        raise MissingField(name)
+    return value
 
 
 def conversation_problem(messages: Any) -> str | None:
-    """Why a conversation cannot be trained on, or None when it can."""
+    """Why a conversation cannot be trained on, or None when it can.
+
+    A trainable conversation is an optional leading system turn, then user and assistant
+    turns alternating from a user turn, ending with an assistant turn, none empty.
+    """
     if not isinstance(messages, list) or not messages:
-        return "empty conversation"
+        return EMPTY_CONVERSATION
     for turn in messages:
-        if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
-            return "turn without role or content"
+        if not isinstance(turn, Mapping) or turn.get("role") is None or turn.get("content") is None:
+            return MISSING_FIELD
         if turn["role"] not in ROLES:
-            return "unknown role"
+            return WRONG_ROLE
         if not isinstance(turn["content"], str) or not turn["content"].strip():
-            return "empty turn"
-    if messages[-1]["role"] != "assistant":
-        return "no final assistant turn"
+            return EMPTY_TURN
+    dialogue = messages[1:] if messages[0]["role"] == "system" else messages
+    if not dialogue:
+        return NO_FINAL_ASSISTANT
+    if any(turn["role"] != SPEAKERS[i % 2] for i, turn in enumerate(dialogue)):
+        return NON_ALTERNATING
+    if dialogue[-1]["role"] != "assistant":
+        return NO_FINAL_ASSISTANT
     return None
 
 
 def alpaca_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    prompt = row.get("instruction") or ""
+    """tatsu-lab/alpaca row -> one user turn (instruction, then input if any) and the output."""
+    prompt = _field(row, "instruction")
     if row.get("input"):
         prompt = f"{prompt}\n\n{row['input']}"
     return [
         {"role": "user", "content": prompt},
-        {"role": "assistant", "content": row.get("output") or ""},
+        {"role": "assistant", "content": _field(row, "output")},
     ]
 
 
 def wildchat_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
+    """allenai/WildChat-1M row -> its turns with only role and content kept."""
+    turns = _field(row, "conversation")
+    return [{"role": turn.get("role"), "content": turn.get("content")} for turn in turns]
+
+
+CONVERTERS: dict[str, Callable[[Mapping[str, Any]], list[dict[str, str]]]] = {
+    "wildchat": wildchat_messages,
+    "alpaca": alpaca_messages,
+}
+# The hub columns each format reads; the rest (moderation, headers, ...) is never decoded.
+COLUMNS = {"wildchat": ("conversation", "language"), "alpaca": ("instruction", "input", "output")}
+
+
+def convert_conversations(
+    rows: Iterable[Mapping[str, Any]], convert: Callable, total: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Chat rows from hub rows, keeping trainable ones and counting the rest by reason."""
+    kept, rejected = [], Counter()
+    for row in tqdm(rows, total=total, desc="converting", unit="row", mininterval=5):
+        try:
+            messages = convert(row)
+        except (MissingField, TypeError, AttributeError):
+            # Absent or null fields, or a field of the wrong shape (turns that are no mappings).
+            rejected[MISSING_FIELD] += 1
+            continue
+        problem = conversation_problem(messages)
+        if problem:
+            rejected[problem] += 1
+        else:
+            kept.append({"messages": messages})
+    return kept, dict(sorted(rejected.items()))
+
+
+def split_rows(
+    rows: Sequence[dict[str, Any]], validation_share: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Seeded train/validation split; validation gets ceil(share × n) rows, as
+    ``datasets.Dataset.train_test_split`` does (52,002 Alpaca rows -> 46,801 / 5,201)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_validation = math.ceil(len(rows) * validation_share) if rows else 0
+    validation = [rows[i] for i in sorted(order[:n_validation])]
+    train = [rows[i] for i in sorted(order[n_validation:])]
+    return train, validation
+
+
+def size_warnings(counts: Mapping[str, Any], expected: Mapping[str, int]) -> list[str]:
+    """One message per count that differs from the expected (paper) number."""
     return [
-        {"role": turn.get("role"), "content": turn.get("content")}
-        for turn in row.get("conversation") or []
+        f"{key}: expected {want:,} (paper), found {counts.get(key, 0):,}"
+        for key, want in expected.items()
+        if counts.get(key) != want
     ]
 
 
-def to_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    if "conversation" in row:
-        return wildchat_messages(row)
-    if "instruction" in row:
-        return alpaca_messages(row)
-    return row.get("messages")
+def check_expected_sizes(counts: dict[str, Any], spec: Mapping[str, Any]) -> None:
+    """Compare counts with ``spec['expected_counts']`` when the full data was loaded.
+
+    Mismatches are printed as warnings (the log) and stored in ``counts['size_warnings']``;
+    with a ``limit`` the check is skipped and ``counts['size_check']`` says so.
+    """
+    expected = spec.get("expected_counts")
+    if not expected:
+        return
+    if spec.get("limit"):
+        counts["size_check"] = "skipped: limit configured"
+        return
+    warnings = size_warnings(counts, expected)
+    counts["size_check"] = "mismatch" if warnings else "ok"
+    if warnings:
+        counts["size_warnings"] = warnings
+        for warning in warnings:
+            print(f"WARNING: {spec.get('hub_id')}: {warning}")
+
+
+def load_hub(spec: Mapping[str, Any], columns: Sequence[str] = ()):
+    """``datasets.load_dataset`` on the spec's hub id (or a builder such as ``json`` or
+    ``parquet`` with local ``data_files``), reduced to the ``columns`` that exist."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(
+        spec["hub_id"],
+        spec.get("hub_config"),
+        data_files=spec.get("data_files"),
+        split=spec.get("split", "train"),
+    )
+    keep = [c for c in columns if c in dataset.column_names]
+    if keep:
+        dataset = dataset.select_columns(keep)
+    return dataset
+
+
+def limited(dataset, limit: int | None, seed: int):
+    """A seeded sample of ``limit`` rows of a ``datasets.Dataset`` (all when fewer)."""
+    if not limit or len(dataset) <= limit:
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
 
 
 def load_hub_sft_dataset(spec: Mapping[str, Any], seed: int):
     """Load, filter by language, convert, validate and split (seeded) an SFT dataset.
 
-    Returns the training rows and counts: kept rows per split and rejects by reason.
+    Returns (train rows, validation rows, counts). The training rows are downsampled
+    (seeded) to ``spec['size']`` when there are more, since the checkpoint steps were
+    planned from it. Counts: ``loaded``, ``other_language``, ``valid``, ``rejected`` by
+    reason, ``train``/``validation`` and, when downsampled, ``train_before_downsample``.
     """
-    from datasets import load_dataset
+    from value_drifts.preference import downsample
 
-    dataset = load_dataset(spec["hub_id"], spec.get("hub_config"), split=spec.get("split", "train"))
-    if spec.get("language") and "language" in dataset.column_names:
-        dataset = dataset.filter(lambda row: row["language"] == spec["language"])
-    rejected: Counter[str] = Counter()
-    rows = []
-    for row in dataset:
-        messages = to_messages(row)
-        problem = conversation_problem(messages)
-        if problem:
-            rejected[problem] += 1
-            continue
-        rows.append({"messages": messages})
-    share = spec.get("validation_share", 0.1)
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_validation = round(len(rows) * share)
-    train = [rows[i] for i in order[n_validation:]]
-    counts = {"train": len(train), "validation": n_validation, "rejected": dict(rejected)}
-    return train, counts
+    fmt = spec["format"]
+    dataset = load_hub(spec, COLUMNS[fmt])
+    counts: dict[str, Any] = {"loaded": len(dataset)}
+    language = spec.get("language")
+    if language:
+        if "language" not in dataset.column_names:
+            raise ValueError(f"{spec['hub_id']} has no 'language' column to keep {language!r}")
+        dataset = dataset.filter(
+            lambda values: [v == language for v in values], input_columns="language", batched=True
+        )
+        counts["other_language"] = counts["loaded"] - len(dataset)
+    dataset = limited(dataset, spec.get("limit"), seed)
+    if spec.get("limit"):
+        counts["limit"] = spec["limit"]
+    rows, rejected = convert_conversations(dataset, CONVERTERS[fmt], total=len(dataset))
+    counts.update(valid=len(rows), rejected=rejected)
+    train, validation = split_rows(rows, spec.get("validation_share", 0.1), seed)
+    counts.update(train=len(train), validation=len(validation))
+    check_expected_sizes(counts, spec)
+    if len(train) > spec["size"]:
+        counts["train_before_downsample"] = len(train)
+        train = downsample(train, spec["size"], seed)
+        counts["train"] = len(train)
+    return train, validation, counts

@@ -6,8 +6,9 @@ Both backends (transformers on CPU, vLLM on GPU) write the same table: one row p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import polars as pl
 from tqdm.auto import tqdm
@@ -60,7 +61,13 @@ def generate_transformers(
             # One seed per batch position keeps a rerun identical on the same machine.
             torch.manual_seed(settings.seed + start)
             prompts = [build_prompt(row["question"], settings, tokenizer) for row, _ in batch]
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = tokenizer(
+                prompts,
+                return_tensors="pt",
+                padding=True,
+                # A chat template writes its own BOS; a base prompt gets the tokenizer's.
+                add_special_tokens=settings.prompt_style == "base",
+            )
             with torch.inference_mode():
                 output = model.generate(
                     **encoded,
@@ -85,6 +92,79 @@ def generate_transformers(
                 )
             progress.update(len(batch))
     return with_settings(pl.DataFrame(rows), settings, backend="transformers")
+
+
+def prompt_token_ids(question: str, settings: SamplingSettings, tokenizer) -> list[int]:
+    """The prompt as token ids, tokenised as the transformers backend does: a chat
+    template writes its own BOS, a base prompt gets the tokenizer's special tokens."""
+    prompt = build_prompt(question, settings, tokenizer)
+    return tokenizer(prompt, add_special_tokens=settings.prompt_style == "base")["input_ids"]
+
+
+def generate_vllm(
+    model_path: str,
+    questions: pl.DataFrame,
+    settings: SamplingSettings,
+    tensor_parallel_size: int = 1,
+    engine_args: Mapping[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Sample ``settings.samples`` responses per question with vLLM's offline engine: one
+    request per question with ``SamplingParams(n=samples)``, seeded per question so a
+    question's samples do not depend on what else is in the batch. vLLM gives sample k of a
+    request seed + k (vllm/v1/engine/parallel_sampling.py), so question number i gets
+    ``seed + i * samples``: every (question, sample) has its own random stream. (With
+    ``seed + i``, sample k+1 of question i reused sample k of question i+1's stream; the
+    real engine showed it, tests/test_vllm_cpu.py.)
+
+    Call it under ``if __name__ == "__main__":``: vLLM's workers may re-import the caller.
+    """
+    from vllm import LLM, SamplingParams  # lazily: vLLM is only in the generate env on GPUs
+
+    llm = LLM(
+        model=model_path,
+        tensor_parallel_size=tensor_parallel_size,
+        seed=settings.seed,
+        **{"dtype": "auto", **(engine_args or {})},
+    )
+    tokenizer = llm.get_tokenizer()
+    rows = list(questions.iter_rows(named=True))
+    prompts = [
+        {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
+        for row in rows
+    ]
+    params = [
+        SamplingParams(
+            n=settings.samples,
+            temperature=settings.temperature,
+            top_p=1.0,
+            max_tokens=settings.max_new_tokens,
+            seed=settings.seed + number * settings.samples,
+            skip_special_tokens=True,
+        )
+        for number in range(len(rows))
+    ]
+    outputs = llm.generate(prompts, params)
+    if len(outputs) != len(rows):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(rows)} prompts")
+    records = []
+    for row, output in zip(rows, outputs, strict=True):
+        completions = sorted(output.outputs, key=lambda completion: completion.index)
+        if len(completions) != settings.samples:
+            raise RuntimeError(
+                f"vLLM returned {len(completions)} samples for question {row['question_id']},"
+                f" expected {settings.samples}"
+            )
+        records += [
+            {
+                "question_id": row["question_id"],
+                "category": row["category"],
+                "question": row["question"],
+                "sample": sample,
+                "response": completion.text.strip(),
+            }
+            for sample, completion in enumerate(completions)
+        ]
+    return with_settings(pl.DataFrame(records), settings, backend="vllm")
 
 
 def with_settings(frame: pl.DataFrame, settings: SamplingSettings, backend: str) -> pl.DataFrame:

@@ -3,25 +3,32 @@
 v_t(T)_s: mean over a topic's questions of each question's mean stance probability over
 its sampled responses. Drift magnitude M_s = v_end - v_start. Drift time
 η = η_ext / η_total: the steps needed to come within the CI of the extremum of v_s,
-over the phase's length in steps.
+over the phase's length in steps. Both get percentile bootstrap CIs from resampling questions.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
 
 
-def ci_halfwidth(values: Sequence[float], level: float = 0.95) -> float:
-    """Half-width of the Student-t confidence interval of the mean; NaN for one value."""
+def ci_halfwidth(values, level: float = 0.95, axis: int | None = None):
+    """Half-width of the Student-t confidence interval of the mean; NaN for one value.
+
+    With ``axis``, one half-width per slice along it (e.g. per step of a questions × steps
+    matrix), computed in one vectorised pass.
+    """
     x = np.asarray(values, dtype=float)
-    if x.size < 2:
-        return math.nan
-    sem = x.std(ddof=1) / math.sqrt(x.size)
-    return float(stats.t.ppf(0.5 + level / 2, df=x.size - 1) * sem)
+    n = x.size if axis is None else x.shape[axis]
+    if n < 2:
+        return math.nan if axis is None else np.full(np.delete(x.shape, axis), math.nan)
+    sem = x.std(ddof=1, axis=axis) / math.sqrt(n)
+    half = stats.t.ppf(0.5 + level / 2, df=n - 1) * sem
+    return float(half) if axis is None else half
 
 
 def drift_magnitude(start: float, end: float) -> float:
@@ -60,3 +67,58 @@ def drift_time(
     tolerance = 0.0 if math.isnan(h[ext]) else h[ext]
     reached = int(np.argmax(np.abs(v - v[ext]) <= tolerance + 1e-12))
     return float((s[reached] - s[0]) / (s[-1] - s[0]))
+
+
+def trajectory_drift(steps: Sequence[int], per_question: np.ndarray, level: float = 0.95):
+    """(magnitude, drift time) of one stance from a questions × steps matrix of
+    per-question stance probabilities: v is the column mean, its CI the t-interval."""
+    x = np.asarray(per_question, dtype=float)
+    values = x.mean(axis=0)
+    halfwidths = ci_halfwidth(x, level, axis=0)
+    return drift_magnitude(values[0], values[-1]), drift_time(steps, values, halfwidths)
+
+
+def bootstrap_drift(
+    steps: Sequence[int],
+    per_question: Sequence[np.ndarray],
+    level: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Percentile bootstrap CIs of drift magnitude and drift time, resampling questions.
+
+    ``per_question`` holds one questions × steps matrix per stance, rows aligned (the same
+    question in the same row), so one resample of questions is followed through every step
+    and every stance. Returns an array of shape (len(per_question), 2 quantities, 2 bounds):
+    [stance][magnitude | drift time][low | high]. NaN where a quantity is undefined (one
+    question, or one checkpoint for drift time).
+    """
+    matrices = [np.asarray(m, dtype=float) for m in per_question]
+    n_questions = matrices[0].shape[0]
+    result = np.full((len(matrices), 2, 2), math.nan)
+    if n_questions < 2:
+        return result
+
+    def statistic(rows):
+        rows = rows.astype(int)
+        return np.array(
+            [quantity for m in matrices for quantity in trajectory_drift(steps, m[rows], level)]
+        )
+
+    # Undefined drift times (NaN) and questions that all agree make degenerate resamples;
+    # both are handled explicitly, so scipy's warnings about them are noise here.
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        interval = stats.bootstrap(
+            (np.arange(n_questions),),
+            statistic,
+            vectorized=False,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
+    bounds = np.stack([interval.low, interval.high], axis=-1).reshape(len(matrices), 2, 2)
+    if len(steps) < 2:
+        bounds[:, 1, :] = math.nan
+    return bounds

@@ -38,10 +38,23 @@ def _line_with_band(ax, values: pl.DataFrame, stance: str, colour, label: str, a
     ax.fill_between(steps, low, high, color=colour, alpha=alpha, linewidth=0)
 
 
+def mark_phase_start(ax, label: str) -> None:
+    """A dashed line at step 0, where the phase starts from the previous one's model."""
+    ax.axvline(0, color="0.4", linestyle="--", linewidth=0.8)
+    ax.annotate(
+        label, xy=(0, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
+        textcoords="offset points", ha="left", va="top", fontsize="x-small", color="0.3",
+    )
+
+
 def plot_trajectories(
-    panels: Sequence[tuple[str, pl.DataFrame]], title: str, outputs: Sequence[str | Path]
+    panels: Sequence[tuple[str, pl.DataFrame]],
+    title: str,
+    outputs: Sequence[str | Path],
+    start_label: str = "start",
 ) -> None:
-    """One panel per (label, values of one category); each saved to every output path."""
+    """One panel per (label, values of one category); each saved to every output path.
+    ``start_label`` names the model at step 0 (the base model, or the end of SFT)."""
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.2 * len(panels), 2.6), sharey=True, squeeze=False
@@ -49,6 +62,7 @@ def plot_trajectories(
     for ax, (label, values) in zip(axes[0], panels, strict=True):
         for stance in STANCES:
             _line_with_band(ax, values, stance, STANCE_COLOURS[stance], stance, alpha=0.2)
+        mark_phase_start(ax, start_label)
         ax.set_title(label)
         ax.set_xlabel("training step")
         ax.set_ylim(0, 1)
@@ -69,6 +83,7 @@ def plot_ablation(
     palette = sns.color_palette("viridis", len(lines))
     for colour, (label, values) in zip(palette, lines, strict=True):
         _line_with_band(ax, values, stance, colour, label, alpha=0.15)
+    mark_phase_start(ax, "end of SFT")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"mean p({stance})")
     ax.set_ylim(0, 1)

@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from value_drifts.synthetic import _fill
+from tqdm.auto import tqdm
+
+from value_drifts.synthetic import fill_template
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -90,15 +92,27 @@ CONVERTERS = {"ultrafeedback": ultrafeedback_pair, "hh_rlhf": hh_pair}
 
 
 def load_hub_preference_set(spec: Mapping[str, Any], seed: int):
-    """Load a hub preference set, convert it, and downsample it to ``spec['size']``."""
-    from datasets import load_dataset
+    """Load a hub preference set, convert it, and downsample it to ``spec['size']``.
 
-    dataset = load_dataset(spec["hub_id"], spec.get("hub_config"), split=spec.get("split", "train"))
+    ``limit`` (a seeded sample of hub rows before conversion) is for quick runs; without
+    it, counts are compared with ``expected_counts`` (the paper's numbers) and any
+    mismatch is warned about in the log and in ``counts['size_warnings']``.
+    """
+    from value_drifts.datasets import check_expected_sizes, limited, load_hub
+
+    dataset = limited(load_hub(spec), spec.get("limit"), seed)
     convert = CONVERTERS[spec["format"]]
-    kept, rejected = convert_pairs(dataset, convert)
+    kept, rejected = convert_pairs(
+        tqdm(dataset, total=len(dataset), desc="converting", unit="pair", mininterval=5),
+        convert,
+    )
+    counts: dict[str, Any] = {"loaded": len(dataset), "valid": len(kept), "rejected": rejected}
+    if spec.get("limit"):
+        counts["limit"] = spec["limit"]
     pairs = downsample(kept, spec["size"], seed)
-    return pairs, {"loaded": len(dataset), "valid": len(kept), "train": len(pairs),
-                   "rejected": rejected}
+    counts["train"] = len(pairs)
+    check_expected_sizes(counts, spec)
+    return pairs, counts
 
 
 def template_value_gap_pairs(
@@ -119,14 +133,14 @@ def template_value_gap_pairs(
     pairs = []
     for index in range(size):
         topic = topics[categories[index % len(categories)]]
-        prompt = _fill(rng.choice(templates["questions"]), topic)
+        prompt = fill_template(rng.choice(templates["questions"]), topic)
         pairs.append(
             {
                 "prompt": [{"role": "user", "content": prompt}],
                 "chosen": [{"role": "assistant",
-                            "content": _fill(rng.choice(templates["answers"][chosen_stance]), topic)}],
+                            "content": fill_template(rng.choice(templates["answers"][chosen_stance]), topic)}],
                 "rejected": [{"role": "assistant",
-                              "content": _fill(rng.choice(templates["answers"][other]), topic)}],
+                              "content": fill_template(rng.choice(templates["answers"][other]), topic)}],
             }
         )
     return pairs

@@ -14,8 +14,8 @@ def _first_upper(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _fill(template: str, topic: str) -> str:
-    # Templates may start with {topic}; capitalise so sentences read naturally.
+def fill_template(template: str, topic: str) -> str:
+    """A template with its {topic} filled in, capitalised so a sentence may start with it."""
     return _first_upper(template.format(topic=topic))
 
 
@@ -46,8 +46,8 @@ def sft_examples(
             mix = stance_mix[category]
             stance = rng.choices(list(mix), weights=list(mix.values()))[0]
             topic = topics[category]
-            prompt = _fill(rng.choice(templates["questions"]), topic)
-            answer = _fill(rng.choice(templates["answers"][stance]), topic)
+            prompt = fill_template(rng.choice(templates["questions"]), topic)
+            answer = fill_template(rng.choice(templates["answers"][stance]), topic)
         else:
             category, stance = None, None
             prompt, answer = rng.choice(templates["generic"])
@@ -70,8 +70,8 @@ def labelled_stance_items(spec: Mapping[str, Any], seed: int) -> list[dict[str, 
     rows = [
         {
             "topic": topic,
-            "question": _fill(question, topic),
-            "response": _fill(answer, topic),
+            "question": fill_template(question, topic),
+            "response": fill_template(answer, topic),
             "stance": stance,
         }
         for topic in spec["topics"]

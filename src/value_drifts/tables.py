@@ -15,9 +15,21 @@ def stack_drifts(drifts: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     ).select("run", pl.exclude("run"))
 
 
-def _cell(magnitude: float, time: float) -> str:
-    time_text = "–" if time is None or math.isnan(time) else f"{time:.2f}"
-    return f"{magnitude:+.2f} / {time_text}"
+def _number(value: float | None, fmt: str) -> str:
+    return "–" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def _with_interval(row: Mapping, name: str, fmt: str) -> str:
+    """'0.31 [0.20, 0.42]' when the row has bootstrap bounds, the bare number otherwise."""
+    text = _number(row[name], fmt)
+    low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return text
+    return f"{text} [{_number(low, fmt)}, {_number(high, fmt)}]"
+
+
+def _cell(row: Mapping) -> str:
+    return f"{_with_interval(row, 'magnitude', '+.2f')} / {_with_interval(row, 'drift_time', '.2f')}"
 
 
 def drift_markdown(table: pl.DataFrame, title: str) -> str:
@@ -28,7 +40,8 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
     lines = [
         f"### {title}",
         "",
-        "Cells: drift magnitude M / drift time η (– where a phase has one checkpoint).",
+        "Cells: drift magnitude M / drift time η, each with its bootstrap CI over "
+        "questions in brackets (– where a phase has one checkpoint).",
         "",
         "| category | " + " | ".join(f"{run} {stance}" for run, stance in columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -38,8 +51,6 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
         cells = []
         for run, stance in columns:
             match = rows.filter((pl.col("run") == run) & (pl.col("stance") == stance))
-            cells.append(
-                _cell(match["magnitude"][0], match["drift_time"][0]) if match.height else ""
-            )
+            cells.append(_cell(match.row(0, named=True)) if match.height else "")
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

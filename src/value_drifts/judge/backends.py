@@ -6,30 +6,46 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+DEFAULT_CACHE = "results/judge_cache.sqlite"
+
 
 def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Path, threads: int):
-    """The judge of ``judge['backend']``: local transformers, OpenAI-compatible chat
-    completions (OpenAI, vLLM or llama.cpp servers via ``base_url``), or the Batch API.
+    """The judge of ``judge['backend']``: a local transformers model (CPU), vLLM's offline
+    engine (GPU), OpenAI-compatible chat completions (OpenAI, or vLLM / llama.cpp servers
+    via ``base_url``), or the Batch API. All of them answer from the persistent cache
+    ``judge['cache']`` first.
 
     ``state_path`` is this job's Batch API state file (used by ``openai_batch`` only).
     """
+    from value_drifts.judge.cache import JudgeCache
+
     backend = judge["backend"]
+    cache = JudgeCache(judge.get("cache", DEFAULT_CACHE))
     if backend == "transformers":
         import torch
 
-        from value_drifts.judge.transformers_backend import TransformersJudge
+        from value_drifts.judge.transformers_backend import transformers_judge
 
         torch.set_num_threads(threads)
-        return TransformersJudge(
-            model_path,
+        return transformers_judge(
+            model_path, cache,
             top_logprobs=judge.get("top_logprobs", 20),
             batch_size=judge.get("batch_size", 8),
         )
-    from value_drifts.judge.cache import JudgeCache
+    if backend == "vllm":
+        from value_drifts.judge.vllm_backend import vllm_judge
+
+        return vllm_judge(
+            model_path, cache,
+            top_logprobs=judge.get("top_logprobs", 20),
+            tensor_parallel_size=judge.get("tensor_parallel_size", 1),
+            seed=judge.get("seed", 0),
+            batch_size=judge.get("batch_size", 512),
+            engine_args=judge.get("vllm", {}),
+        )
     from value_drifts.judge.openai_backend import OpenAIJudge, settings_from_config
 
     settings = settings_from_config(judge)
-    cache = JudgeCache(judge.get("cache", "results/judge_cache.sqlite"))
     if backend == "openai":
         return OpenAIJudge(settings, cache)
     if backend == "openai_batch":
@@ -40,10 +56,10 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
             settings, cache, state_path,
             **{k: v for k, v in options.items() if k != "state_dir"},
         )
-    raise ValueError(f"judge backend {backend!r} is not available (vLLM offline: not yet)")
+    raise ValueError(f"judge backend {backend!r} is not available")
 
 
 def backend_counts(backend) -> dict[str, int]:
-    """What an API backend did (cache hits, requests, retries), empty for local ones."""
+    """What a backend did (cache hits, requests sent, retries), for judge_counts.json."""
     counts = getattr(backend, "last_run_counts", None)
     return counts.as_dict() if counts is not None else {}

@@ -22,13 +22,18 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import openai
 
+from value_drifts.judge.answers import (  # noqa: F401 - re-exported for callers
+    JudgeRunCounts,
+    distinct_missing,
+    merged_top,
+    ready_prefix_end,
+)
 from value_drifts.judge.cache import JudgeCache, request_key
 
 log = logging.getLogger(__name__)
@@ -149,38 +154,6 @@ def settings_from_config(judge: Mapping[str, Any]) -> OpenAIJudgeSettings:
     return OpenAIJudgeSettings(**{k: v for k, v in judge.items() if k in names})
 
 
-@dataclass
-class JudgeRunCounts:
-    """What one ``batches`` call did, for the run's report."""
-
-    prompts: int = 0
-    distinct_requests: int = 0
-    cache_hits: int = 0
-    requests_sent: int = 0
-    answered: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    retries: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, int]:
-        """Flat int counts, to merge into the judge step's counts JSON."""
-        flat = {
-            "prompts": self.prompts,
-            "distinct_requests": self.distinct_requests,
-            "cache_hits": self.cache_hits,
-            "requests_sent": self.requests_sent,
-            "answered": self.answered,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "retries": sum(self.retries.values()),
-            "failures": sum(self.failures.values()),
-        }
-        flat.update({f"retries_{reason}": n for reason, n in sorted(self.retries.items())})
-        flat.update({f"failures_{reason}": n for reason, n in sorted(self.failures.items())})
-        return flat
-
-
 class RequestAttemptError(Exception):
     """One request attempt failed; says why and whether another attempt may succeed."""
 
@@ -263,11 +236,8 @@ def top_logprobs_from_body(body: Any) -> tuple[dict[str, float], dict[str, Any]]
             "missing_logprobs", transient=False, bad_answer=True,
             detail=f"no choices[0].logprobs.content[0].top_logprobs ({type(err).__name__})",
         ) from None
-    top: dict[str, float] = {}
     try:
-        for entry in entries:
-            token, logprob = str(entry["token"]), float(entry["logprob"])
-            top[token] = _logaddexp(top[token], logprob) if token in top else logprob
+        top = merged_top((str(entry["token"]), float(entry["logprob"])) for entry in entries)
     except (KeyError, TypeError, ValueError):
         raise RequestAttemptError(
             "malformed_body", transient=False, bad_answer=True, detail="bad top_logprobs entry"
@@ -301,28 +271,6 @@ def cache_value(
     }
 
 
-def _logaddexp(a: float, b: float) -> float:
-    top = max(a, b)
-    if top == -math.inf:
-        return top
-    return top + math.log(math.exp(a - top) + math.exp(b - top))
-
-
-def distinct_missing(
-    keys: Sequence[str], prompts: Sequence[str], answered: Mapping[str, Any]
-) -> dict[str, str]:
-    """Key -> prompt for each distinct request not yet answered, in first-use order.
-
-    Sending in prompt order lets the in-order prefix, and so the progress bar, advance
-    early; a prompt repeated within a run is sent once.
-    """
-    missing: dict[str, str] = {}
-    for key, prompt in zip(keys, prompts, strict=True):
-        if key not in answered and key not in missing:
-            missing[key] = prompt
-    return missing
-
-
 def judge_request_key(prompt: str, settings: OpenAIJudgeSettings) -> str:
     """The cache key of one chat-completions judge request (the Batch API shares it)."""
     return request_key(prompt, settings.model, settings.decoding_params(), BACKEND_KIND)
@@ -335,14 +283,6 @@ def uncached_requests(
     so a cost plan can be made before anyone exports one."""
     keys = [judge_request_key(p, settings) for p in prompts]
     return distinct_missing(keys, prompts, cache.get_many(keys))
-
-
-def ready_prefix_end(keys: Sequence[str], answered: Mapping[str, Any], start: int) -> int:
-    """Index just past the longest run of answered keys from ``start``."""
-    end = start
-    while end < len(keys) and keys[end] in answered:
-        end += 1
-    return end
 
 
 def _wait_then_drain(events: queue.Queue[Any]) -> list[Any]:

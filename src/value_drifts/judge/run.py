@@ -17,6 +17,16 @@ class JudgeBackend(Protocol):
         """Yield (number of prompts done, their first-token top log-probabilities)."""
 
 
+def read_stances(prompts: Sequence[str], backend: JudgeBackend, unit: str = "prompt") -> list:
+    """Stance readings for rendered judge prompts, through any backend, with progress."""
+    tops: list[dict[str, float]] = []
+    with tqdm(total=len(prompts), desc="judging", unit=unit) as progress:
+        for done, batch in backend.batches(list(prompts)):
+            tops.extend(batch)
+            progress.update(done)
+    return [read_stance(top) for top in tops]
+
+
 def judge_generations(
     generations: pl.DataFrame,
     topics: Mapping[str, str],
@@ -29,12 +39,7 @@ def judge_generations(
         render(template, row["question"], row["response"], topics[row["category"]])
         for row in generations.iter_rows(named=True)
     ]
-    tops: list[dict[str, float]] = []
-    with tqdm(total=len(prompts), desc="judging", unit="response") as progress:
-        for done, batch in backend.batches(prompts):
-            tops.extend(batch)
-            progress.update(done)
-    readings = [read_stance(top) for top in tops]
+    readings = read_stances(prompts, backend, unit="response")
     judgments = generations.select("question_id", "category", "sample").with_columns(
         *[
             pl.Series(f"p_{stance}", [r.probabilities[i] for r in readings], dtype=pl.Float64)

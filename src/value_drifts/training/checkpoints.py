@@ -48,11 +48,53 @@ def saved_steps(output_dir: Path) -> list[int]:
 def resumable_checkpoint(output_dir: Path) -> str | None:
     """Newest checkpoint that holds optimizer and trainer state, or None to start afresh.
 
-    A checkpoint saved with ``save_only_model`` (or cut short by a crash) cannot resume
-    training, so it is skipped rather than trusted.
+    The optimizer state is ``optimizer.pt`` from a single process, or DeepSpeed's
+    ``global_step*/`` shards under accelerate (the trainer writes ``trainer_state.json``
+    after either, so its presence means the save finished). A checkpoint saved with
+    ``save_only_model``, cut short by a crash or whose weights were deleted after
+    generation cannot resume training, so it is skipped rather than trusted.
     """
     for step in reversed(saved_steps(output_dir)):
         path = output_dir / f"checkpoint-{step}"
-        if (path / "trainer_state.json").is_file() and (path / "optimizer.pt").is_file():
+        optimizer = (path / "optimizer.pt").is_file() or any(path.glob("global_step*/"))
+        if (path / "trainer_state.json").is_file() and optimizer:
             return str(path)
     return None
+
+
+# What a checkpoint holds besides its config and tokenizer: model weights, optimizer,
+# scheduler and RNG state, DeepSpeed shards.
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "global_step*")
+DELETED_MARKER = "weights_deleted.json"
+
+
+def keeps_weights(run: str, step: int, last_step: int, base_run: str = "base") -> bool:
+    """Whether a checkpoint's weights stay after its generations exist: the base model,
+    and each run's final checkpoint (the final SFT model starts preference optimisation)."""
+    return run == base_run or step == last_step
+
+
+def delete_checkpoint_weights(path: Path) -> list[str]:
+    """Delete a checkpoint's weight files and DeepSpeed shards, keeping its config,
+    tokenizer and trainer state; record what went in ``weights_deleted.json``. Returns
+    the deleted names (none when already deleted)."""
+    import json
+    import shutil
+
+    deleted, freed = [], 0
+    for pattern in WEIGHT_PATTERNS:
+        for item in sorted(path.glob(pattern)):
+            if item.is_dir():
+                freed += sum(f.stat().st_size for f in item.rglob("*") if f.is_file())
+                shutil.rmtree(item)
+            else:
+                freed += item.stat().st_size
+                item.unlink()
+            deleted.append(item.name)
+    if deleted:
+        marker = path / DELETED_MARKER
+        previous = json.loads(marker.read_text()) if marker.is_file() else {"deleted": []}
+        marker.write_text(json.dumps(
+            {"deleted": previous["deleted"] + deleted, "bytes_freed": previous.get("bytes_freed", 0) + freed}, indent=1
+        ))
+    return deleted

@@ -40,10 +40,11 @@ def train_dpo(
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = _policy(settings.model_path)
+    # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
     args = DPOConfig(
         beta=hyper["beta"], max_length=settings.max_length, **training_arguments(settings)
     )
+    model, tokenizer = _policy(settings.model_path)
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
@@ -57,7 +58,6 @@ def train_simpo(
     from datasets import Dataset
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    model, tokenizer = _policy(settings.model_path)
     args = CPOConfig(
         loss_type="simpo",
         cpo_alpha=0.0,  # pure SimPO: no behaviour-cloning term
@@ -67,6 +67,7 @@ def train_simpo(
         max_completion_length=hyper.get("max_response_length"),
         **training_arguments(settings),
     )
+    model, tokenizer = _policy(settings.model_path)
     trainer = CPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
@@ -82,6 +83,7 @@ def train_reward_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
+    args = RewardConfig(max_length=settings.max_length, **training_arguments(settings))
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -89,7 +91,6 @@ def train_reward_model(
         settings.model_path, num_labels=1, dtype=torch.float32
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    args = RewardConfig(max_length=settings.max_length, **training_arguments(settings))
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
@@ -132,19 +133,7 @@ def train_ppo(
     policy_path = (
         f"{settings.output_dir}/checkpoint-{start_step}" if start_step else settings.model_path
     )
-    model, _ = _policy(policy_path)
-    ref_model, _ = _policy(settings.model_path)
-    tokenizer = AutoTokenizer.from_pretrained(settings.model_path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    def scorer():
-        scorer_model = AutoModelForSequenceClassification.from_pretrained(
-            reward_model_path, num_labels=1, dtype=torch.float32
-        )
-        scorer_model.config.pad_token_id = tokenizer.pad_token_id
-        return scorer_model
-
+    # Arguments first: under accelerate + ZeRO-3 they make the models load partitioned.
     common = training_arguments(settings)
     n_prompts = len(pairs)
     total_episodes = round(settings.epochs * n_prompts) - start_step * settings.global_batch_size
@@ -158,6 +147,19 @@ def train_ppo(
         stop_token="eos",
         num_sample_generations=0,
     )
+    model, _ = _policy(policy_path)
+    ref_model, _ = _policy(settings.model_path)
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def scorer():
+        scorer_model = AutoModelForSequenceClassification.from_pretrained(
+            reward_model_path, num_labels=1, dtype=torch.float32
+        )
+        scorer_model.config.pad_token_id = tokenizer.pad_token_id
+        return scorer_model
+
     trainer = PPOTrainer(
         args=args,
         processing_class=tokenizer,

@@ -19,9 +19,10 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
+    args = SFTConfig(max_length=run.max_length, **training_arguments(run))
     tokenizer = AutoTokenizer.from_pretrained(run.model_path)
     model = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
-    args = SFTConfig(max_length=run.max_length, **training_arguments(run))
     trainer = SFTTrainer(
         model=model,
         args=args,

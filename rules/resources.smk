@@ -1,0 +1,110 @@
+# Cluster resources and launch settings of the training and generation rules: the pure
+# functions live in src/value_drifts/resources.py; these adapters give them a job's model
+# size and trained tokens from the config and the plan. Included by rules/models.smk.
+from value_drifts import resources as res  # noqa: E402
+from value_drifts.training.checkpoints import keeps_weights, total_steps  # noqa: E402
+
+CLUSTER = res.ClusterSettings.from_config(config)
+
+
+def model_size(model):
+    return res.ModelSize.from_spec(config["models"][model])
+
+
+def _trained_tokens(steps, trainer):
+    """Upper bound of the tokens a run trains on: steps × global batch × max length."""
+    return steps * trainer["global_batch_size"] * trainer["max_length"]
+
+
+def sft_job(wildcards):
+    """(task, trained tokens) of an SFT run."""
+    phase = PLAN.phase(wildcards.model, f"sft-{wildcards.sft_dataset}")
+    return "sft", _trained_tokens(phase.last_step, config["sft"])
+
+
+def po_job(wildcards):
+    phase = po_phase(wildcards)
+    return phase.algorithm, _trained_tokens(phase.last_step, po_hyperparameters(phase))
+
+
+def reward_job(wildcards):
+    trainer = config["preference_optimization"]["algorithms"]["ppo"]["reward_model"]
+    size = config["preference_sets"][wildcards.preference_set]["size"]
+    steps = total_steps(size, trainer["global_batch_size"], trainer["epochs"])
+    return "reward", _trained_tokens(steps, trainer)
+
+
+def job_threads(wildcards):
+    return res.threads(model_size(wildcards.model), CLUSTER)
+
+
+def training_resource(key, job):
+    """A resource callable for a training rule; ``job`` gives (task, tokens)."""
+
+    def resource(wildcards, attempt):
+        task, tokens = job(wildcards)
+        size = model_size(wildcards.model)
+        return res.training_resources(size, task, tokens, attempt, CLUSTER)[key]
+
+    return resource
+
+
+def accelerate_config(job):
+    """The ZeRO config a training rule launches with (None on CPU)."""
+    return lambda wc: res.accelerate_config(model_size(wc.model), job(wc)[0], CLUSTER)
+
+
+def training_gpus(wildcards):
+    return model_size(wildcards.model).gpus
+
+
+# The `localrules:` directive, with the names from value_drifts.resources: tables,
+# figures, aggregation and API judging run in the main Snakemake process, so a cluster
+# never sees thousands of tiny jobs (a local judge model stays a cluster job).
+workflow.localrules(*res.local_rules(config["judge"]["backend"]))
+
+try:
+    res.check_global_batches(
+        config,
+        {
+            "sft": [p.model for p in PLAN.sft_phases()],
+            **{
+                f"preference_optimization.algorithms.{algorithm}": [
+                    p.model for p in PLAN.po_phases() if p.algorithm == algorithm
+                ]
+                for algorithm in {p.algorithm for p in PLAN.po_phases()}
+            },
+            "preference_optimization.algorithms.ppo.reward_model": [
+                p.model for p in PLAN.po_phases() if p.algorithm == "ppo"
+            ],
+        },
+    )
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
+
+
+def generation_job(wildcards, attempt):
+    """Resources of one checkpoint's generation; tokens: the most it can produce."""
+    settings = config["generation"]
+    questions = config["questions"].get("per_category", 50) * len(TOPICS)
+    tokens = questions * settings["samples"] * settings["max_new_tokens"]
+    return res.generation_resources(
+        model_size(wildcards.model), settings["backend"], tokens, attempt, CLUSTER
+    )
+
+
+def generation_resource(key):
+    return lambda wildcards, attempt: generation_job(wildcards, attempt)[key]
+
+
+def deletes_checkpoint_weights(wildcards):
+    """Whether this checkpoint's weights go once its generations are written: only with
+    generation.delete_checkpoint_weights, never the base model nor a run's final one."""
+    if not lookup(
+        dpath="generation/delete_checkpoint_weights", within=config, default=False
+    ):
+        return False
+    if wildcards.run == BASE_RUN:
+        return False
+    last = PLAN.phase(wildcards.model, wildcards.run).last_step
+    return not keeps_weights(wildcards.run, int(wildcards.step), last, BASE_RUN)

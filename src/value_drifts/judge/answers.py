@@ -1,0 +1,89 @@
+"""What every judge backend shares: top lists, run counts, and cache-first ordering.
+
+Pure Python (no torch, no openai, no vllm), so each backend's environment can import it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def logaddexp(a: float, b: float) -> float:
+    top = max(a, b)
+    if top == -math.inf:
+        return top
+    return top + math.log(math.exp(a - top) + math.exp(b - top))
+
+
+def merged_top(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """``{token text: logprob}`` from (text, logprob) pairs.
+
+    Distinct token ids can decode to the same text (byte-level pieces); their
+    probabilities add up rather than one silently replacing the other.
+    """
+    top: dict[str, float] = {}
+    for token, logprob in pairs:
+        top[token] = logaddexp(top[token], logprob) if token in top else logprob
+    return top
+
+
+@dataclass
+class JudgeRunCounts:
+    """What one ``batches`` call did, for the run's report (judge_counts.json).
+
+    For a local backend a "request" is one prompt sent through the model.
+    """
+
+    prompts: int = 0
+    distinct_requests: int = 0
+    cache_hits: int = 0
+    requests_sent: int = 0
+    answered: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, int]:
+        """Flat int counts, to merge into the judge step's counts JSON."""
+        flat = {
+            "prompts": self.prompts,
+            "distinct_requests": self.distinct_requests,
+            "cache_hits": self.cache_hits,
+            "requests_sent": self.requests_sent,
+            "answered": self.answered,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "retries": sum(self.retries.values()),
+            "failures": sum(self.failures.values()),
+        }
+        flat.update({f"retries_{reason}": n for reason, n in sorted(self.retries.items())})
+        flat.update({f"failures_{reason}": n for reason, n in sorted(self.failures.items())})
+        return flat
+
+
+def distinct_missing(
+    keys: Sequence[str], prompts: Sequence[str], answered: Mapping[str, Any]
+) -> dict[str, str]:
+    """Key -> prompt for each distinct request not yet answered, in first-use order.
+
+    Sending in prompt order lets the in-order prefix, and so the progress bar, advance
+    early; a prompt repeated within a run is sent once.
+    """
+    missing: dict[str, str] = {}
+    for key, prompt in zip(keys, prompts, strict=True):
+        if key not in answered and key not in missing:
+            missing[key] = prompt
+    return missing
+
+
+def ready_prefix_end(keys: Sequence[str], answered: Mapping[str, Any], start: int) -> int:
+    """Index just past the longest run of answered keys from ``start``."""
+    end = start
+    while end < len(keys) and keys[end] in answered:
+        end += 1
+    return end

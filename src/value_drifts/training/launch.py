@@ -1,0 +1,139 @@
+"""One training job, run in this process on CPU or under ``accelerate launch`` on GPUs.
+
+A workflow script describes the job (``TrainingJob``) and calls ``run_training``. With no
+GPUs the job runs here, in-process. With GPUs the job is written to JSON and
+``accelerate launch --config_file <ZeRO config> --num_processes <gpus> -m
+value_drifts.training.launch <job.json>`` starts one process per GPU, each running
+``run_job``; accelerate sets ``WORLD_SIZE``, from which the trainer arguments derive the
+gradient accumulation (``common.training_arguments``). Resuming works the same in both
+cases: the trainer starts from the newest complete checkpoint in the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from value_drifts.training.common import TrainerSettings
+
+TASKS = ("sft", "dpo", "simpo", "ppo", "reward")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    task: str  # one of TASKS
+    settings: TrainerSettings
+    data: str  # parquet: SFT rows (``messages``) or preference pairs
+    hyper: dict[str, Any] = field(default_factory=dict)
+    reward_model_path: str | None = None  # PPO
+    final_model_dir: str | None = None  # reward model: where the trained model is saved
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown training task {self.task!r}; expected one of {TASKS}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingJob:
+        data = json.loads(text)
+        return cls(**{**data, "settings": TrainerSettings(**data["settings"])})
+
+
+def launch_command(
+    job_file: str, gpus: int, accelerate_config: str, port: int, accelerate: str = "accelerate"
+) -> list[str]:
+    """``accelerate launch`` of ``run_job`` on ``gpus`` processes of one node."""
+    if gpus < 1:
+        raise ValueError("accelerate launch needs at least one GPU; run CPU jobs in-process")
+    return [
+        accelerate, "launch",
+        "--config_file", accelerate_config,
+        "--num_processes", str(gpus),
+        "--num_machines", "1",
+        "--main_process_port", str(port),
+        "-m", "value_drifts.training.launch",
+        job_file,
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port free right now, so two jobs on one node do not share a rendezvous port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _read_rows(path: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    return (frame.select(columns) if columns else frame).to_dicts()
+
+
+def run_job(job: TrainingJob):
+    """Train; under accelerate every process runs this (the trainer shards the work)."""
+    from value_drifts.training import preference
+    from value_drifts.training.sft import train_sft
+
+    if job.task == "sft":
+        return train_sft(job.settings, _read_rows(job.data, ["messages"]))
+    pairs = _read_rows(job.data)
+    if job.task == "dpo":
+        return preference.train_dpo(job.settings, job.hyper, pairs)
+    if job.task == "simpo":
+        return preference.train_simpo(job.settings, job.hyper, pairs)
+    if job.task == "ppo":
+        return preference.train_ppo(
+            job.settings, job.hyper, pairs, reward_model_path=job.reward_model_path
+        )
+    trainer = preference.train_reward_model(job.settings, pairs)
+    trainer.save_model(job.final_model_dir)  # every process: ZeRO-3 gathers the weights
+    return trainer
+
+
+def _file_or_none(stream):
+    """``stream`` if it is a real file (a subprocess can write to it), else None."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stream
+
+
+def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
+    """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
+    launched processes write to this process's stdout (the job's log under ``logged``)."""
+    if gpus == 0:
+        run_job(job)
+        return
+    if accelerate_config is None:
+        raise ValueError("a GPU training job needs an accelerate config")
+    job_file = Path(job.settings.output_dir) / "training_job.json"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(job.to_json())
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    command = launch_command(str(job_file), gpus, accelerate_config, free_port(), accelerate)
+    print("launching:", " ".join(command), flush=True)
+    output = _file_or_none(sys.stdout)
+    subprocess.run(
+        command, check=True, stdout=output, stderr=subprocess.STDOUT if output else None
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m value_drifts.training.launch JOB.json")
+    run_job(TrainingJob.from_json(Path(args[0]).read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+import polars as pl
+import yaml
+
+from value_drifts.dataset_stances import sft_dataset_stances
+from value_drifts.io import logged, write_json
+from value_drifts.judge.backends import backend_counts, make_backend
+from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template
+from value_drifts.value_gap import load_encoder
+
+with logged(snakemake.log[0]):
+    settings = snakemake.params.settings
+    backend = make_backend(
+        snakemake.params.judge,
+        model_path=snakemake.params.model_path,
+        state_path=snakemake.params.batch_state,
+        threads=snakemake.threads,
+    )
+    stances, counts = sft_dataset_stances(
+        rows=pl.read_parquet(snakemake.input.data).select("messages").to_dicts(),
+        questions=pl.read_parquet(snakemake.input.questions),
+        topics=yaml.safe_load(open(snakemake.input.topics)),
+        encoder=load_encoder(settings["encoder"]),
+        template=load_template(snakemake.input.prompt, CONVERSATION_FIELDS),
+        backend=backend,
+        threshold=settings["min_similarity"],
+        max_items=settings.get("max_items"),
+        max_chars=settings.get("max_conversation_chars"),
+        chunk_size=settings.get("chunk_size", 4096),
+        seed=snakemake.params.seed,
+    )
+    counts.update(backend_counts(backend))
+    stances.write_parquet(snakemake.output.stances)
+    write_json(snakemake.output.counts, counts)
+    print(counts)

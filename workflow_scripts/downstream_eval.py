@@ -1,0 +1,18 @@
+from value_drifts.downstream import evaluate_checkpoint
+from value_drifts.io import logged, write_json
+
+with logged(snakemake.log[0]):
+    settings = snakemake.params.downstream
+    summary = evaluate_checkpoint(
+        snakemake.params.model_path,
+        settings["tasks"],
+        backend=settings.get("backend", "hf"),
+        gpus=snakemake.params.gpus,
+        num_fewshot=settings.get("num_fewshot", 5),
+        include_path=settings.get("include_path"),
+        batch_size=settings.get("batch_size", 8),
+        limit=settings.get("limit"),
+        seed=snakemake.params.seed,
+    )
+    write_json(snakemake.output[0], summary)
+    print(summary)

@@ -1,0 +1,18 @@
+import polars as pl
+
+from value_drifts.io import logged, write_json
+from value_drifts.vprism import PROMPT_COLUMN, load_prism, prism_prompts
+
+with logged(snakemake.log[0]):
+    source = snakemake.params.source
+    dataset = load_prism(source)
+    prompts, counts = prism_prompts(
+        dataset,
+        prompt_column=source.get("prompt_column", PROMPT_COLUMN),
+        conversation_types=snakemake.params.conversation_types,
+    )
+    if not prompts:
+        raise ValueError(f"no usable prompts in {source}: {counts}")
+    pl.DataFrame(prompts).write_parquet(snakemake.output.prompts)
+    write_json(snakemake.output.counts, counts)
+    print(counts)
