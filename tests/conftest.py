@@ -18,7 +18,5 @@ def paper_config():
 def small_run(tmp_path_factory):
     """The small default run end to end once per session, in a copy of the repository."""
     workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
-    # Three job slots on CI's two cores: many jobs spend seconds importing and loading on
-    # one core (the run averaged 1.2 busy cores with two slots); results do not depend on it.
-    snakemake("--cores", "3", cwd=workdir, timeout=40 * 60)
+    snakemake("--cores", "2", cwd=workdir, timeout=40 * 60)
     return workdir
