@@ -15,19 +15,17 @@ llama.cpp's own server and tools, curl). The model is the GGUF shipped in the
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Self
+
+from tests.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".cache" / "llama-server-venv"
@@ -101,12 +99,6 @@ def smollm2_gguf() -> Path:
     return find_packaged_file(GGUF_PACKAGE, GGUF_FILE, GGUF_PIP_SPEC)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def chat_completion(base_url: str, body: dict, timeout_s: float = 120.0) -> dict:
     """POST one chat-completions request straight to a server; the parsed answer."""
     request = urllib.request.Request(
@@ -117,74 +109,28 @@ def chat_completion(base_url: str, body: dict, timeout_s: float = 120.0) -> dict
         return json.load(answer)
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """``with LlamaServer(model) as server: server.base_url`` — one real server process."""
+
+    name = "llama_cpp.server"
 
     def __init__(
         self, model: Path, python: Path | None = None, n_ctx: int = 2048,
         startup_timeout_s: float = 120.0, log_path: Path | None = None,
     ):
+        super().__init__(startup_timeout_s, log_path)
         self.model = Path(model)
         self.python = python or venv_python()
         self.n_ctx = n_ctx
-        self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
         self.model_alias = "smollm2-135m-gguf"
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> Self:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                str(self.python), "-m", "llama_cpp.server",
-                "--model", str(self.model), "--model_alias", self.model_alias,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--n_ctx", str(self.n_ctx), "--n_threads", "2", "--seed", "0",
-            ],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        if log is not subprocess.DEVNULL:
-            log.close()
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"llama_cpp.server exited with {self.process.returncode} at start "
-                    f"(log: {self.log_path})"
-                )
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"llama_cpp.server not ready in {self.startup_timeout_s} s")
-
-    def stop(self) -> None:
-        """SIGTERM this server's PID, then SIGKILL it if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def command(self) -> list[str]:
+        return [
+            str(self.python), "-m", "llama_cpp.server",
+            "--model", str(self.model), "--model_alias", self.model_alias,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx), "--n_threads", "2", "--seed", "0",
+        ]
 
 
 if __name__ == "__main__":  # build the venv ahead of the tests: python -m tests.llama_server

@@ -21,10 +21,10 @@ from value_drifts.judge.batch_api import (
 from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.openai_backend import (
     IncompleteJudgmentsError,
-    JudgeAuthError,
     OpenAIJudge,
     OpenAIJudgeSettings,
 )
+from value_drifts.openai_chat import ServerAuthError
 
 PROMPTS = [f"Batch question {i}: is tea better than coffee? Response: {i}." for i in range(10)]
 
@@ -163,7 +163,7 @@ def test_a_refused_key_is_an_auth_error_without_the_key(tmp_path, cache, monkeyp
             settings_for(refusing, api_key_env="VD_TEST_BATCH_KEY", require_api_key=True),
             cache, tmp_path / "state.json", poll_interval_s=0.0,
         )
-        with pytest.raises(JudgeAuthError) as info:
+        with pytest.raises(ServerAuthError) as info:
             judge_all(judge, PROMPTS)
     assert secret not in repr(info.value) + str(info.value) + repr(judge)
 

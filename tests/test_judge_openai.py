@@ -23,22 +23,24 @@ from tests.judge_test_server import (
 from value_drifts.judge.cache import JudgeCache, request_key
 from value_drifts.judge.cost import CHAT_OVERHEAD_TOKENS, JudgePrices, cost_plan
 from value_drifts.judge.openai_backend import (
-    DUMMY_API_KEY,
     IncompleteJudgmentsError,
-    JudgeAuthError,
     JudgeConfigError,
     OpenAIJudge,
     OpenAIJudgeSettings,
     distinct_missing,
-    parse_retry_after,
     ready_prefix_end,
-    resolve_api_key,
-    retry_delay_s,
-    settings_from_config,
     top_logprobs_from_body,
     uncached_requests,
 )
 from value_drifts.judge.run import judge_generations
+from value_drifts.openai_chat import (
+    DUMMY_API_KEY,
+    ChatConfigError,
+    ServerAuthError,
+    parse_retry_after,
+    resolve_api_key,
+    retry_delay_s,
+)
 from value_drifts.stance import read_stance
 
 PROMPTS = [
@@ -366,7 +368,7 @@ def test_the_api_key_never_appears_in_logs_exceptions_or_outputs(
     with FakeOpenAIServer(api_key="sk-the-one-it-wants") as refusing:
         judge = make_judge(refusing, cache, api_key_env="VD_TEST_JUDGE_KEY",
                            require_api_key=True)
-        with pytest.raises(JudgeAuthError) as info:
+        with pytest.raises(ServerAuthError) as info:
             judge_all(judge, PROMPTS[3:6])
     assert "[redacted]" in str(info.value) and "VD_TEST_JUDGE_KEY" in str(info.value)
     captured = capsys.readouterr()
@@ -391,7 +393,7 @@ def test_the_api_key_never_appears_in_logs_exceptions_or_outputs(
 
 
 def test_the_key_comes_only_from_the_named_environment_variable():
-    with pytest.raises(JudgeConfigError, match="MY_JUDGE_KEY") as info:
+    with pytest.raises(ChatConfigError, match="MY_JUDGE_KEY") as info:
         resolve_api_key("MY_JUDGE_KEY", required=True, environ={"OPENAI_API_KEY": SECRET})
     assert SECRET not in str(info.value)
     assert resolve_api_key("MY_JUDGE_KEY", required=False, environ={}).reveal() == DUMMY_API_KEY
@@ -442,7 +444,7 @@ def test_prefix_and_missing_helpers():
 
 
 def test_settings_validate_and_ignore_other_backends_keys():
-    settings = settings_from_config(
+    settings = OpenAIJudgeSettings.from_config(
         {"backend": "openai", "model": "gpt-4o", "batch_size": 16, "concurrency": 32}
     )
     assert settings.model == "gpt-4o" and settings.concurrency == 32

@@ -13,11 +13,10 @@ import yaml
 from tests.teacher_test_server import REFUSAL_TEXT, FakeTeacherServer, answer_text, stance_of
 from tests.tiny_model import build_tiny_model
 from value_drifts.judge.cache import JudgeCache
-from value_drifts.judge.openai_backend import JudgeConfigError
+from value_drifts.openai_chat import ChatConfigError, ServerAuthError
 from value_drifts.teacher import (
     OpenAITeacher,
     OpenAITeacherSettings,
-    TeacherAuthError,
     TransformersTeacher,
     make_teacher,
 )
@@ -353,11 +352,11 @@ def test_openai_teacher_reads_the_key_from_the_environment_only():
     secret = "sk-test-wrong-0123456789"
     with FakeTeacherServer(api_key="sk-right") as server:
         settings = _settings(server, require_api_key=True, api_key_env="TEACHER_KEY")
-        with pytest.raises(JudgeConfigError, match="TEACHER_KEY"):
+        with pytest.raises(ChatConfigError, match="TEACHER_KEY"):
             OpenAITeacher(settings, environ={})
         wrong = OpenAITeacher(settings, environ={"TEACHER_KEY": secret})
         assert secret not in repr(wrong) and secret not in repr(wrong.__dict__)
-        with pytest.raises(TeacherAuthError) as failure:
+        with pytest.raises(ServerAuthError) as failure:
             wrong([teacher_messages("q", "support", "x", TEMPLATE)])
         assert secret not in str(failure.value) and "[redacted]" in str(failure.value)
         right = make_teacher({"backend": "openai_chat", **settings.__dict__},

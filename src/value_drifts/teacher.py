@@ -23,19 +23,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from value_drifts.judge.cache import JudgeCache, request_key
-from value_drifts.judge.openai_backend import (
-    FATAL_STATUSES,
+from value_drifts.openai_chat import (
+    ChatClient,
+    ChatConfigError,
+    ChatServerSettings,
     RequestAttemptError,
-    is_retryable_status,
-    parse_retry_after,
-    resolve_api_key,
-    retry_delay_s,
-    status_reason,
 )
 from value_drifts.value_gap import TeacherReply
 
@@ -45,39 +44,21 @@ BACKEND_KIND = "teacher_chat"
 Messages = list[dict[str, str]]
 
 
-class TeacherAuthError(RuntimeError):
-    """The server refused the key; nothing else would succeed either (message redacted)."""
-
-
 @dataclass(frozen=True)
-class OpenAITeacherSettings:
+class OpenAITeacherSettings(ChatServerSettings):
     """One teacher run's server, model and decoding; the decoding fields key the cache."""
 
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    require_api_key: bool = True
+    request_timeout_s: float = 300.0
+    max_attempts: int = 6
     temperature: float = 0.7
     top_p: float | None = None
     max_tokens: int = 1024
     seed: int | None = None
-    concurrency: int = 16
-    request_timeout_s: float = 300.0
-    # Attempts per request for transient faults (429, 5xx, timeouts, connection errors).
-    max_attempts: int = 6
-    # Attempts per request for 200 answers that are malformed (no choices, unparsable).
-    max_bad_answer_attempts: int = 3
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    max_retry_after_s: float = 300.0
-    # Provider-specific request fields (e.g. vLLM's), sent as-is and part of the cache key.
-    extra_body: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.max_attempts < 1 or self.max_bad_answer_attempts < 1:
-            raise ValueError("concurrency and attempt limits must be at least 1")
+        super().__post_init__()
         if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+            raise ChatConfigError("max_tokens must be at least 1")
 
     def decoding_params(self) -> dict[str, Any]:
         """Everything besides messages and model that changes the answer: the cache key's part."""
@@ -88,12 +69,6 @@ class OpenAITeacherSettings:
             "seed": self.seed,
             "extra_body": dict(self.extra_body or {}),
         }
-
-
-def settings_from_config(teacher: Mapping[str, Any]) -> OpenAITeacherSettings:
-    """Settings from a config's teacher section, ignoring keys meant for other backends."""
-    names = {f.name for f in fields(OpenAITeacherSettings)}
-    return OpenAITeacherSettings(**{k: v for k, v in teacher.items() if k in names})
 
 
 @dataclass
@@ -171,8 +146,7 @@ class OpenAITeacher:
     ):
         self.settings = settings
         self.cache = cache
-        self._api_key = resolve_api_key(settings.api_key_env, settings.require_api_key, environ)
-        self._rng = rng or random.Random()
+        self._chat = ChatClient(settings, "teacher", environ, rng)
         self.last_run_counts = TeacherRunCounts()
 
     def __repr__(self) -> str:
@@ -192,48 +166,19 @@ class OpenAITeacher:
         counts.distinct_requests = len(set(keys))
         counts.cache_hits = sum(key in answers for key in keys)
         to_send = {k: m for k, m in zip(keys, message_lists, strict=True) if k not in answers}
-        if to_send:
-            _run_coroutine(self._send_all(to_send, answers, counts))
+        _run_coroutine(self._chat.drain(to_send, self._answer_one(answers, counts)))
         if counts.failures:
             log.warning("teacher: %d requests failed for good: %s",
                         sum(counts.failures.values()), dict(counts.failures))
         return [answers.get(key) for key in keys]
 
-    def _client(self) -> Any:
-        import openai
-
-        # max_retries=0: retries are ours, so they are counted, jittered and bounded here.
-        return openai.AsyncOpenAI(
-            base_url=self.settings.base_url,
-            api_key=self._api_key.reveal(),
-            max_retries=0,
-            timeout=self.settings.request_timeout_s,
-        )
-
-    async def _send_all(
-        self, to_send: Mapping[str, Messages], answers: dict[str, TeacherReply],
-        counts: TeacherRunCounts,
-    ) -> None:
-        """``concurrency`` workers drain the requests; the first auth error stops them all."""
-        pending = iter(to_send.items())
-        async with self._client() as client:
-            workers = [
-                asyncio.create_task(self._worker(client, pending, answers, counts))
-                for _ in range(min(self.settings.concurrency, len(to_send)))
-            ]
-            try:
-                await asyncio.gather(*workers)
-            finally:
-                for worker in workers:
-                    worker.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-
-    async def _worker(self, client: Any, pending: Any, answers: dict[str, TeacherReply],
-                      counts: TeacherRunCounts) -> None:
-        for key, messages in pending:
-            answer = await self._answer_with_retries(client, key, messages, counts)
+    def _answer_one(self, answers: dict[str, TeacherReply], counts: TeacherRunCounts) -> Any:
+        async def answer_one(client: openai.AsyncOpenAI, key: str, messages: Messages) -> None:
+            answer = await self._chat.with_retries(
+                key, lambda: self._attempt(client, messages), counts
+            )
             if answer is None:
-                continue
+                return
             reply, meta = answer
             if self.cache is not None:
                 # Stored before anything else: once a request is paid for, it is never lost.
@@ -247,81 +192,22 @@ class OpenAITeacher:
             counts.prompt_tokens += meta["prompt_tokens"]
             counts.completion_tokens += meta["completion_tokens"]
 
-    async def _answer_with_retries(
-        self, client: Any, key: str, messages: Messages, counts: TeacherRunCounts
-    ) -> tuple[TeacherReply, dict[str, Any]] | None:
-        """The answer, or None once the request's retry budget is spent (counted)."""
-        transient_tries = bad_answer_tries = 0
-        while True:
-            counts.requests_sent += 1
-            try:
-                return await self._attempt(client, messages)
-            except RequestAttemptError as failure:
-                transient_tries += failure.transient
-                bad_answer_tries += failure.bad_answer
-                if (
-                    not (failure.transient or failure.bad_answer)
-                    or transient_tries >= self.settings.max_attempts
-                    or bad_answer_tries >= self.settings.max_bad_answer_attempts
-                ):
-                    counts.failures[failure.reason] += 1
-                    log.warning("teacher request %s failed for good (%s): %s",
-                                key[:12], failure.reason, failure.detail)
-                    return None
-                counts.retries[failure.reason] += 1
-                delay = retry_delay_s(
-                    transient_tries + bad_answer_tries - 1,
-                    self.settings.backoff_initial_s,
-                    self.settings.backoff_max_s,
-                    failure.retry_after_s,
-                    self.settings.max_retry_after_s,
-                    self._rng,
-                )
-                log.info("teacher request %s: %s, retrying in %.2f s", key[:12], failure.reason,
-                         delay)
-                await asyncio.sleep(delay)
+        return answer_one
 
     async def _attempt(
-        self, client: Any, messages: Messages
+        self, client: openai.AsyncOpenAI, messages: Messages
     ) -> tuple[TeacherReply, dict[str, Any]]:
-        """One HTTP request; every failure becomes a RequestAttemptError with redacted detail."""
-        import openai
-
+        """One request for a full completion."""
         optional = {k: v for k, v in (("top_p", self.settings.top_p),
                                       ("seed", self.settings.seed)) if v is not None}
-        try:
-            completion = await client.chat.completions.create(
-                model=self.settings.model,
-                messages=messages,
-                max_tokens=self.settings.max_tokens,
-                temperature=self.settings.temperature,
-                extra_body=dict(self.settings.extra_body) if self.settings.extra_body else None,
-                **optional,
-            )
-        except openai.APITimeoutError:
-            raise RequestAttemptError("timeout", transient=True, detail="timed out") from None
-        except openai.APIConnectionError as err:
-            raise RequestAttemptError(
-                "connection", transient=True, detail=self._api_key.redact(str(err))
-            ) from None
-        except openai.APIStatusError as err:
-            detail = self._api_key.redact(f"HTTP {err.status_code}: {err.message}")
-            if err.status_code in FATAL_STATUSES:
-                raise TeacherAuthError(
-                    f"the teacher server refused the credentials from "
-                    f"${self.settings.api_key_env} ({detail})"
-                ) from None
-            raise RequestAttemptError(
-                status_reason(err.status_code),
-                transient=is_retryable_status(err.status_code),
-                retry_after_s=parse_retry_after(err.response.headers),
-                detail=detail,
-            ) from None
-        except openai.APIError as err:  # e.g. a body the library could not parse
-            raise RequestAttemptError(
-                "malformed_body", transient=False, bad_answer=True,
-                detail=self._api_key.redact(type(err).__name__),
-            ) from None
+        completion = await self._chat.call(lambda: client.chat.completions.create(
+            model=self.settings.model,
+            messages=messages,
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            extra_body=dict(self.settings.extra_body) if self.settings.extra_body else None,
+            **optional,
+        ))
         return reply_from_completion(completion)
 
 
@@ -412,7 +298,8 @@ def make_teacher(
     backend = teacher.get("backend", "openai_chat")
     if backend == "openai_chat":
         cache = JudgeCache(teacher["cache"]) if teacher.get("cache") else None
-        return OpenAITeacher(settings_from_config(teacher), cache=cache, environ=environ)
+        settings = OpenAITeacherSettings.from_config(teacher)
+        return OpenAITeacher(settings, cache=cache, environ=environ)
     if backend == "transformers":
         return TransformersTeacher(
             teacher["model"],

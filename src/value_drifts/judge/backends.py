@@ -43,9 +43,9 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
             batch_size=judge.get("batch_size", 512),
             engine_args=judge.get("vllm", {}),
         )
-    from value_drifts.judge.openai_backend import OpenAIJudge, settings_from_config
+    from value_drifts.judge.openai_backend import OpenAIJudge, OpenAIJudgeSettings
 
-    settings = settings_from_config(judge)
+    settings = OpenAIJudgeSettings.from_config(judge)
     if backend == "openai":
         return OpenAIJudge(settings, cache)
     if backend == "openai_batch":

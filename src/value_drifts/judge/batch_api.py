@@ -29,16 +29,18 @@ from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.openai_backend import (
     BACKEND_KIND,
     IncompleteJudgmentsError,
-    JudgeAuthError,
     JudgeRunCounts,
     OpenAIJudgeSettings,
-    RequestAttemptError,
     cache_value,
     judge_request_key,
-    resolve_api_key,
-    status_reason,
     top_logprobs_from_body,
     uncached_requests,
+)
+from value_drifts.openai_chat import (
+    RequestAttemptError,
+    ServerAuthError,
+    resolve_api_key,
+    status_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,7 @@ class OpenAIBatchJudge:
                         self._submit(client, chunk, counts)
                     self._finish_known_batches(client, counts)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
-            raise JudgeAuthError(
+            raise ServerAuthError(
                 f"the Batch API refused the credentials from ${self.settings.api_key_env} "
                 f"(HTTP {err.status_code})"
             ) from None

@@ -75,9 +75,9 @@ def plan_for_config(config: dict[str, Any], results: Path = Path("results")) -> 
     to_send = list(exact)
     if judge["backend"] != "transformers" and Path(judge.get("cache", "")).is_file():
         from value_drifts.judge.cache import JudgeCache
-        from value_drifts.judge.openai_backend import settings_from_config, uncached_requests
+        from value_drifts.judge.openai_backend import OpenAIJudgeSettings, uncached_requests
 
-        to_send = list(uncached_requests(exact, settings_from_config(judge),
+        to_send = list(uncached_requests(exact, OpenAIJudgeSettings.from_config(judge),
                                          JudgeCache(judge["cache"])).values())
     generated = cost_plan(exact, to_send, prices, output_per_call)
     # Checkpoints not generated yet: all their calls are new and distinct.
