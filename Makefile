@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test dry-run-paper cost-plan lint clean
+.PHONY: setup demo test test-all dry-run-paper cost-plan lint clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,16 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	@cat results/tables/table09-12_smollm2-135m_sft.md results/tables/table13-16_smollm2-135m_sft-taskish_po.md results/tables/table17_downstream.md
 
+# Tests marked slow (the real small run, real training resumes, vLLM on CPU) take most of
+# the suite's time: `make test` runs them where CI=true and leaves them out elsewhere;
+# `make test-all` runs them anywhere.
+TEST_MARKERS ?= $(if $(filter true,$(CI)),,not slow)
+
 test: setup
-	$(BIN)/python -m pytest -ra --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=25 -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+
+test-all: TEST_MARKERS =
+test-all: test
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml

@@ -1,7 +1,28 @@
+import shutil
+import tempfile
+
 import pytest
 import yaml
 
 from tests.workflow import REPO, copy_repo, snakemake
+
+
+def _free_disk() -> str:
+    places = {"repository": REPO, "temporary files": tempfile.gettempdir()}
+    return ", ".join(
+        f"{name} {shutil.disk_usage(path).free / 2**30:.1f} GiB free"
+        for name, path in places.items()
+    )
+
+
+def pytest_report_header(config):
+    # Model checkpoints, the vLLM venv and workflow copies take several GB: a full disk
+    # shows up as odd failures late in the run, so say what there was at the start.
+    return f"disk: {_free_disk()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"disk at the end: {_free_disk()}")
 
 
 @pytest.fixture

@@ -96,6 +96,19 @@ def test_po_starts_from_the_final_sft_checkpoint(small_run):
     )
 
 
+def test_intermediate_checkpoints_lose_their_weights_and_finals_keep_them(small_run):
+    models = small_run / "results/models/smollm2-135m"
+    for run, steps in (("sft-taskish", (2, 4)), ("sft-taskish.dpo-planted_support", (2,))):
+        for step in steps:
+            assert not (models / run / f"checkpoint-{step}/model.safetensors").exists()
+            marker = models / run / f"checkpoint-{step}/weights_deleted.json"
+            deleted = json.loads(marker.read_text())
+            assert "model.safetensors" in deleted["deleted"] and deleted["bytes_freed"] > 100e6
+    finals = ("sft-taskish/checkpoint-6", "sft-taskish.dpo-planted_support/checkpoint-4")
+    for kept in ("base", *finals):
+        assert (models / kept / "model.safetensors").stat().st_size > 100e6
+
+
 def test_values_are_distributions_over_every_step_and_topic(small_run):
     values = pl.read_parquet(small_run / "results/smollm2-135m/sft-opinionated/values.parquet")
     topics = yaml.safe_load((small_run / "config/topics.yaml").read_text())

@@ -62,6 +62,7 @@ REQUEST_TIMEOUT_S = 20.0
 
 
 SERVERS = ("vllm", "llama_cpp")
+pytestmark = pytest.mark.slow  # builds a server venv and starts a real server
 
 
 def server_skip_reason(kind: str) -> str | None:

@@ -15,8 +15,10 @@ from tests.workflow import REPO, copy_repo, dry_run_jobs, snakemake
 from value_drifts import resources as res
 from value_drifts.training.checkpoints import (
     DELETED_MARKER,
+    WeightsDeletedError,
     delete_checkpoint_weights,
     keeps_weights,
+    require_weights,
 )
 
 CLUSTER = res.ClusterSettings()
@@ -241,6 +243,9 @@ def test_only_intermediate_checkpoints_lose_their_weights(tmp_path):
         "config.json", "tokenizer.json", "trainer_state.json", DELETED_MARKER,
     ]
     assert delete_checkpoint_weights(checkpoint) == []  # idempotent
+    with pytest.raises(WeightsDeletedError, match="rerun its training"):
+        require_weights(checkpoint)
+    require_weights(tmp_path)  # a directory with its weights: no error
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,10 @@ GEN_QUESTIONS = pl.DataFrame({
 GEN_SETTINGS = {"samples": 3, "temperature": 0.7, "max_new_tokens": 12, "seed": 7,
                 "prompt_style": "chat"}
 
-pytestmark = pytest.mark.skipif(vllm_disabled_reason() is not None,
-                                reason=vllm_disabled_reason() or "")
+pytestmark = [
+    pytest.mark.slow,  # builds a vLLM venv (~2.5 min) and starts two engines
+    pytest.mark.skipif(vllm_disabled_reason() is not None, reason=vllm_disabled_reason() or ""),
+]
 
 
 @pytest.fixture(scope="module")

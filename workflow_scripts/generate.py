@@ -4,7 +4,7 @@ import polars as pl
 
 from value_drifts.generation import SamplingSettings, generate_transformers, generate_vllm
 from value_drifts.io import logged
-from value_drifts.training.checkpoints import delete_checkpoint_weights
+from value_drifts.training.checkpoints import delete_checkpoint_weights, require_weights
 
 
 def main():
@@ -18,6 +18,7 @@ def main():
             prompt_style=snakemake.params.prompt_style,
             base_prompt_suffix=settings_config.get("base_prompt_suffix", "\nResponse:"),
         )
+        require_weights(Path(snakemake.params.model_path))
         questions = pl.read_parquet(snakemake.input.questions)
         if settings_config["backend"] == "vllm":
             generations = generate_vllm(

@@ -98,3 +98,20 @@ def delete_checkpoint_weights(path: Path) -> list[str]:
             {"deleted": previous["deleted"] + deleted, "bytes_freed": previous.get("bytes_freed", 0) + freed}, indent=1
         ))
     return deleted
+
+
+class WeightsDeletedError(FileNotFoundError):
+    """A checkpoint's weights went after its generations were written; it cannot generate."""
+
+
+def require_weights(path: Path) -> None:
+    """Raise a clear error for a checkpoint whose weights were deleted, rather than the
+    library's 'no file named model.safetensors' (a rerun of its generation, e.g. after a
+    change of sampling settings, needs the training run again)."""
+    marker = Path(path) / DELETED_MARKER
+    if marker.is_file():
+        raise WeightsDeletedError(
+            f"{path} has no weights: they were deleted once its generations existed "
+            f"(generation.delete_checkpoint_weights; see {marker}). To generate from it "
+            "again, rerun its training, e.g. snakemake --forcerun <its training.json>"
+        )
