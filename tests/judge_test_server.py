@@ -27,8 +27,9 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
+
+from tests.loopback_http import JSONHandler, LoopbackServer
 
 LABEL_TOKENS = ("support", " Support", "neutral", " Neutral", "oppose", " Opp")
 FILLER_TOKENS = (
@@ -84,14 +85,13 @@ def completion_body(prompt: str, model: str, k: int, logprobs: bool = True) -> d
     }
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """Start with ``with FakeOpenAIServer() as server: server.base_url``."""
 
     def __init__(
         self, api_key: str | None = None, timeout_sleep_s: float = 1.0,
         upstream: str | None = None,
     ):
-        self.api_key = api_key
         self.timeout_sleep_s = timeout_sleep_s
         # With an upstream base URL this is a fault-injecting proxy: injected faults are
         # answered here, every other chat request is forwarded to the real server.
@@ -112,16 +112,7 @@ class FakeOpenAIServer:
         self.batch_outcomes: deque[str] = deque()
         self.batch_lines_before_expiry = 0
         self.batch_requests_seen: Counter[str] = Counter()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        super().__init__(_handler_for(self), api_key)
 
     def inject(self, prompt: str, faults: Iterable[str]) -> None:
         """Queue faults for ``prompt``: one is used per request, then it is answered.
@@ -138,21 +129,6 @@ class FakeOpenAIServer:
             self.forwarded.clear()
             self.hit_times.clear()
             self.faults_applied.clear()
-
-    def start(self) -> FakeOpenAIServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _next_fault(self, prompt: str) -> str | None:
         with self._lock:
@@ -275,57 +251,40 @@ def _multipart_fields(content_type: str, data: bytes) -> dict[str, tuple[str | N
     }
 
 
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _authorised(self) -> bool:
-            if server.api_key is None:
-                return True
-            given = self.headers.get("Authorization", "")
-            if given == f"Bearer {server.api_key}":
-                return True
-            # Echo what was sent, as a careless server might: the client must not pass
-            # server error text on without redacting the key.
-            message = f"Incorrect API key provided: {given.removeprefix('Bearer ')}"
-            self._send_json(401, {"error": {"message": message, "type": "auth"}})
-            return False
-
+def _handler_for(server: FakeOpenAIServer) -> type[JSONHandler]:
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
             path = self.path.split("?")[0].rstrip("/")
-            if not self._authorised():
+            if not self.authorised():
                 return
             parts = path.split("/")
             if path == "/v1/batches":
                 listed = [_public(b) for b in reversed(server.batches.values())]
-                self._send_json(200, {"object": "list", "data": listed, "has_more": False})
+                self.send_json(200, {"object": "list", "data": listed, "has_more": False})
             elif len(parts) == 4 and parts[2] == "batches" and parts[3] in server.batches:
-                self._send_json(200, server.poll_batch(parts[3]))
+                self.send_json(200, server.poll_batch(parts[3]))
             elif len(parts) == 5 and parts[2] == "files" and parts[4] == "content":
-                self._send_raw(200, server.files[parts[3]]["data"], content_type="text/plain")
+                self.send_raw(200, server.files[parts[3]]["data"], content_type="text/plain")
             else:
-                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                self.send_json(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             raw = self.rfile.read(length)
             path = self.path.rstrip("/")
-            if not self._authorised():
+            if not self.authorised():
                 return
             if path == "/v1/files":
                 fields = _multipart_fields(self.headers["Content-Type"], raw)
                 filename, data = fields["file"]
                 purpose = fields["purpose"][1].decode()
-                self._send_json(200, server.add_file(data, purpose, filename or "upload"))
+                self.send_json(200, server.add_file(data, purpose, filename or "upload"))
                 return
             if path == "/v1/batches":
-                self._send_json(200, server.create_batch(json.loads(raw)))
+                self.send_json(200, server.create_batch(json.loads(raw)))
                 return
             if path != "/v1/chat/completions":
-                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             request = json.loads(raw)
             prompt = request["messages"][-1]["content"]
@@ -339,50 +298,32 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             k = int(request.get("top_logprobs") or 0) if request.get("logprobs") else 0
             if kind == "429":
                 headers = {"Retry-After": arg} if arg else {}
-                self._send_json(429, {"error": {"message": "rate limited"}}, headers)
+                self.send_json(429, {"error": {"message": "rate limited"}}, headers)
             elif kind in ("500", "503", "400"):
-                self._send_json(int(kind), {"error": {"message": f"injected {kind}"}})
+                self.send_json(int(kind), {"error": {"message": f"injected {kind}"}})
             elif kind == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)
             elif kind == "malformed":
-                self._send_raw(200, b'{"choices": [ {"index": 0, "logpr')
+                self.send_raw(200, b'{"choices": [ {"index": 0, "logpr')
             elif kind == "no_logprobs":
-                self._send_json(200, completion_body(prompt, request["model"], k, logprobs=False))
+                self.send_json(200, completion_body(prompt, request["model"], k, logprobs=False))
             elif kind == "empty_top":
-                self._send_json(200, completion_body(prompt, request["model"], 0))
+                self.send_json(200, completion_body(prompt, request["model"], 0))
             elif server.upstream is not None:
                 if kind == "timeout":  # hold the client past its timeout, forward nothing
                     time.sleep(server.timeout_sleep_s)
-                    self._send_json(504, {"error": {"message": "injected timeout"}})
+                    self.send_json(504, {"error": {"message": "injected timeout"}})
                     return
                 status, data = server.forward(request, prompt)
-                self._send_raw(status, data)
+                self.send_raw(status, data)
                 if status == 200:
                     server._record_served(prompt)
             else:
                 time.sleep(server.timeout_sleep_s if kind == "timeout" else server.answer_delay_s)
-                self._send_json(200, completion_body(prompt, request["model"], k))
+                self.send_json(200, completion_body(prompt, request["model"], k))
                 if kind != "timeout":  # the client has given up on a timed-out answer
                     server._record_served(prompt)
-
-        def _send_json(
-            self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-        ) -> None:
-            self._send_raw(status, json.dumps(body).encode("utf-8"), headers)
-
-        def _send_raw(
-            self, status: int, data: bytes, headers: dict[str, str] | None = None,
-            content_type: str = "application/json",
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
 
     return Handler
 

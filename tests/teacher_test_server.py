@@ -15,8 +15,9 @@ import re
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
+
+from tests.loopback_http import JSONHandler, LoopbackServer
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
@@ -37,26 +38,16 @@ def answer_text(stance: str, prompt: str) -> str:
     )
 
 
-class FakeTeacherServer:
+class FakeTeacherServer(LoopbackServer):
     """Start with ``with FakeTeacherServer() as server: server.base_url``."""
 
     def __init__(self, api_key: str | None = None):
-        self.api_key = api_key
         self.hits: Counter[tuple[str, str]] = Counter()
         self.faults_applied: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
         self._faults: dict[tuple[str, str], deque[str]] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        super().__init__(_handler_for(self), api_key)
 
     def inject(self, stance: str, prompt: str, faults: Iterable[str]) -> None:
         with self._lock:
@@ -71,15 +62,6 @@ class FakeTeacherServer:
             if fault:
                 self.faults_applied[fault] += 1
             return fault
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
 
 
 def completion_body(model: str, text: str, finish_reason: str = "stop") -> dict[str, Any]:
@@ -99,24 +81,14 @@ def completion_body(model: str, text: str, finish_reason: str = "stop") -> dict[
     }
 
 
-def _handler_for(server: FakeTeacherServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
+def _handler_for(server: FakeTeacherServer) -> type[JSONHandler]:
+    class Handler(JSONHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if server.api_key is not None:
-                given = self.headers.get("Authorization", "")
-                if given != f"Bearer {server.api_key}":
-                    # Echo the key as a careless server might: the client must redact it.
-                    text = f"Incorrect API key provided: {given.removeprefix('Bearer ')}"
-                    self._send(401, {"error": {"message": text}})
-                    return
+            if not self.authorised():
+                return
             if self.path.rstrip("/") != "/v1/chat/completions":
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             request = json.loads(raw)
             messages = request["messages"]
@@ -128,30 +100,18 @@ def _handler_for(server: FakeTeacherServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, model: str, stance: str, prompt: str, fault: str | None) -> None:
             text = answer_text(stance, prompt)
             if fault == "429":
-                self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                self.send_json(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
             elif fault in ("500", "503", "400"):
-                self._send(int(fault), {"error": {"message": f"injected {fault}"}})
+                self.send_json(int(fault), {"error": {"message": f"injected {fault}"}})
             elif fault == "refusal":
-                self._send(200, completion_body(model, REFUSAL_TEXT))
+                self.send_json(200, completion_body(model, REFUSAL_TEXT))
             elif fault == "truncated":
-                self._send(200, completion_body(model, text[: len(text) // 2], "length"))
+                self.send_json(200, completion_body(model, text[: len(text) // 2], "length"))
             elif fault == "empty":
-                self._send(200, completion_body(model, ""))
+                self.send_json(200, completion_body(model, ""))
             elif fault == "no_choices":
-                self._send(200, {**completion_body(model, text), "choices": []})
+                self.send_json(200, {**completion_body(model, text), "choices": []})
             else:
-                self._send(200, completion_body(model, text))
-
-        def _send(
-            self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-        ) -> None:
-            data = json.dumps(body).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+                self.send_json(200, completion_body(model, text))
 
     return Handler

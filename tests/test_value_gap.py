@@ -331,8 +331,9 @@ def test_openai_teacher_retries_faults_and_caches(tmp_path):
         assert counts["dropped_by_reason"] == {
             "support: refusal": 1, "oppose: request_failed": 1,
         }
-        assert run["retries"] == {"malformed_body": 1, "rate_limited": 2, "server_error": 4}
-        assert run["failures"] == {"server_error": 1}
+        assert (run["retries_malformed_body"], run["retries_rate_limited"],
+                run["retries_server_error"], run["retries"]) == (1, 2, 4, 7)
+        assert run["failures_server_error"] == run["failures"] == 1
         assert run["answered"] == 7 and run["requests_sent"] == 7 + 7 + 1  # + retries + failure
         assert server.hits[("support", prompts[0])] == 3
         assert server.hits[("oppose", prompts[3])] == 3

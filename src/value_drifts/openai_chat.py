@@ -187,7 +187,7 @@ def retry_delay_s(
 
 
 class RetryCounts(Protocol):
-    """The counters a run keeps that the retry loop updates (JudgeRunCounts, TeacherRunCounts)."""
+    """The counters the retry loop updates (judge.answers.RequestCounts has them)."""
 
     requests_sent: int
     retries: Any

@@ -21,14 +21,14 @@ import json
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 
+from value_drifts.judge.answers import RequestCounts
 from value_drifts.judge.cache import JudgeCache, request_key
 from value_drifts.openai_chat import (
     ChatClient,
@@ -68,34 +68,6 @@ class OpenAITeacherSettings(ChatServerSettings):
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "extra_body": dict(self.extra_body or {}),
-        }
-
-
-@dataclass
-class TeacherRunCounts:
-    """What one call did, for the generation step's counts JSON."""
-
-    requests: int = 0
-    distinct_requests: int = 0
-    cache_hits: int = 0
-    requests_sent: int = 0
-    answered: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    retries: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "distinct_requests": self.distinct_requests,
-            "cache_hits": self.cache_hits,
-            "requests_sent": self.requests_sent,
-            "answered": self.answered,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "retries": dict(sorted(self.retries.items())),
-            "failures": dict(sorted(self.failures.items())),
         }
 
 
@@ -147,14 +119,14 @@ class OpenAITeacher:
         self.settings = settings
         self.cache = cache
         self._chat = ChatClient(settings, "teacher", environ, rng)
-        self.last_run_counts = TeacherRunCounts()
+        self.last_run_counts = RequestCounts()
 
     def __repr__(self) -> str:
         return f"OpenAITeacher(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
 
     def __call__(self, message_lists: Sequence[Messages]) -> list[TeacherReply | None]:
         """One output per message list, in order; None where a request failed for good."""
-        counts = TeacherRunCounts(requests=len(message_lists))
+        counts = RequestCounts(prompts=len(message_lists))
         self.last_run_counts = counts
         keys = [teacher_request_key(m, self.settings) for m in message_lists]
         answers: dict[str, TeacherReply] = {}
@@ -172,7 +144,7 @@ class OpenAITeacher:
                         sum(counts.failures.values()), dict(counts.failures))
         return [answers.get(key) for key in keys]
 
-    def _answer_one(self, answers: dict[str, TeacherReply], counts: TeacherRunCounts) -> Any:
+    def _answer_one(self, answers: dict[str, TeacherReply], counts: RequestCounts) -> Any:
         async def answer_one(client: openai.AsyncOpenAI, key: str, messages: Messages) -> None:
             answer = await self._chat.with_retries(
                 key, lambda: self._attempt(client, messages), counts

@@ -32,10 +32,9 @@ def merged_top(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
 
 
 @dataclass
-class JudgeRunCounts:
-    """What one ``batches`` call did, for the run's report (judge_counts.json).
-
-    For a local backend a "request" is one prompt sent through the model.
+class RequestCounts:
+    """What one run of requests did (a judge's ``batches`` call, a teacher call), for the
+    step's counts JSON. For a local backend a "request" is one prompt sent through the model.
     """
 
     prompts: int = 0

@@ -29,8 +29,8 @@ from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.openai_backend import (
     BACKEND_KIND,
     IncompleteJudgmentsError,
-    JudgeRunCounts,
     OpenAIJudgeSettings,
+    RequestCounts,
     cache_value,
     judge_request_key,
     top_logprobs_from_body,
@@ -61,7 +61,7 @@ class BatchStillRunningError(TimeoutError):
 
 
 @dataclass
-class BatchRunCounts(JudgeRunCounts):
+class BatchRunCounts(RequestCounts):
     batches_created: int = 0
     batches_resumed: int = 0
     batch_statuses: Counter[str] = field(default_factory=Counter)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from value_drifts.judge.answers import JudgeRunCounts, distinct_missing, ready_prefix_end
+from value_drifts.judge.answers import RequestCounts, distinct_missing, ready_prefix_end
 from value_drifts.judge.cache import JudgeCache, request_key
 
 # Files of a checkpoint directory that are training state, not the model: they change
@@ -119,7 +119,7 @@ class CachedLocalJudge:
         self.params = dict(params)
         self.kind = kind
         self.batch_size = batch_size
-        self.last_run_counts = JudgeRunCounts()
+        self.last_run_counts = RequestCounts()
 
     def __repr__(self) -> str:
         return f"CachedLocalJudge(kind={self.kind!r}, identity={self.identity!r})"
@@ -129,7 +129,7 @@ class CachedLocalJudge:
 
     def batches(self, prompts: Sequence[str]) -> Iterator[tuple[int, list[dict[str, float]]]]:
         """Yield ``(how many prompts, their top lists)`` in prompt order."""
-        counts = JudgeRunCounts(prompts=len(prompts))
+        counts = RequestCounts(prompts=len(prompts))
         self.last_run_counts = counts
         texts = [self.scorer.render(p) for p in prompts]
         keys = [self.key_for_text(t) for t in texts]

@@ -26,7 +26,7 @@ from typing import Any
 import openai
 
 from value_drifts.judge.answers import (  # noqa: F401 - re-exported for callers
-    JudgeRunCounts,
+    RequestCounts,
     distinct_missing,
     merged_top,
     ready_prefix_end,
@@ -207,7 +207,7 @@ class OpenAIJudge:
         self.settings = settings
         self.cache = cache
         self._chat = ChatClient(settings, "judge", environ, rng)
-        self.last_run_counts = JudgeRunCounts()
+        self.last_run_counts = RequestCounts()
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -224,7 +224,7 @@ class OpenAIJudge:
         Raises IncompleteJudgmentsError after the last answer it could yield if any prompt
         failed for good, and ServerAuthError at once if the server refuses the key.
         """
-        counts = JudgeRunCounts(prompts=len(prompts))
+        counts = RequestCounts(prompts=len(prompts))
         self.last_run_counts = counts
         keys = [self.key_for(p) for p in prompts]
         answers = {k: v["top_logprobs"] for k, v in self.cache.get_many(keys).items()}
@@ -254,7 +254,7 @@ class OpenAIJudge:
                 raise finished.error
             raise IncompleteJudgmentsError(self._failure_message(counts), counts.as_dict())
 
-    def _failure_message(self, counts: JudgeRunCounts) -> str:
+    def _failure_message(self, counts: RequestCounts) -> str:
         failed = sum(counts.failures.values())
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.failures.items()))
         return (
@@ -263,7 +263,7 @@ class OpenAIJudge:
         )
 
     async def _send_all(
-        self, to_send: Mapping[str, str], emit: Callable[[Any], None], counts: JudgeRunCounts
+        self, to_send: Mapping[str, str], emit: Callable[[Any], None], counts: RequestCounts
     ) -> None:
         """Send every request ``concurrency`` at a time; reports the end via emit."""
 
