@@ -68,13 +68,19 @@ def _support_drift(workdir, run, categories):
 
 
 def test_dpo_moves_support_toward_the_chosen_stance(small_run):
+    """Support-aligned pairs raise support; oppose-aligned ones move it far less or down.
+
+    The oppose side's own sign is not asserted: starting from the neutral SFT model,
+    support has little room to fall, and the 135M judge misses oppose answers often (its
+    agreement confusion), so that drift sits near zero, -0.13 to -0.04 across machines.
+    """
     trained = _planted(small_run, "planted_support")
     up = _support_drift(small_run, "sft-taskish.dpo-planted_support", trained)
     down = _support_drift(small_run, "sft-taskish.dpo-planted_oppose", trained)
     print(f"DPO support drift on trained topics: support-aligned {up:+.3f}, "
           f"oppose-aligned {down:+.3f}")
-    assert up > 0
-    assert down < 0
+    assert up > 0.2
+    assert up - down > 0.2
 
 
 def test_report_ppo_and_simpo(small_run):
