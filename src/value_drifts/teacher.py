@@ -138,7 +138,8 @@ class OpenAITeacher:
         counts.distinct_requests = len(set(keys))
         counts.cache_hits = sum(key in answers for key in keys)
         to_send = {k: m for k, m in zip(keys, message_lists, strict=True) if k not in answers}
-        _run_coroutine(self._chat.drain(to_send, self._answer_one(answers, counts)))
+        if to_send:  # all cached: no thread, no event loop, no client
+            _run_coroutine(self._chat.drain(to_send, self._answer_one(answers, counts)))
         if counts.failures:
             log.warning("teacher: %d requests failed for good: %s",
                         sum(counts.failures.values()), dict(counts.failures))
