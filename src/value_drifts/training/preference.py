@@ -160,7 +160,7 @@ def train_ppo(
         scorer_model.config.pad_token_id = tokenizer.pad_token_id
         return scorer_model
 
-    trainer = PPOTrainer(
+    trainer = _ppo_trainer_class(PPOTrainer)(
         args=args,
         processing_class=tokenizer,
         model=model,
@@ -175,6 +175,36 @@ def train_ppo(
         trainer.add_callback(callback)
     trainer.train()
     return trainer
+
+
+def _ppo_trainer_class(ppo_trainer):
+    """TRL's PPOTrainer, saving the policy correctly under DeepSpeed.
+
+    TRL hands transformers' DeepSpeed save path the bare policy where it expects the
+    engine, and every checkpoint save fails (``'LlamaConfig' object has no attribute
+    'get'``; TRL 1.12, transformers 5.24). Here the engine's weights are gathered (ZeRO-3
+    consolidates them on every rank) and the policy's part saved on the main process.
+    """
+
+    class PolicySavingPPOTrainer(ppo_trainer):
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+            if not self.is_deepspeed_enabled:
+                return super().save_model(output_dir, _internal_call)
+            # Collective (every rank calls it); under ZeRO-3 only rank 0 gets the weights.
+            state = self.accelerator.get_state_dict(self.deepspeed)
+            if not self.args.should_save:
+                return
+            policy_state = {
+                key.removeprefix("policy."): value
+                for key, value in state.items()
+                if key.startswith("policy.")
+            }
+            output_dir = output_dir or self.args.output_dir
+            policy = self.accelerator.unwrap_model(self.deepspeed).policy
+            policy.save_pretrained(output_dir, state_dict=policy_state)
+            self.processing_class.save_pretrained(output_dir)
+
+    return PolicySavingPPOTrainer
 
 
 def _step_offset_callback(offset: int):
