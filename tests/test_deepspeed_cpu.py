@@ -140,7 +140,9 @@ def test_reward_model_then_ppo_under_zero3_save_loadable_models(data, tmp_path):
     trunk = {k: v for k, v in scorer.state_dict().items() if k.startswith("model.")}
     assert _max_difference(trunk, {k: base.state_dict()[k] for k in trunk}) > 1e-4
 
-    ppo = replace(_job(data, "ppo", tmp_path / "ppo", save_only_model=True),
+    # As in config/paper.yaml (save_only_model: false), which PPO ignores: it never reads
+    # optimizer state back, so it never writes any.
+    ppo = replace(_job(data, "ppo", tmp_path / "ppo", save_only_model=False),
                   reward_model_path=str(tmp_path / "reward_model"))  # fmt: skip
     run_training(ppo, gpus=PROCESSES, accelerate_config=config)
     assert saved_steps(tmp_path / "ppo") == [2, 4]
@@ -148,6 +150,7 @@ def test_reward_model_then_ppo_under_zero3_save_loadable_models(data, tmp_path):
         policy = AutoModelForCausalLM.from_pretrained(
             tmp_path / "ppo" / f"checkpoint-{step}", dtype=torch.float32
         )
+        assert not list((tmp_path / "ppo" / f"checkpoint-{step}").glob("global_step*"))
         # The policy alone (no value head), with every weight present and trained.
         assert policy.state_dict().keys() == base.state_dict().keys()
         assert _max_difference(policy.state_dict(), base.state_dict()) > 1e-4

@@ -135,6 +135,9 @@ def train_ppo(
     )
     # Arguments first: under accelerate + ZeRO-3 they make the models load partitioned.
     common = training_arguments(settings)
+    # A restart reads only the policy, so optimizer state (for policy and value model, under
+    # DeepSpeed ~12 bytes per parameter of each) would be written and never read.
+    common["save_only_model"] = True
     n_prompts = len(pairs)
     total_episodes = round(settings.epochs * n_prompts) - start_step * settings.global_batch_size
     args = PPOConfig(
