@@ -186,7 +186,7 @@ def _ppo_trainer_class(ppo_trainer):
     TRL hands transformers' DeepSpeed save path the bare policy where it expects the
     engine, and every checkpoint save fails (``'LlamaConfig' object has no attribute
     'get'``; TRL 1.12, transformers 5.24). Here the engine's weights are gathered (ZeRO-3
-    consolidates them on every rank) and the policy's part saved on the main process.
+    consolidates the shards on rank 0) and the policy's part saved on the main process.
     """
 
     class PolicySavingPPOTrainer(ppo_trainer):
