@@ -43,7 +43,7 @@ def data(tmp_path_factory):
     topics = yaml.safe_load((REPO / "config/topics.yaml").read_text())
     pairs = template_value_gap_pairs(templates, topics, ["Abortion"], "support", N_ROWS, 0)
     pl.DataFrame(pairs).write_parquet(root / "pairs.parquet")
-    return {"root": root, "model": str(model), "sft": str(root / "sft.parquet"),
+    return {"model": str(model), "sft": str(root / "sft.parquet"),
             "pairs": str(root / "pairs.parquet")}  # fmt: skip
 
 
@@ -66,8 +66,7 @@ def _job(data, task: str, output_dir: Path, **settings) -> TrainingJob:
     )  # fmt: skip
     rows = data["sft"] if task == "sft" else data["pairs"]
     hyper = {"beta": 0.1, "kl_coef": 0.05, "max_response_length": 8, "temperature": 0.7}
-    return TrainingJob(task=task, settings=trainer, data=rows, hyper=hyper,
-                       reward_model_path=data["model"] if task == "ppo" else None)  # fmt: skip
+    return TrainingJob(task=task, settings=trainer, data=rows, hyper=hyper)
 
 
 def _weights(checkpoint: Path) -> dict:
