@@ -37,7 +37,7 @@ demo: setup
 TEST_MARKERS ?= $(if $(filter true,$(CI)),,not slow)
 
 test: setup
-	$(BIN)/python -m pytest -ra --durations=25 -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -raR --durations=25 -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
 
 test-all: TEST_MARKERS =
 test-all: test
