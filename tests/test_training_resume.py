@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.tiny_model import build_tiny_model
+from tests.tiny_model import build_tiny_model, support_pairs
 from tests.workflow import REPO
-from value_drifts.preference import template_value_gap_pairs
 from value_drifts.training.checkpoints import checkpoint_steps, saved_steps
 
 pytestmark = pytest.mark.slow
@@ -29,11 +27,8 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
-    templates = yaml.safe_load((REPO / "config/synthetic/templates.yaml").read_text())
-    topics = yaml.safe_load((REPO / "config/topics.yaml").read_text())
-    pairs = template_value_gap_pairs(templates, topics, ["Abortion"], "support", N_PAIRS, 0)
     path = tmp_path_factory.mktemp("pairs") / "pairs.json"
-    path.write_text(json.dumps(pairs))
+    path.write_text(json.dumps(support_pairs(N_PAIRS)))
     return path
 
 

@@ -1,10 +1,15 @@
-"""A tiny random causal LM with SmolLM2's tokenizer, for fast tests of training mechanics."""
+"""A tiny random causal LM with SmolLM2's tokenizer, and preference pairs for it, for fast
+tests of training mechanics."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from tests.workflow import REPO
 from value_drifts.base_model import find_packaged_file
+from value_drifts.preference import template_value_gap_pairs
 
 
 def build_tiny_model(directory: Path) -> Path:
@@ -31,3 +36,10 @@ def build_tiny_model(directory: Path) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def support_pairs(n: int) -> list[dict]:
+    """``n`` synthetic preference pairs (one topic, the support side) from the shipped templates."""
+    templates = yaml.safe_load((REPO / "config/synthetic/templates.yaml").read_text())
+    topics = yaml.safe_load((REPO / "config/topics.yaml").read_text())
+    return template_value_gap_pairs(templates, topics, ["Abortion"], "support", n, 0)
