@@ -11,6 +11,7 @@ import torch
 
 from tests.tiny_model import build_tiny_model
 from value_drifts.judge import local
+from value_drifts.judge.answers import length_sorted_windows
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.local import model_identity
@@ -157,3 +158,30 @@ def test_judge_counts_of_a_local_run_reach_the_counts_file_shape(tmp_path, model
     assert sums.to_series().to_list() == pytest.approx([1.0] * 3)
     assert first_counts["judged"] == 3 and first_counts["requests_sent"] == 2
     assert second_counts["cache_hits"] == 3 and second_counts["requests_sent"] == 0
+
+
+def test_length_sorted_windows_sort_longest_first_within_each_window_only():
+    requests = [(f"k{i}", "x" * n) for i, n in enumerate([1, 5, 3, 3, 9, 2, 7])]
+    ordered = length_sorted_windows(requests, window=3)
+    assert [key for key, _ in ordered] == ["k1", "k2", "k0", "k4", "k3", "k5", "k6"]
+    assert sorted(ordered) == sorted(requests)  # nothing lost or repeated
+
+
+def test_batches_of_similar_length_reach_the_model_and_answers_keep_prompt_order(
+    tmp_path, model_dir
+):
+    lengths = [3, 40, 5, 38, 4, 41, 6, 39]  # alternating: in prompt order every batch pads
+    prompts = [" ".join(["word"] * n) + f" ({i})" for i, n in enumerate(lengths)]
+    judge = backend(tmp_path, model_dir)
+    sent = []
+    score = judge.scorer.score
+    judge.scorer.score = lambda texts: sent.append(list(texts)) or score(texts)
+    tops = judge_all(judge, prompts)
+
+    sent_prompts = [[judge.scorer.render(p) for p in prompts].index(t) for b in sent for t in b]
+    assert sent_prompts == [5, 1, 7, 3, 6, 2, 4, 0]  # longest first, in batches of 4
+    # Each answer belongs to its own prompt: it equals that prompt scored alone.
+    alone = backend(tmp_path, model_dir, cache=str(tmp_path / "alone.sqlite"), batch_size=1)
+    for got, want in zip(tops, judge_all(alone, prompts), strict=True):
+        assert got.keys() == want.keys()
+        assert max(abs(got[t] - want[t]) for t in got) < 1e-4

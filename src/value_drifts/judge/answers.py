@@ -80,6 +80,22 @@ def distinct_missing(
     return missing
 
 
+def length_sorted_windows(
+    requests: Sequence[tuple[str, str]], window: int
+) -> list[tuple[str, str]]:
+    """``(key, prompt)`` requests, longest prompt first within each run of ``window``.
+
+    A local model pads a batch to its longest prompt; batching prompts of similar length
+    wastes less. Sorting window by window, not all at once, keeps the in-order prefix (and
+    so the progress bar) advancing; the sort is stable, so the batches are reproducible.
+    """
+    return [
+        request
+        for start in range(0, len(requests), window)
+        for request in sorted(requests[start : start + window], key=lambda kv: -len(kv[1]))
+    ]
+
+
 def ready_prefix_end(keys: Sequence[str], answered: Mapping[str, Any], start: int) -> int:
     """Index just past the longest run of answered keys from ``start``."""
     end = start

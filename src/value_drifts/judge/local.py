@@ -19,13 +19,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from value_drifts.judge.answers import RequestCounts, distinct_missing, ready_prefix_end
+from value_drifts.judge.answers import (
+    RequestCounts,
+    distinct_missing,
+    length_sorted_windows,
+    ready_prefix_end,
+)
 from value_drifts.judge.cache import JudgeCache, request_key
 
 # Files of a checkpoint directory that are training state, not the model: they change
 # nothing a judge answers and can be large (optimizer state), so they are not hashed.
 TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
 _READ_CHUNK = 1 << 20
+# Prompts are length-sorted within runs of this many batches (see length_sorted_windows).
+SORT_WINDOW_BATCHES = 16
 
 
 def model_files(model_dir: Path) -> list[Path]:
@@ -89,6 +96,10 @@ def render_chat(tokenizer, prompt: str) -> str:
 class LocalScorer(Protocol):
     """A local model reduced to what a cached judge needs."""
 
+    # True where a batch is padded to its longest text (transformers), so the judge sends
+    # texts of similar length together; an engine that batches by itself (vLLM) says False.
+    pads_batches: bool
+
     def render(self, prompt: str) -> str:
         """The text the model reads for a judge prompt (after its chat template)."""
 
@@ -100,8 +111,9 @@ class CachedLocalJudge:
     """The ``batches`` interface over a local scorer, cache first.
 
     Only distinct rendered texts missing from the cache reach the scorer, in chunks of
-    ``batch_size``; each chunk's answers are stored before they are yielded, in prompt
-    order, so an interrupted run resumes where it stopped.
+    ``batch_size`` (of similar length where the scorer pads); each chunk's answers are
+    stored before they are yielded, in prompt order, so an interrupted run resumes where
+    it stopped.
     """
 
     def __init__(
@@ -137,6 +149,8 @@ class CachedLocalJudge:
         counts.cache_hits = sum(key in answers for key in keys)
         counts.distinct_requests = len(set(keys))
         to_score = list(distinct_missing(keys, texts, answers).items())
+        if self.scorer.pads_batches:
+            to_score = length_sorted_windows(to_score, self.batch_size * SORT_WINDOW_BATCHES)
         emitted = 0
         for start in range(0, len(to_score), self.batch_size):
             chunk = to_score[start : start + self.batch_size]

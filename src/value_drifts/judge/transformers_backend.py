@@ -22,6 +22,8 @@ BACKEND_KIND = "transformers"
 class TransformersScorer:
     """First-token top-k log-probabilities from a causal LM; the model loads on first use."""
 
+    pads_batches = True  # a batch is padded to its longest text
+
     def __init__(self, model_path: str, top_logprobs: int = 20):
         self.model_path = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")

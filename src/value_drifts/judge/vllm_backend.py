@@ -61,6 +61,8 @@ def first_position_top(output: Any, decode: Callable[[int], str]) -> dict[str, f
 class VLLMScorer:
     """A vLLM engine reduced to first-token top lists; the engine starts on first use."""
 
+    pads_batches = False  # vLLM schedules its own batches
+
     def __init__(
         self,
         model: str,
