@@ -39,5 +39,6 @@ def paper_config():
 def small_run(tmp_path_factory):
     """The small default run end to end once per session, in a copy of the repository."""
     workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
-    snakemake("--cores", "2", cwd=workdir, timeout=40 * 60)
+    # ~20-35 min on 2 cores; the limit leaves room for a slower machine within CI's 90 min.
+    snakemake("--cores", "2", cwd=workdir, timeout=50 * 60)
     return workdir
