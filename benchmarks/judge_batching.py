@@ -42,11 +42,11 @@ with tempfile.TemporaryDirectory() as directory:
     convert_gguf(gguf, Path(directory) / "judge")
     scorer = TransformersScorer(str(Path(directory) / "judge"), top_logprobs=20)
     texts = [scorer.render(p) for p in prompts]
-    requests = list(enumerate(texts))
+    requests = [(str(i), text) for i, text in enumerate(texts)]
     orders = {
         "prompt order": requests,
         f"length-sorted windows of {SORT_WINDOW_BATCHES} batches": length_sorted_windows(
-            [(str(i), t) for i, t in requests], BATCH * SORT_WINDOW_BATCHES
+            requests, BATCH * SORT_WINDOW_BATCHES
         ),
     }
     n_tokens = [len(ids) for ids in scorer.tokenizer(texts)["input_ids"]]

@@ -178,7 +178,8 @@ def test_batches_of_similar_length_reach_the_model_and_answers_keep_prompt_order
     judge.scorer.score = lambda texts: sent.append(list(texts)) or score(texts)
     tops = judge_all(judge, prompts)
 
-    sent_prompts = [[judge.scorer.render(p) for p in prompts].index(t) for b in sent for t in b]
+    rendered = [judge.scorer.render(p) for p in prompts]
+    sent_prompts = [rendered.index(text) for batch in sent for text in batch]
     assert sent_prompts == [5, 1, 7, 3, 6, 2, 4, 0]  # longest first, in batches of 4
     # Each answer belongs to its own prompt: it equals that prompt scored alone.
     alone = backend(tmp_path, model_dir, cache=str(tmp_path / "alone.sqlite"), batch_size=1)
