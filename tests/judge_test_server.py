@@ -2,7 +2,11 @@
 
 It speaks enough of POST /v1/chat/completions for the judge client, and of /v1/files and
 /v1/batches for the Batch API client (a batch finishes after a set number of polls, and
-its lines meet the same per-prompt faults as synchronous requests). The answer's top
+its lines meet the same per-prompt faults as synchronous requests). Like the OpenAI Batch
+API it can refuse a batch at validation when the organisation's enqueued tokens would
+pass a limit (``enqueued_token_limit``, error code ``token_limit_exceeded``), end batches
+failed or expired with the Batch object's ``errors``, and write its output files as
+UTF-8 JSONL whose records may hold raw U+2028 and the like. The answer's top
 log-probabilities are a deterministic function of the prompt, so a run with faults can be
 compared value for value with a fault-free run. Faults are queued per prompt and consumed
 one per request; every request is counted per prompt, so tests can prove that no answered
@@ -41,12 +45,18 @@ FAULT_KINDS = (
 )
 
 
-def fake_top_logprobs(prompt: str, k: int = 20) -> list[dict[str, Any]]:
-    """The answer's top-k list: label tokens scored from a hash of the prompt, fillers below."""
+def fake_top_logprobs(
+    prompt: str, k: int = 20, extra_tokens: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The answer's top-k list: label tokens scored from a hash of the prompt, fillers below.
+
+    ``extra_tokens`` are scored like labels, so they make the top list too.
+    """
     digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    tokens = LABEL_TOKENS + FILLER_TOKENS
+    tokens = LABEL_TOKENS + FILLER_TOKENS + extra_tokens
     scores = [digest[i] / 40.0 for i in range(len(LABEL_TOKENS))]
     scores += [digest[len(LABEL_TOKENS) + i] / 80.0 - 3.0 for i in range(len(FILLER_TOKENS))]
+    scores += [digest[-1 - i] / 40.0 for i in range(len(extra_tokens))]
     top = max(scores)
     log_norm = top + math.log(sum(math.exp(s - top) for s in scores))
     ranked = sorted(zip(tokens, scores, strict=True), key=lambda ts: -ts[1])[:k]
@@ -56,13 +66,24 @@ def fake_top_logprobs(prompt: str, k: int = 20) -> list[dict[str, Any]]:
     ]
 
 
-def expected_top(prompt: str, k: int = 20) -> dict[str, float]:
+def expected_top(
+    prompt: str, k: int = 20, extra_tokens: tuple[str, ...] = ()
+) -> dict[str, float]:
     """What a correct client should return for ``prompt``."""
-    return {entry["token"]: entry["logprob"] for entry in fake_top_logprobs(prompt, k)}
+    return {
+        entry["token"]: entry["logprob"] for entry in fake_top_logprobs(prompt, k, extra_tokens)
+    }
 
 
-def completion_body(prompt: str, model: str, k: int, logprobs: bool = True) -> dict[str, Any]:
-    top = fake_top_logprobs(prompt, k) if k else fake_top_logprobs(prompt, 1)
+def fake_prompt_tokens(prompt: str) -> int:
+    """The fake's token count of a prompt (its usage and its enqueued-token limit)."""
+    return max(1, len(prompt) // 4)
+
+
+def completion_body(
+    prompt: str, model: str, k: int, logprobs: bool = True, extra_tokens: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    top = fake_top_logprobs(prompt, k or 1, extra_tokens)
     content = [{**top[0], "top_logprobs": top if k else []}]
     return {
         "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:12],
@@ -78,9 +99,9 @@ def completion_body(prompt: str, model: str, k: int, logprobs: bool = True) -> d
             }
         ],
         "usage": {
-            "prompt_tokens": max(1, len(prompt) // 4),
+            "prompt_tokens": fake_prompt_tokens(prompt),
             "completion_tokens": 1,
-            "total_tokens": max(1, len(prompt) // 4) + 1,
+            "total_tokens": fake_prompt_tokens(prompt) + 1,
         },
     }
 
@@ -103,15 +124,31 @@ class FakeOpenAIServer(LoopbackServer):
         self.hit_times: dict[str, list[float]] = defaultdict(list)
         self.faults_applied: Counter[str] = Counter()
         self._faults: dict[str, deque[str]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # poll_batch holds it while lines take faults
         # Batch API state: uploaded files, batches, and how batches end.
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls_to_finish = 1
-        # How the next batches end ("completed", "expired", "failed"); then "completed".
-        self.batch_outcomes: deque[str] = deque()
+        # How the next batches end: "completed", "expired", "cancelled", "failed" (with an
+        # invalid-input error), or ("failed", [Batch errors.data entries]); then
+        # "completed". An expired or cancelled batch runs its first lines only; the rest
+        # get batch_expired / batch_cancelled lines in its error file, as the API writes
+        # them, or none (unrun_lines_in_error_file False).
+        self.batch_outcomes: deque[str | tuple[str, list[dict[str, Any]]]] = deque()
         self.batch_lines_before_expiry = 0
+        self.unrun_lines_in_error_file = True
         self.batch_requests_seen: Counter[str] = Counter()
+        # The organisation's enqueued-token limit (fake_prompt_tokens of every request in
+        # batches validating or in progress); None: no limit.
+        self.enqueued_token_limit: int | None = None
+        # ("created", batch id, requests, tokens) and ("ended", batch id, status), in order.
+        self.batch_events: list[tuple[Any, ...]] = []
+        # How output files are laid out: "plain" (a newline after every record),
+        # "no_final_newline", "blank_lines" (blank and whitespace lines between records),
+        # "crlf" (Windows line ends).
+        self.batch_file_layout = "plain"
+        # Tokens every answer's top list also holds (e.g. "\u2028").
+        self.extra_top_tokens: tuple[str, ...] = ()
         super().__init__(_handler_for(self), api_key)
 
     def inject(self, prompt: str, faults: Iterable[str]) -> None:
@@ -174,64 +211,171 @@ class FakeOpenAIServer(LoopbackServer):
     def create_batch(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             batch_id = f"batch-{len(self.batches) + 1}"
+            lines = self._input_lines(request["input_file_id"])
+            tokens = sum(fake_prompt_tokens(_line_prompt(line)) for line in lines)
+            self.batch_events.append(("created", batch_id, len(lines), tokens))
             self.batches[batch_id] = {
                 "id": batch_id, "object": "batch", "endpoint": request["endpoint"],
                 "input_file_id": request["input_file_id"], "completion_window": "24h",
                 "status": "validating", "created_at": 0, "output_file_id": None,
                 "error_file_id": None, "errors": None, "metadata": request.get("metadata"),
                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                "_polls": 0,
+                "_polls": 0, "_tokens": tokens,
             }
             return _public(self.batches[batch_id])
 
+    def _input_lines(self, file_id: str) -> list[dict[str, Any]]:
+        """The records of an uploaded JSONL file, split on "\\n" only (JSON Lines)."""
+        data = self.files[file_id]["data"].decode("utf-8")
+        return [json.loads(text) for text in data.split("\n") if text.strip()]
+
     def poll_batch(self, batch_id: str) -> dict[str, Any]:
-        """Each retrieval is one poll; the batch ends on the configured poll."""
-        batch = self.batches[batch_id]
-        batch["_polls"] += 1
-        if batch["status"] == "validating":
-            batch["status"] = "in_progress"
-        if batch["status"] == "in_progress" and batch["_polls"] >= self.batch_polls_to_finish:
-            self._finish_batch(batch)
-        return _public(batch)
+        """Each retrieval is one poll; the batch ends on the configured poll.
+
+        The first poll validates it: a batch that would take the enqueued tokens past
+        ``enqueued_token_limit`` fails there with the Batch API's token_limit_exceeded.
+        """
+        with self._lock:
+            batch = self.batches[batch_id]
+            batch["_polls"] += 1
+            if batch["status"] == "validating":
+                self._validate(batch)
+            if batch["status"] == "in_progress" and batch["_polls"] >= self.batch_polls_to_finish:
+                self._finish_batch(batch)
+            return _public(batch)
+
+    def _validate(self, batch: dict[str, Any]) -> None:
+        enqueued = sum(
+            other["_tokens"] for other in self.batches.values()
+            if other["status"] in ("in_progress", "finalizing")
+        )
+        limit = self.enqueued_token_limit
+        if limit is not None and enqueued + batch["_tokens"] > limit:
+            message = (
+                f"Enqueued token limit reached for {self._model_of(batch)} in organization "
+                f"org-fake. Limit: {limit:,} enqueued tokens. Please try again once some "
+                "in_progress batches have been completed."
+            )
+            self._end(batch, "failed", errors={"object": "list", "data": [
+                {"code": "token_limit_exceeded", "message": message, "param": None,
+                 "line": None},
+            ]})
+            return
+        batch["status"] = "in_progress"
+
+    def _model_of(self, batch: dict[str, Any]) -> str:
+        lines = self._input_lines(batch["input_file_id"])
+        return lines[0]["body"]["model"] if lines else "unknown"
+
+    def _end(self, batch: dict[str, Any], status: str, **fields: Any) -> None:
+        batch.update(status=status, **fields)
+        self.batch_events.append(("ended", batch["id"], status))
 
     def _finish_batch(self, batch: dict[str, Any]) -> None:
-        lines = self.files[batch["input_file_id"]]["data"].decode("utf-8").splitlines()
+        lines = self._input_lines(batch["input_file_id"])
         outcome = self.batch_outcomes.popleft() if self.batch_outcomes else "completed"
-        if outcome == "failed":
-            batch.update(status="failed", errors={"data": [{"message": "invalid input"}]})
+        status, batch_errors = outcome if isinstance(outcome, tuple) else (outcome, None)
+        if status == "failed":
+            batch_errors = batch_errors or [
+                {"code": "invalid_request", "message": "invalid input", "param": None,
+                 "line": None},
+            ]
+            self._end(batch, "failed", errors={"object": "list", "data": batch_errors})
             return
-        if outcome == "expired":
-            lines = lines[: self.batch_lines_before_expiry]
         outputs, errors = [], []
-        for number, text in enumerate(lines):
-            line = json.loads(text)
-            prompt = line["body"]["messages"][-1]["content"]
+        for number, line in enumerate(lines):
+            if status in _UNRUN_LINE_ERRORS and number >= self.batch_lines_before_expiry:
+                if self.unrun_lines_in_error_file:
+                    unrun = _UNRUN_LINE_ERRORS[status]
+                    errors.append(_result_line(number, line["custom_id"], None, unrun))
+                continue
+            prompt = _line_prompt(line)
             self.batch_requests_seen[prompt] += 1
-            status, body = self._batch_answer(line["body"], prompt)
-            result = {
-                "id": f"batch_req_{number}", "custom_id": line["custom_id"],
-                "response": {"status_code": status, "request_id": f"req_{number}", "body": body},
-                "error": None,
-            }
-            (outputs if status == 200 else errors).append(json.dumps(result))
+            code, body = self._batch_answer(line["body"], prompt)
+            if code is None:
+                errors.append(_result_line(number, line["custom_id"], None, body))
+                continue
+            response = {"status_code": code, "request_id": f"req_{number}", "body": body}
+            result = _result_line(number, line["custom_id"], response, None)
+            if code == TRUNCATED_RECORD:
+                outputs.append(result[: len(result) // 2])
+                continue
+            (outputs if code == 200 else errors).append(result)
         for name, kept in (("output_file_id", outputs), ("error_file_id", errors)):
             if kept:
-                data = ("\n".join(kept) + "\n").encode("utf-8")
+                data = self._layout(kept).encode("utf-8")
                 batch[name] = self.add_file(data, "batch_output", f"{name}.jsonl")["id"]
         batch["request_counts"] = {
             "total": len(lines), "completed": len(outputs), "failed": len(errors),
         }
-        batch["status"] = outcome
+        self._end(batch, status)
 
-    def _batch_answer(self, body: dict[str, Any], prompt: str) -> tuple[int, dict[str, Any]]:
+    def _layout(self, records: list[str]) -> str:
+        if self.batch_file_layout == "no_final_newline":
+            return "\n".join(records)
+        if self.batch_file_layout == "blank_lines":
+            return "\n".join(["", *(f"{r}\n \t" for r in records), ""]) + "\n\n"
+        if self.batch_file_layout == "crlf":
+            return "".join(f"{r}\r\n" for r in records)
+        return "".join(f"{r}\n" for r in records)
+
+    def _batch_answer(
+        self, body: dict[str, Any], prompt: str
+    ) -> tuple[int | None, dict[str, Any]]:
+        """The HTTP status and body of one line, or (None, the line's own ``error``).
+
+        Faults: an HTTP status gives an error-file line with the API's error body,
+        "timeout" a line with error code request_timeout, "malformed" an output record cut
+        in half, "no_logprobs" an answer without log-probabilities.
+        """
         kind = (self._next_fault(prompt) or "").partition(":")[0]
         if kind in ("429", "500", "503", "400"):
-            return int(kind), {"error": {"message": f"injected {kind}"}}
+            return int(kind), {"error": _BATCH_LINE_ERRORS[kind]}
+        if kind == "malformed":
+            return TRUNCATED_RECORD, completion_body(prompt, body["model"], 20)
+        if kind == "timeout":
+            return None, {
+                "code": "request_timeout", "message": "The underlying call to the model timed out.",
+            }
         k = int(body.get("top_logprobs") or 0)
         if kind == "no_logprobs":
             return 200, completion_body(prompt, body["model"], k, logprobs=False)
         self._record_served(prompt)
-        return 200, completion_body(prompt, body["model"], k)
+        return 200, completion_body(prompt, body["model"], k, extra_tokens=self.extra_top_tokens)
+
+
+# A line status meaning "write this output record cut in half".
+TRUNCATED_RECORD = -1
+# The error-file lines of requests an expired or cancelled batch did not run.
+_UNRUN_LINE_ERRORS = {
+    "expired": {"code": "batch_expired", "message": "This request could not be executed "
+                "before the completion window expired."},
+    "cancelled": {"code": "batch_cancelled", "message": "This request was not executed "
+                  "because the batch was cancelled."},
+}
+# The error bodies of failed batch lines, shaped like the API's (message, type, param, code).
+_BATCH_LINE_ERRORS = {
+    "400": {"message": "injected 400: 'messages' is malformed", "type": "invalid_request_error",
+            "param": "messages", "code": "invalid_value"},
+    "429": {"message": "injected 429: rate limited", "type": "requests", "param": None,
+            "code": "rate_limit_exceeded"},
+    "500": {"message": "injected 500", "type": "server_error", "param": None, "code": None},
+    "503": {"message": "injected 503: overloaded", "type": "server_error", "param": None,
+            "code": "server_overloaded"},
+}
+
+
+def _line_prompt(line: dict[str, Any]) -> str:
+    return line["body"]["messages"][-1]["content"]
+
+
+def _result_line(
+    number: int, custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None
+) -> str:
+    """One output or error file record, UTF-8 as the API writes it (no \\u escapes)."""
+    result = {"id": f"batch_req_{number}", "custom_id": custom_id, "response": response,
+              "error": error}
+    return json.dumps(result, ensure_ascii=False)
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
