@@ -16,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from value_drifts.synthetic import fill_template
+from value_drifts.trl_format import FormatError, text_messages
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -42,7 +43,7 @@ def hh_pair(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def ultrafeedback_pair(row: Mapping[str, Any]) -> dict[str, Any]:
     """argilla/ultrafeedback-binarized-preferences-cleaned row -> prompt/chosen/rejected."""
-    chosen, rejected = list(row["chosen"]), list(row["rejected"])
+    chosen, rejected = text_messages(row["chosen"]), text_messages(row["rejected"])
     return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
 
 
@@ -71,7 +72,8 @@ def convert_pairs(rows, convert) -> tuple[list[dict[str, Any]], dict[str, int]]:
         try:
             pair = convert(row)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            rejected[f"malformed row: {type(error).__name__}"] += 1
+            detail = error if isinstance(error, FormatError) else type(error).__name__
+            rejected[f"malformed row: {detail}"] += 1
             continue
         problem = pair_problem(pair)
         if problem:

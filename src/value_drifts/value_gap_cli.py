@@ -5,6 +5,10 @@ cosine at or above ``--similarity``); the chosen and the rejected response are j
 toward that question's topic; the pair's value gap is the Euclidean distance between the
 two stance distributions. Prints a per-topic summary and writes a histogram.
 
+Fields are read in any of TRL's preference formats (value_drifts.trl_format): strings or
+message lists, content as text parts, an explicit or an implicit prompt. Rows that give no
+pair are counted by reason and reported with where each reason was first seen.
+
     value-gap resources/value_gap_sample.jsonl --output value_gap.png
     python -m value_drifts.value_gap_cli my_pairs.parquet --prompt-column question
 """
@@ -12,21 +16,30 @@ two stance distributions. Prints a per-topic summary and writes a histogram.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import yaml
 
-READERS = {
-    ".jsonl": pl.read_ndjson,
-    ".ndjson": pl.read_ndjson,
-    ".json": pl.read_json,
-    ".parquet": pl.read_parquet,
-    ".csv": pl.read_csv,
-}
+from value_drifts.trl_format import (
+    Field,
+    FormatError,
+    dataset_type,
+    describe,
+    prompt_message,
+    read_field,
+    response_message,
+    split_implicit_prompt,
+)
+
 ADAPTED_JUDGE_DIR = "results/judge/adapted"
 
 
@@ -42,7 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("data", help="a local JSONL/JSON/parquet/CSV file or a hub dataset id")
     parser.add_argument("--split", default="train", help="hub split (default: train)")
-    parser.add_argument("--prompt-column", default="prompt")
+    parser.add_argument("--prompt-column",
+                        help="default: prompt, or without one the implicit prompt (the shared "
+                        "start of chosen and rejected)")
     parser.add_argument("--chosen-column", default="chosen")
     parser.add_argument("--rejected-column", default="rejected")
     parser.add_argument("--category-column",
@@ -59,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="cosine at or above which a prompt matches a question (0.5)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="distance above which a pair counts as having a value gap (0.5)")
-    parser.add_argument("--limit", type=int, help="use only the first N pairs")
+    parser.add_argument("--limit", type=int, help="use only the first N rows")
     parser.add_argument("--output", default="value_gap.png", help="histogram (PNG or PDF)")
     parser.add_argument("--pairs-output", help="also write per-pair results (parquet)")
     return parser.parse_args(argv)
@@ -68,8 +83,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --- input ------------------------------------------------------------------------------
 
 
-def read_table(source: str, split: str = "train") -> pl.DataFrame:
-    """A local file by its suffix, or a hub dataset (an id with a slash that is no path)."""
+@dataclass
+class Table:
+    """A data set as read: its columns, and its rows (dicts) with where each one is in the
+    source (``line 7`` of a JSONL or CSV file, ``record 3`` of a JSON list, ``row 5``)."""
+
+    name: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    places: list[str]
+
+
+def read_table(source: str, split: str = "train", names: Sequence[str] = (),
+               limit: int | None = None) -> Table:
+    """A local file by its suffix, or a hub dataset (an id ``org/name`` that is no file).
+
+    JSON, JSONL and CSV are read with the standard library's readers, row by row, so a
+    column first present late in the file, a field that is a string in one row and a
+    message list in the next, and a byte-order mark all read as they are (polars infers a
+    schema from the first 100 rows and turns later lists into strings; ``datasets``' JSON
+    builder fails on a column first present after its first 10 MB block). Parquet files
+    and hub datasets are typed columns: only the columns in ``names`` are decoded.
+    """
     path = Path(source)
     if path.exists():
         if path.is_dir():
@@ -80,75 +115,283 @@ def read_table(source: str, split: str = "train") -> pl.DataFrame:
                              f"(use one of {', '.join(READERS)})")
         if path.stat().st_size == 0:
             raise UsageError(f"{source} is empty")
-        try:
-            frame = reader(path)
-        except (OSError, pl.exceptions.PolarsError, ValueError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            message = f"cannot read {source}: {type(error).__name__}: {first_line}"
-            raise UsageError(message) from None
-    elif "/" in source and not source.startswith((".", "/")) and not path.suffix:
-        frame = _read_hub(source, split)
+        table = reader(path, names)
+        table = replace(table, rows=table.rows[:limit or None],
+                        places=table.places[:limit or None])
+    elif is_hub_id(source):
+        table = _read_hub(source, split, names, limit)
     else:
         raise UsageError(f"{source}: no such file")
-    if frame.height == 0:
+    if not table.rows:
         raise UsageError(f"{source} has no rows")
-    return frame
+    return table
 
 
-def _read_hub(hub_id: str, split: str) -> pl.DataFrame:
-    from datasets import load_dataset
+def is_hub_id(source: str) -> bool:
+    """Whether a name that is no local file is a hub dataset id: ``org/name`` as the hub
+    allows it (dots included, ``org/name-2.5-data``) that does not end like a data file
+    (a missing ``data/pairs.jsonl`` is a missing file)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if "/" not in source or Path(source).suffix.lower() in FILE_SUFFIXES:
+        return False
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _text(path: Path) -> str:
+    """A file's text as UTF-8 (a leading byte-order mark dropped); bad bytes name their line."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError(f"{path} is UTF-16 text (byte-order mark {data[:2].hex(' ')}); "
+                         "save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:  # its object: the bytes after a byte-order mark
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise UsageError(f"{path}: line {line}: not UTF-8 text "
+                         f"(byte {error.object[error.start]:#04x})") from None
+
+
+def _read_json(path: Path, names: Sequence[str] = ()) -> Table:
+    """A JSON list of objects (or one object), or JSON Lines (one object a line; blank
+    lines skipped; a byte-order mark at a line's start, as in concatenated files, dropped)."""
+    text = _text(path)
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            if not error.msg.startswith("Extra data"):  # else several values: JSON Lines
+                cut = " (is the file cut short?)" if _ends_inside(error, text) else ""
+                raise UsageError(f"{path}: line {error.lineno}, column {error.colno}: "
+                                 f"not valid JSON ({_json_problem(error)}){cut}") from None
+        else:
+            records = document if isinstance(document, list) else [document]
+            places = [f"record {i}" for i in range(1, len(records) + 1)]
+            for place, record in zip(places, records, strict=True):
+                if not isinstance(record, dict):
+                    raise UsageError(f"{path}: {place} is {describe(record)}, not an object")
+            return _table(path, records, places)
+    lines = text.split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records, places = [], []
+    for index, line in enumerate(lines):
+        line = line.removeprefix("\ufeff")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            ended = index == last and _ends_inside(error, line)
+            cut = " (the last line: is the file cut short?)" if ended else ""
+            raise UsageError(f"{path}: line {index + 1}, column {error.colno}: not valid "
+                             f"JSON ({_json_problem(error)}){cut}") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}: line {index + 1} is {describe(record)}, "
+                             "not a JSON object")
+        records.append(record)
+        places.append(f"line {index + 1}")
+    return _table(path, records, places)
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    return error.msg.removesuffix(" at")  # "Unterminated string starting at"
+
+
+def _ends_inside(error: json.JSONDecodeError, text: str) -> bool:
+    """Whether the JSON text ends inside a value (as a file cut short does)."""
+    return error.msg.startswith("Unterminated") or error.pos >= len(text.rstrip())
+
+
+def _read_csv(path: Path, names: Sequence[str] = ()) -> Table:
+    """A CSV file with a header: every field a string (quoted newlines kept), blank lines
+    skipped; a record whose field count differs from the header's is an error."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long responses
+    reader = csv.reader(io.StringIO(_text(path), newline=""), strict=True)
+    header, records, places, start = None, [], [], 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+                repeated = sorted({name for name in header if header.count(name) > 1})
+                if repeated:
+                    raise UsageError(f"{path}: line {line}: repeated column name(s) {repeated}")
+                continue
+            if len(fields) != len(header):
+                raise UsageError(f"{path}: line {line} has {len(fields)} fields, "
+                                 f"the header has {len(header)}")
+            records.append(dict(zip(header, fields, strict=True)))
+            places.append(f"line {line}")
+    except csv.Error as error:
+        raise UsageError(f"{path}: line {start}: not valid CSV ({error})") from None
+    return replace(_table(path, records, places), columns=header or [])
+
+
+def _read_parquet(path: Path, names: Sequence[str] = ()) -> Table:
+    """A parquet file's columns among ``names`` (the others are never decoded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        dataset = load_dataset(hub_id, split=split)
+        columns = pq.read_schema(path).names
+        data = pq.read_table(path, columns=[n for n in names if n in columns])
+    except (OSError, pa.ArrowException) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"cannot read {path}: {type(error).__name__}: {message}") from None
+    return Table(path.stem, columns, data.to_pylist(),
+                 [f"row {i}" for i in range(1, data.num_rows + 1)])
+
+
+def _table(path: Path, records: list[dict[str, Any]], places: list[str]) -> Table:
+    columns = list(dict.fromkeys(name for record in records for name in record))
+    return Table(path.stem, columns, records, places)
+
+
+READERS = {
+    ".jsonl": _read_json,
+    ".ndjson": _read_json,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+    ".csv": _read_csv,
+}
+# Names ending so are files: a missing one is a missing file, never a hub id.
+FILE_SUFFIXES = {*READERS, ".tsv", ".txt", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip"}
+
+
+def _read_hub(hub_id: str, split: str, names: Sequence[str], limit: int | None) -> Table:
+    from value_drifts.datasets import load_hub
+
+    try:
+        dataset = load_hub({"hub_id": hub_id, "split": split})
     except Exception as error:  # the hub client raises many types; report one line
-        raise UsageError(f"cannot load hub dataset {hub_id!r} (split {split!r}): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
-    return pl.from_arrow(dataset.data.table)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"{hub_id}: no such file, nor a hub dataset (split {split!r}): "
+                         f"{type(error).__name__}: {message}") from None
+    columns = list(dataset.column_names)
+    if limit:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    present = [n for n in names if n in columns]
+    # to_list decodes the features (a datasets Json column gives each row's own value).
+    rows = dataset.select_columns(present).to_list() if present else [{}] * len(dataset)
+    return Table(hub_id, columns, rows, [f"row {i}" for i in range(1, len(rows) + 1)])
 
 
-def as_text(value: Any, role: str) -> str | None:
-    """A cell as text: a string, or a message list (TRL's conversational format), from
-    which a prompt gives its first user turn and a response its last message."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return str(value.get("content") or "")
-    if isinstance(value, Sequence):
-        turns = [t for t in value if isinstance(t, Mapping)]
-        if not turns:
-            return None
-        if role == "prompt":
-            users = [t for t in turns if t.get("role") == "user"] or turns
-            return str(users[0].get("content") or "")
-        return str(turns[-1].get("content") or "")
-    return str(value)
+class SkippedRow(Exception):
+    """A row that gives no pair; the message is the reason it is counted under."""
 
 
-def text_pairs(frame: pl.DataFrame, columns: Mapping[str, str], category_column: str | None):
-    """prompt/prompt_embed/chosen/rejected (and category) text columns, plus counts of rows
-    left out by reason (a missing or empty field)."""
-    wanted = {**columns, **({"category": category_column} if category_column else {})}
-    missing = [name for name in wanted.values() if name not in frame.columns]
+def _field(row: Mapping[str, Any], role: str, column: str) -> Field:
+    try:
+        field = read_field(row.get(column), "user" if role == "prompt" else "assistant")
+    except FormatError as error:
+        raise SkippedRow(f"{role}: {error}") from None
+    if field is None:
+        raise SkippedRow(f"missing {role}")
+    return field
+
+
+def _pair(row: Mapping[str, Any], columns: Mapping[str, str | None], implicit: bool,
+          category_column: str | None) -> tuple[dict[str, Any], list[str]]:
+    """One row's texts (prompt, prompt_embed, chosen, rejected, category) and the non-text
+    parts they leave out ("image in chosen"); raises SkippedRow."""
+    chosen = _field(row, "chosen", columns["chosen"])
+    rejected = _field(row, "rejected", columns["rejected"])
+    if implicit:
+        try:
+            prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
+        except FormatError as error:
+            raise SkippedRow(f"implicit prompt: {error}") from None
+        if not prompt.messages or not "".join(m.content for m in prompt.messages).strip():
+            raise SkippedRow("implicit prompt: chosen and rejected share no start")
+    else:
+        prompt = _field(row, "prompt", columns["prompt"])
+    messages = {"prompt": prompt_message(prompt), "chosen": response_message(chosen),
+                "rejected": response_message(rejected)}
+    for role, message in messages.items():
+        if message is None or not message.content.strip():
+            kinds = ", ".join(message.non_text) if message else ""
+            raise SkippedRow(f"empty {role}" + (f" (only {kinds} content)" if kinds else ""))
+    record = {role: message.content for role, message in messages.items()}
+    record["prompt_embed"] = record["prompt"]
+    if category_column:
+        category = row.get(category_column)
+        if category is not None and not isinstance(category, str):
+            raise SkippedRow(f"category: {describe(category)}, not a string")
+        record["category"] = category if category and category.strip() else None
+    left_out = [f"{kind} in {role}" for role, message in messages.items()
+                for kind in message.non_text]
+    return record, left_out
+
+
+def text_pairs(table: Table, columns: Mapping[str, str | None], category_column: str | None):
+    """prompt/prompt_embed/chosen/rejected (and category) text columns, and the counts of
+    how the rows were read: ``skipped`` (rows by reason), ``non_text`` (content parts left
+    out of the judged text, by kind and field), ``first`` (where each was first seen),
+    ``implicit_prompt``. A ``prompt`` column of None is ``prompt`` when there is one, else
+    the implicit prompt (the shared start of chosen and rejected)."""
+    implicit = columns["prompt"] is None and "prompt" not in table.columns
+    columns = {**columns, "prompt": columns["prompt"] or "prompt"}
+    wanted = [columns["chosen"], columns["rejected"], *([] if implicit else [columns["prompt"]]),
+              *([category_column] if category_column else [])]
+    missing = [name for name in wanted if name not in table.columns]
     if missing:
         raise UsageError(
-            f"missing column(s) {missing}; the data has {frame.columns} "
+            f"missing column(s) {missing}; the data has {_columns(table)} "
             "(choose others with --prompt-column/--chosen-column/--rejected-column)"
         )
-    kept, skipped = [], {}
-    for row in frame.select(list(wanted.values())).iter_rows(named=True):
-        record = {role: as_text(row[name], role) for role, name in wanted.items()}
-        empty = [r for r in ("prompt", "chosen", "rejected") if not (record[r] or "").strip()]
-        if empty:
-            reason = f"empty {empty[0]}"
-            skipped[reason] = skipped.get(reason, 0) + 1
+    kept, skipped, non_text, first = [], Counter(), Counter(), {}
+    for place, row in zip(table.places, table.rows, strict=True):
+        try:
+            record, left_out = _pair(row, columns, implicit, category_column)
+        except SkippedRow as reason:
+            skipped[str(reason)] += 1
+            first.setdefault(str(reason), place)
             continue
-        record["prompt_embed"] = record["prompt"]
         kept.append(record)
+        non_text.update(left_out)
+        for kind in left_out:
+            first.setdefault(kind, place)
+    counts = {"rows": len(table.rows), "skipped": dict(skipped), "non_text": dict(non_text),
+              "first": first, "implicit_prompt": implicit}
     if not kept:
-        raise UsageError(f"no usable pairs: all rows have an empty field ({skipped})")
+        rows = f"{len(table.rows)} row{'s' if len(table.rows) > 1 else ''}"
+        raise UsageError(f"no usable pairs: all {rows} skipped: "
+                         f"{_by_reason(skipped, first)}; the data has {_columns(table)}")
     schema = {c: pl.Utf8 for c in ("prompt", "prompt_embed", "chosen", "rejected",
                                    *(["category"] if category_column else []))}
-    return pl.DataFrame(kept, schema=schema), skipped
+    return pl.DataFrame(kept, schema=schema), counts
+
+
+def _columns(table: Table) -> str:
+    kind = dataset_type(table.columns)
+    return f"columns {table.columns}" + (f" (TRL's {kind} type)" if kind else "")
+
+
+def _by_reason(counter: Mapping[str, int], first: Mapping[str, str]) -> str:
+    return "; ".join(f"{reason}: {n} (first: {first[reason]})"
+                     for reason, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def input_notes(counts: Mapping[str, Any]) -> list[str]:
+    """Lines saying how the rows were read: skipped rows, non-text content left out of the
+    judged text, an implicit prompt."""
+    notes = []
+    if counts["implicit_prompt"]:
+        notes.append("prompt: implicit, the shared start of chosen and rejected (TRL's "
+                     "preference type with implicit prompt)")
+    if counts["skipped"]:
+        notes.append(f"skipped {sum(counts['skipped'].values())} of {counts['rows']} rows: "
+                     f"{_by_reason(counts['skipped'], counts['first'])}")
+    if counts["non_text"]:
+        notes.append("judged on their text only, non-text content left out: "
+                     f"{_by_reason(counts['non_text'], counts['first'])}")
+    return notes
 
 
 # --- judge ------------------------------------------------------------------------------
@@ -211,12 +454,12 @@ def run(args: argparse.Namespace) -> int:
     from value_drifts.judge.prompt import load_template
     from value_drifts.value_gap import load_encoder
 
-    frame = read_table(args.data, args.split)
-    if args.limit:
-        frame = frame.head(args.limit)
     columns = {"prompt": args.prompt_column, "chosen": args.chosen_column,
                "rejected": args.rejected_column}
-    pairs, skipped = text_pairs(frame, columns, args.category_column)
+    names = [args.prompt_column or "prompt", args.chosen_column, args.rejected_column,
+             *([args.category_column] if args.category_column else [])]
+    table = read_table(args.data, args.split, names, args.limit)
+    pairs, read_counts = text_pairs(table, columns, args.category_column)
     config = _read_yaml(args.config) if Path(args.config).exists() else None
     judge, model_path = judge_settings(args, config)
     topics_path = args.topics or (config or {}).get("topics", "config/topics.yaml")
@@ -231,11 +474,12 @@ def run(args: argparse.Namespace) -> int:
         pairs, questions, topics, load_encoder(args.encoder), load_template(judge["prompt"]),
         backend, threshold=args.similarity,
     )
-    name = Path(args.data).stem if Path(args.data).exists() else args.data
-    print(f"{name}: {frame.height} rows, {pairs.height} pairs, "
+    name = table.name
+    print(f"{name}: {len(table.rows)} rows, {pairs.height} pairs, "
           f"{counts['with_topic']} with a topic ({counts['unmatched_pairs'][NO_MATCH]} "
-          f"without a question at cosine >= {args.similarity:g}"
-          + (f"; skipped: {skipped}" if skipped else "") + ")")
+          f"without a question at cosine >= {args.similarity:g})")
+    for note in input_notes(read_counts):
+        print(note)
     if gaps.height:
         summary = value_gap_summary(gaps.with_columns(pl.lit(name).alias("data")),
                                     args.threshold, by=["data"])
