@@ -13,7 +13,6 @@ import pytest
 from tests.workflow import REPO
 from value_drifts import resources as res
 from value_drifts.training import launch
-from value_drifts.training.checkpoints import resumable_checkpoint
 from value_drifts.training.common import TrainerSettings, training_arguments
 from value_drifts.training.launch import TrainingJob, launch_command, run_training
 
@@ -125,25 +124,6 @@ def test_module_entry_point_runs_the_job(monkeypatch, tmp_path):
     path.write_text(job.to_json())
     launch.main([str(path)])
     assert seen == [job]
-
-
-def _checkpoint(root: Path, step: int, files: list[str]):
-    path = root / f"checkpoint-{step}"
-    for name in files:
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text("x")
-    return path
-
-
-def test_resume_finds_deepspeed_checkpoints(tmp_path):
-    # DeepSpeed saves optimizer shards under global_step*/ instead of optimizer.pt.
-    _checkpoint(tmp_path, 2, ["trainer_state.json", "model.safetensors",
-                              "global_step2/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"])
-    _checkpoint(tmp_path, 4, ["trainer_state.json", "model.safetensors"])  # model only
-    _checkpoint(tmp_path, 6, ["model.safetensors", "global_step6/mp_rank_00_model_states.pt"])
-    assert resumable_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
-    _checkpoint(tmp_path, 6, ["trainer_state.json"])  # the save finished
-    assert resumable_checkpoint(tmp_path) == str(tmp_path / "checkpoint-6")
 
 
 def test_zero_stage_by_model_and_task():

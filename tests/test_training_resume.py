@@ -3,6 +3,7 @@ planned step count (real TRL trainers on a tiny random model)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,12 @@ import pytest
 
 from tests.tiny_model import build_tiny_model, support_pairs
 from tests.workflow import REPO
-from value_drifts.training.checkpoints import checkpoint_steps, saved_steps
+from value_drifts.training.checkpoints import (
+    COMPLETE_MARKER,
+    checkpoint_steps,
+    incomplete_reason,
+    saved_steps,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +93,28 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, pairs_file
     assert (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == first_checkpoint
 
 
-def test_ppo_restarts_from_its_last_policy_and_keeps_step_numbers(tmp_path, tiny_model, pairs_file):
+def test_ppo_restarts_from_its_last_complete_policy_and_keeps_step_numbers(
+    tmp_path, tiny_model, pairs_file
+):
     reward_dir = tmp_path / "reward"
     _train([tiny_model, reward_dir, "reward", pairs_file, ""])
     out = tmp_path / "ppo"
     args = [tiny_model, out, "ppo", pairs_file, reward_dir / "final"]
     _train(args, kill_after_checkpoint=out / "checkpoint-2")
     assert saved_steps(out) == [2]
+    assert (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    first_checkpoint = (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
+    # As if killed while saving checkpoint-4: its config written, its weights cut short.
+    half = out / "checkpoint-4"
+    half.mkdir()
+    shutil.copy(out / "checkpoint-2" / "config.json", half)
+    weights = (out / "checkpoint-2" / "model.safetensors").read_bytes()
+    (half / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    assert incomplete_reason(half).startswith("model.safetensors is truncated")
     _train(args)
     assert saved_steps(out) == checkpoint_steps(N_PAIRS, BATCH, 1, SAVE, ppo=True) == [2, 4]
     assert _global_step(out / "checkpoint-4") == 4
+    assert incomplete_reason(out / "checkpoint-4") is None
+    assert (out / "checkpoint-4" / COMPLETE_MARKER).is_file()
+    # restarted from checkpoint-2, which was not written again
+    assert (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == first_checkpoint

@@ -2,7 +2,8 @@
 loss_type="simpo"), and PPO with a reward model trained first.
 
 Each function takes shared TrainerSettings plus the algorithm's own hyperparameters from
-config, and resumes from the newest complete checkpoint in its output directory.
+config, and resumes from the newest complete checkpoint in its output directory (see
+``checkpoints.incomplete_reason``); each checkpoint gets a completion marker once saved.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from value_drifts.training.checkpoints import resumable_checkpoint, saved_steps
+from value_drifts.training.checkpoints import (
+    completion_marker_callback,
+    newest_complete_step,
+    resumable_checkpoint,
+)
 from value_drifts.training.common import TrainerSettings, training_arguments
 
 
@@ -27,6 +32,7 @@ def _policy(model_path: str):
 
 
 def _train(trainer, settings: TrainerSettings, callbacks=()):
+    trainer.add_callback(completion_marker_callback())
     for callback in callbacks:
         trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resumable_checkpoint(Path(settings.output_dir)))
@@ -121,15 +127,15 @@ def train_ppo(
     the value model. The trainer saves the policy at each checkpoint.
 
     TRL's PPOTrainer has no ``resume_from_checkpoint``: after a crash, training restarts
-    from the newest saved policy and runs only the remaining updates, numbering
+    from the newest complete saved policy (a checkpoint cut short while saving is skipped,
+    see ``checkpoints.incomplete_reason``) and runs only the remaining updates, numbering
     checkpoints on from where it stopped (value head and optimiser restart fresh).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    done = saved_steps(Path(settings.output_dir))
-    start_step = done[-1] if done else 0
+    start_step = newest_complete_step(Path(settings.output_dir)) or 0
     policy_path = (
         f"{settings.output_dir}/checkpoint-{start_step}" if start_step else settings.model_path
     )
@@ -174,6 +180,7 @@ def train_ppo(
     )
     if start_step:
         trainer.add_callback(_step_offset_callback(start_step))
+    trainer.add_callback(completion_marker_callback())
     for callback in callbacks:
         trainer.add_callback(callback)
     trainer.train()

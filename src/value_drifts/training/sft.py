@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from value_drifts.training.checkpoints import resumable_checkpoint
+from value_drifts.training.checkpoints import completion_marker_callback, resumable_checkpoint
 from value_drifts.training.common import TrainerSettings, training_arguments
 
 
 def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     """Fine-tune ``run.model_path`` on conversational ``rows`` (TRL's ``messages`` or
     ``prompt``/``completion`` format), saving a checkpoint every ``save_steps`` and at
-    the end; resumes from the newest complete checkpoint in ``output_dir``."""
+    the end, each with a completion marker; resumes from the newest complete checkpoint
+    with optimizer state in ``output_dir``."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -28,6 +29,7 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
+        callbacks=[completion_marker_callback()],
     )
     trainer.train(resume_from_checkpoint=resumable_checkpoint(Path(run.output_dir)))
     return trainer
