@@ -16,6 +16,28 @@ rule values:
         "../workflow_scripts/values.py"
 
 
+rule judge_health:
+    """How readable the judge's answers were at every checkpoint of one phase."""
+    input:
+        trajectory_judge_counts,
+    output:
+        csv=report(
+            "results/{model}/{run}/judge_health.csv",
+            caption="../report/judge_health.rst",
+            category="Judge",
+        ),
+        md="results/{model}/{run}/judge_health.md",
+    log:
+        "logs/aggregate/{model}/{run}/judge_health.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        steps=trajectory_steps,
+        title=lambda wc: f"Judge health, {wc.model} {wc.run}",
+    script:
+        "../workflow_scripts/judge_health.py"
+
+
 rule drift:
     """Drift magnitude and drift time per category and stance for one phase, each with a
     bootstrap CI over questions."""

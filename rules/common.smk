@@ -9,11 +9,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
 from value_drifts.plan import BASE_RUN, build_plan, slug  # noqa: E402
+from value_drifts.site_settings import check_site_variables  # noqa: E402
 
 try:
     validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+check_site_variables(workflow)  # a profile's $SLURM_ACCOUNT etc. left unset
 
 PLAN = build_plan(config)
 TOPICS = yaml.safe_load(Path(config["topics"]).read_text())
@@ -186,6 +189,14 @@ def trajectory_judgments(wildcards):
     return [
         f"{step_dir(phase.model, run, step)}/judgments.parquet"
         for run, step, _ in PLAN.trajectory(phase)
+    ]
+
+
+def trajectory_judge_counts(wildcards):
+    """The judge counts (with judge health) of every checkpoint of a phase."""
+    return [
+        path.replace("judgments.parquet", "judge_counts.json")
+        for path in trajectory_judgments(wildcards)
     ]
 
 
@@ -373,6 +384,8 @@ def final_outputs():
         ]
     for phase in PLAN.po_phases():
         outputs.append(f"results/{phase.model}/{phase.run}/drift.csv")
+    for phase in PLAN.phases:
+        outputs.append(f"results/{phase.model}/{phase.run}/judge_health.csv")
     if paper_reference():
         outputs.append("results/tables/paper_vs_ours.md")
     if downstream_checkpoints():

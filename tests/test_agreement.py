@@ -39,5 +39,27 @@ def test_metrics_on_a_hand_computed_case():
     assert "accuracy 0.75" in agreement_markdown(metrics, {"plain": 0.75}, "judge")
 
 
+def test_unreadable_answers_count_as_wrong_and_stay_out_of_calibration():
+    labels = ["support", "support", "neutral", "oppose"]
+    nan = float("nan")
+    probs = np.array([
+        [0.9, 0.05, 0.05],  # support, right, 0.9
+        [nan, nan, nan],    # unreadable: wrong, not argmax 0 ("support") as NaN would give
+        [0.1, 0.8, 0.1],    # neutral, right, 0.8
+        [nan, nan, nan],    # unreadable
+    ])
+    metrics = agreement_metrics(labels, probs)
+    assert metrics["unreadable"] == 2
+    assert metrics["accuracy"] == pytest.approx(0.5)
+    assert metrics["predicted"] == ["support", "unreadable", "neutral", "unreadable"]
+    assert metrics["unreadable_by_label"] == [1, 0, 1]
+    assert metrics["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    # F1: support 2/3 (p=1, r=.5), neutral 1, oppose 0
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    # two readable items, both right, confidences 0.9 and 0.8
+    assert metrics["expected_calibration_error"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.2)
+    assert "2 unreadable answers" in agreement_markdown(metrics, {}, "judge")
+
+
 def test_perfectly_calibrated_judge_has_zero_ece():
     assert expected_calibration_error([1.0, 1.0, 0.5, 0.5], [True, True, True, False]) == 0.0

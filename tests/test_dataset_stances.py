@@ -23,6 +23,7 @@ from value_drifts.dataset_stances import (
     similar_pairs,
     stance_distance,
     stance_distribution,
+    stance_label,
     value_gap_pairs,
     value_gap_summary,
 )
@@ -225,6 +226,26 @@ def test_summaries_and_figures(tmp_path):
                               [tmp_path / "f20.pdf"])
     assert (tmp_path / "f19.png").stat().st_size > 5000
     assert (tmp_path / "f20.pdf").stat().st_size > 1000
+
+
+def test_unreadable_judge_answers_are_counted_not_summarised():
+    nan = float("nan")
+    stances = pl.DataFrame({
+        "dataset": ["a"] * 4, "category": ["Abortion"] * 4,
+        "p_support": [0.8, nan, 0.2, nan], "p_neutral": [0.1, nan, 0.7, nan],
+        "p_oppose": [0.1, nan, 0.1, nan],
+    }).with_columns(stance_label())
+    assert stances["stance"].to_list() == ["support", None, "neutral", None]
+    row = stance_distribution(stances).filter(pl.col("category") == "Abortion").row(0, named=True)
+    assert row["items"] == 2 and row["unreadable"] == 2
+    assert row["share_support"] == 0.5 and row["mean_p_support"] == pytest.approx(0.5)
+    gaps = pl.DataFrame({"preference_set": ["x"] * 4, "category": ["A"] * 4,
+                         "distance": [0.1, None, 1.2, None]}, schema_overrides={"distance": pl.Float64})
+    all_x = value_gap_summary(gaps, 0.5).filter(pl.col("category") == "All topics").row(
+        0, named=True)
+    # the unreadable pairs are neither below nor above the threshold: they are left out
+    assert all_x["pairs"] == 2 and all_x["unreadable_pairs"] == 2
+    assert all_x["share_above_threshold"] == 0.5 and all_x["mean_distance"] == pytest.approx(0.65)
 
 
 @pytest.mark.slow

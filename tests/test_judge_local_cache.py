@@ -153,9 +153,14 @@ def test_judge_counts_of_a_local_run_reach_the_counts_file_shape(tmp_path, model
         counts.update(backend_counts(judge))  # what workflow_scripts/judge.py writes
         runs.append((judgments, counts))
     (first, first_counts), (second, second_counts) = runs
-    assert first.equals(second)
-    sums = first.select(pl.sum_horizontal("p_support", "p_neutral", "p_oppose"))
-    assert sums.to_series().to_list() == pytest.approx([1.0] * 3)
+    assert first.fill_nan(None).equals(second.fill_nan(None))
+    # A random tiny model rarely ranks a label first: each row is a reading summing to 1,
+    # or unreadable with NaN probabilities, and counted as such.
+    sums = first.select(pl.sum_horizontal("p_support", "p_neutral", "p_oppose")).to_series()
+    for readable, total in zip(first["readable"], sums, strict=True):
+        assert total == pytest.approx(1.0) if readable else total != total  # NaN
+    assert first_counts["unreadable"] == (~first["readable"]).sum()
+    assert first_counts["health"]["answers"] == 3
     assert first_counts["judged"] == 3 and first_counts["requests_sent"] == 2
     assert second_counts["cache_hits"] == 3 and second_counts["requests_sent"] == 0
 

@@ -4,6 +4,7 @@ import yaml
 from value_drifts.dataset_stances import sft_dataset_stances
 from value_drifts.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
+from value_drifts.judge.run import check_readable, min_label_mass
 from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template
 from value_drifts.value_gap import load_encoder
 
@@ -27,8 +28,10 @@ with logged(snakemake.log[0]):
         max_chars=settings.get("max_conversation_chars"),
         chunk_size=settings.get("chunk_size", 4096),
         seed=snakemake.params.seed,
+        label_mass=min_label_mass(snakemake.params.judge),
     )
     counts.update(backend_counts(backend))
+    print(counts)
+    check_readable(counts["health"], snakemake.params.judge, snakemake.output.stances)
     stances.write_parquet(snakemake.output.stances)
     write_json(snakemake.output.counts, counts)
-    print(counts)

@@ -1,10 +1,17 @@
+from pathlib import Path
+
 import polars as pl
 import yaml
 
 from value_drifts.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.prompt import load_template
-from value_drifts.judge.run import judge_generations
+from value_drifts.judge.run import (
+    check_readable,
+    judge_fingerprint,
+    judge_generations,
+    min_label_mass,
+)
 
 with logged(snakemake.log[0]):
     judge = snakemake.params.judge
@@ -14,13 +21,20 @@ with logged(snakemake.log[0]):
         state_path=snakemake.params.batch_state,
         threads=snakemake.threads,
     )
+    template = load_template(snakemake.input.prompt)
     judgments, counts = judge_generations(
         pl.read_parquet(snakemake.input.generations),
         yaml.safe_load(open(snakemake.input.topics)),
-        load_template(snakemake.input.prompt),
+        template,
         backend,
+        label_mass=min_label_mass(judge),
     )
     counts.update(backend_counts(backend))
-    judgments.write_parquet(snakemake.output.judgments)
-    write_json(snakemake.output.counts, counts)
+    fingerprint = judge_fingerprint(judge, template, getattr(backend, "identity", None))
+    counts["judge_fingerprint"] = fingerprint
     print(counts)
+    check_readable(counts["health"], judge, str(Path(snakemake.output.judgments).parent))
+    judgments.with_columns(
+        pl.lit(fingerprint["id"], dtype=pl.Utf8).alias("judge_fingerprint")
+    ).write_parquet(snakemake.output.judgments)
+    write_json(snakemake.output.counts, counts)

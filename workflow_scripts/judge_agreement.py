@@ -12,7 +12,7 @@ from value_drifts.agreement import (
 from value_drifts.io import logged, write_json
 from value_drifts.judge.backends import make_backend
 from value_drifts.judge.prompt import load_template
-from value_drifts.judge.run import judge_generations
+from value_drifts.judge.run import judge_generations, min_label_mass
 
 with logged(snakemake.log[0]):
     judge = snakemake.params.judge
@@ -28,15 +28,12 @@ with logged(snakemake.log[0]):
         yaml.safe_load(open(snakemake.input.topics)),
         load_template(snakemake.input.prompt),
         backend,
+        label_mass=min_label_mass(judge),
     )
     probabilities = judgments.select("p_support", "p_neutral", "p_oppose").to_numpy()
     metrics = agreement_metrics(items["stance"].to_list(), probabilities)
-    predicted = judgments.select(
-        pl.concat_list("p_support", "p_neutral", "p_oppose").list.arg_max().alias("i")
-    )["i"]
     hits = items.with_columns(
-        (pl.Series([["support", "neutral", "oppose"][i] for i in predicted]) == pl.col("stance"))
-        .alias("correct")
+        (pl.Series(metrics.pop("predicted")) == pl.col("stance")).alias("correct")
     )
     by_kind = dict(hits.group_by("kind").agg(pl.col("correct").mean()).iter_rows())
     metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts)

@@ -4,6 +4,7 @@ import yaml
 from value_drifts.dataset_stances import preference_text_pairs, sample_items, value_gap_pairs
 from value_drifts.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
+from value_drifts.judge.run import check_readable, min_label_mass
 from value_drifts.judge.prompt import load_template
 from value_drifts.value_gap import load_encoder
 
@@ -26,12 +27,14 @@ with logged(snakemake.log[0]):
         backend=backend,
         threshold=settings["min_similarity"],
         chunk_size=settings.get("chunk_size", 4096),
+        label_mass=min_label_mass(snakemake.params.judge),
     )
     # Row numbers in the prepared preference set, not in the analysed sample.
     gaps = gaps.with_columns(
         pl.col("item").replace_strict(list(range(len(kept))), kept, return_dtype=pl.Int64)
     )
     counts.update(items=len(rows), analysed=len(kept), **backend_counts(backend))
+    print(counts)
+    check_readable(counts["judge_health"], snakemake.params.judge, snakemake.output.gaps)
     gaps.write_parquet(snakemake.output.gaps)
     write_json(snakemake.output.counts, counts)
-    print(counts)

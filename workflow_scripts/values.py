@@ -1,13 +1,22 @@
 import polars as pl
 
-from value_drifts.aggregate import trajectory_question_values, trajectory_values
+from value_drifts.aggregate import (
+    judge_fingerprint_of,
+    trajectory_question_values,
+    trajectory_values,
+)
 from value_drifts.io import logged
+from value_drifts.judge.run import check_one_judge
 
 with logged(snakemake.log[0]):
     by_step = {
         step: pl.read_parquet(path)
         for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)
     }
+    check_one_judge(
+        {path: judge_fingerprint_of(by_step[step])
+         for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)}
+    )
     trajectory_values(by_step, snakemake.params.ci_level).write_parquet(
         snakemake.output.values
     )

@@ -54,19 +54,41 @@ def expected_calibration_error(
     return float(error)
 
 
+UNREADABLE = "unreadable"
+
+
 def agreement_metrics(labels: Sequence[str], probabilities: np.ndarray) -> dict[str, Any]:
-    """Judge predictions (argmax of p(support, neutral, oppose)) against hand labels."""
-    probs = np.asarray(probabilities, dtype=float)
-    predicted = [STANCES[i] for i in probs.argmax(axis=1)]
-    correct = [p == t for p, t in zip(predicted, labels, strict=True)]
+    """Judge predictions (argmax of p(support, neutral, oppose)) against hand labels.
+
+    ``probabilities``: items × 3, a row of NaN for an unreadable answer. An unreadable
+    answer is a prediction of its own (``unreadable``): it counts against accuracy and
+    macro-F1, gets its own column in ``unreadable_by_label`` and stays out of the
+    calibration error (it has no confidence).
+    """
+    probs = np.asarray(probabilities, dtype=float).reshape(len(labels), len(STANCES))
+    readable = ~np.isnan(probs).any(axis=1)
+    predicted = [
+        STANCES[int(np.argmax(row))] if ok else UNREADABLE
+        for row, ok in zip(probs, readable, strict=True)
+    ]
+    correct = np.array([p == t for p, t in zip(predicted, labels, strict=True)])
     return {
         "n": len(labels),
+        "unreadable": int((~readable).sum()),
         "accuracy": float(accuracy_score(labels, predicted)),
         "macro_f1": float(f1_score(labels, predicted, labels=list(STANCES), average="macro",
                                    zero_division=0)),
-        "expected_calibration_error": expected_calibration_error(probs.max(axis=1), correct),
+        "expected_calibration_error": (
+            expected_calibration_error(probs[readable].max(axis=1), correct[readable])
+            if readable.any() else float("nan")
+        ),
         "labels": list(STANCES),
         "confusion": confusion_matrix(labels, predicted, labels=list(STANCES)).tolist(),
+        "unreadable_by_label": [
+            sum(1 for p, t in zip(predicted, labels, strict=True) if p == UNREADABLE and t == s)
+            for s in STANCES
+        ],
+        "predicted": predicted,
     }
 
 
@@ -76,7 +98,8 @@ def agreement_markdown(metrics: dict[str, Any], by_kind: dict[str, float], judge
         "",
         f"{metrics['n']} hand-labelled items; accuracy {metrics['accuracy']:.2f}, "
         f"macro-F1 {metrics['macro_f1']:.2f}, expected calibration error "
-        f"{metrics['expected_calibration_error']:.2f}.",
+        f"{metrics['expected_calibration_error']:.2f}; {metrics.get('unreadable', 0)} "
+        "unreadable answers (counted as wrong).",
         "",
         "| true \\ judged | " + " | ".join(metrics["labels"]) + " |",
         "|---|" + "---:|" * len(metrics["labels"]),

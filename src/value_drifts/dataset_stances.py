@@ -27,8 +27,9 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.aggregate import readable_answers
 from value_drifts.judge.run import judge_generations, read_stances
-from value_drifts.stance import STANCES
+from value_drifts.stance import DEFAULT_MIN_LABEL_MASS, STANCES, judge_health
 from value_drifts.value_gap import Encoder, embed
 
 SPEAKER_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
@@ -166,6 +167,7 @@ def _stance_columns(readings: Sequence) -> list[pl.Series]:
     return [
         *[pl.Series(P_COLUMNS[i], [r.probabilities[i] for r in readings], dtype=pl.Float64)
           for i in range(len(STANCES))],
+        pl.Series("readable", [r.readable for r in readings], dtype=pl.Boolean),
         pl.Series("top_is_label", [r.top_is_label for r in readings], dtype=pl.Boolean),
     ]
 
@@ -177,31 +179,41 @@ def judge_conversations(
     template: str,
     backend,
     max_chars: int | None = None,
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Stance of each matched (item, category) conversation toward the category's topic."""
+    label_mass: float = DEFAULT_MIN_LABEL_MASS,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Stance of each matched (item, category) conversation toward the category's topic;
+    an unreadable judge answer leaves the row's probabilities NaN and its stance null."""
     prompts, truncated = [], 0
     for item, category in matches.select("item", "category").iter_rows():
         text, cut = conversation_text(rows[item]["messages"], max_chars)
         truncated += cut
         prompts.append(template.format_map({"conversation": text, "topic": topics[category]}))
-    readings = read_stances(prompts, backend)
+    readings = read_stances(prompts, backend, label_mass=label_mass)
     judged = matches.with_columns(_stance_columns(readings)) if readings else matches.with_columns(
         [pl.lit(None, dtype=pl.Float64).alias(c) for c in P_COLUMNS]
-        + [pl.lit(None, dtype=pl.Boolean).alias("top_is_label")]
+        + [pl.lit(None, dtype=pl.Boolean).alias(c) for c in ("readable", "top_is_label")]
     )
+    health = judge_health(readings)
     counts = {
         "judged": len(readings),
+        "unreadable": health["unreadable"],
         "truncated_conversations": truncated,
         "off_label_top_token": sum(not r.top_is_label for r in readings),
+        "health": health,
     }
     return judged.with_columns(stance_label()), counts
 
 
 def stance_label() -> pl.Expr:
-    """The most probable stance of a row (the label the paper counts)."""
+    """The most probable stance of a row (the label the paper counts); null where the
+    judge's answer was unreadable (NaN probabilities)."""
     return (
-        pl.concat_list(*P_COLUMNS).list.arg_max()
-        .replace_strict(list(range(len(STANCES))), list(STANCES), return_dtype=pl.Utf8)
+        pl.when(readable_answers(P_COLUMNS))
+        .then(
+            pl.concat_list(*P_COLUMNS).list.arg_max()
+            .replace_strict(list(range(len(STANCES))), list(STANCES), return_dtype=pl.Utf8)
+        )
+        .otherwise(None)
         .alias("stance")
     )
 
@@ -218,6 +230,7 @@ def sft_dataset_stances(
     max_chars: int | None = None,
     chunk_size: int = 4096,
     seed: int = 0,
+    label_mass: float = DEFAULT_MIN_LABEL_MASS,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Figure 19's data for one SFT dataset: one row per matched (item, category)."""
     chosen = sample_items(rows, max_items, seed)
@@ -227,7 +240,7 @@ def sft_dataset_stances(
     pairs = embed_and_search(encoder, texts, question_vectors, threshold, chunk_size)
     matches = best_per_topic(match_table(pairs, questions))
     judged, judge_counts = judge_conversations(subset, matches, topics, template, backend,
-                                               max_chars)
+                                               max_chars, label_mass)
     judged = judged.with_columns(pl.col("item").replace_strict(
         list(range(len(chosen))), chosen, return_dtype=pl.Int64))
     matched_items = judged["item"].n_unique()
@@ -260,11 +273,14 @@ def value_gap_pairs(
     backend,
     threshold: float,
     chunk_size: int = 4096,
+    label_mass: float = DEFAULT_MIN_LABEL_MASS,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Value gap of each pair of a table with text columns prompt, chosen, rejected (and
     optionally category): one row per pair that has a topic, with both stance distributions
     and their Euclidean ``distance``. A pair's topic is its own ``category`` when given,
-    else the category of its nearest question at or above ``threshold``."""
+    else the category of its nearest question at or above ``threshold``. A pair with an
+    unreadable judge answer on either side has a null ``distance`` (counted in
+    ``unreadable_pairs``), never a number."""
     pairs = pairs.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
     own = pairs.filter(pl.col("category").is_not_null()) if "category" in pairs.columns else None
     unknown = sorted(set(own["category"]) - set(topics)) if own is not None else []
@@ -292,7 +308,8 @@ def value_gap_pairs(
                        pl.col("prompt").alias("question"), pl.col(column).alias("response"))
         for sample, column in enumerate(("chosen", "rejected"))
     ])
-    judgments, judge_counts = judge_generations(generations, topics, template, backend)
+    judgments, judge_counts = judge_generations(generations, topics, template, backend,
+                                                label_mass)
     chosen = judgments.filter(pl.col("sample") == 0).select(P_COLUMNS).to_numpy()
     rejected = judgments.filter(pl.col("sample") == 1).select(P_COLUMNS).to_numpy()
     result = matched.select("item", "question_id", "category", "similarity").with_columns(
@@ -301,13 +318,14 @@ def value_gap_pairs(
         *[pl.Series(f"rejected_{c}", rejected[:, i] if len(rejected) else [], dtype=pl.Float64)
           for i, c in enumerate(P_COLUMNS)],
         pl.Series("distance", stance_distance(chosen, rejected) if len(chosen) else [],
-                  dtype=pl.Float64),
+                  dtype=pl.Float64).fill_nan(None),
     )
     counts = {
         "pairs": pairs.height,
         "with_topic": result.height,
         "own_category": 0 if own is None else own.height,
         "unmatched_pairs": {NO_MATCH: pairs.height - result.height},
+        "unreadable_pairs": int(result["distance"].null_count()),
         **{f"judge_{k}": v for k, v in judge_counts.items()},
     }
     return result, counts
@@ -340,13 +358,15 @@ def _topics_then_all(table: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
 
 
 def stance_distribution(stances: pl.DataFrame, by: Sequence[str] = ("dataset",)) -> pl.DataFrame:
-    """Per group and category (and over all categories): matched items, the share of items
-    whose most probable stance is each label, and the mean stance probabilities."""
+    """Per group and category (and over all categories): matched items with a readable
+    judge answer (``items``; ``unreadable`` the others), the share of them whose most
+    probable stance is each label, and their mean stance probabilities."""
     by = list(by)
     aggregations = [
-        pl.len().alias("items"),
+        pl.col("stance").count().alias("items"),
+        pl.col("stance").null_count().alias("unreadable"),
         *[(pl.col("stance") == s).mean().alias(f"share_{s}") for s in STANCES],
-        *[pl.col(c).mean().alias(f"mean_{c}") for c in P_COLUMNS],
+        *[pl.col(c).fill_nan(None).mean().alias(f"mean_{c}") for c in P_COLUMNS],
     ]
     per_topic = stances.group_by([*by, "category"]).agg(aggregations)
     overall = stances.group_by(by).agg(aggregations).with_columns(
@@ -357,11 +377,13 @@ def stance_distribution(stances: pl.DataFrame, by: Sequence[str] = ("dataset",))
 def value_gap_summary(
     gaps: pl.DataFrame, threshold: float, by: Sequence[str] = ("preference_set",)
 ) -> pl.DataFrame:
-    """Per group and category (and over all): pairs touching the topic, mean and median
+    """Per group and category (and over all): pairs touching the topic with both sides
+    readable (``pairs``; ``unreadable_pairs`` the others, left out), mean and median
     distance, and the share of pairs whose distance exceeds ``threshold``."""
     by = list(by)
     aggregations = [
-        pl.len().alias("pairs"),
+        pl.col("distance").count().alias("pairs"),
+        pl.col("distance").null_count().alias("unreadable_pairs"),
         pl.col("distance").mean().alias("mean_distance"),
         pl.col("distance").median().alias("median_distance"),
         (pl.col("distance") > threshold).mean().alias("share_above_threshold"),
@@ -418,7 +440,8 @@ def plot_stance_distributions(
 def plot_value_gap_histograms(
     gaps: Mapping[str, np.ndarray], outputs: Sequence[str | Path], bins: int = 20
 ) -> None:
-    """Figure 20: one histogram of chosen-rejected stance distances per preference set."""
+    """Figure 20: one histogram of chosen-rejected stance distances per preference set;
+    NaN distances (a side the judge answered unreadably) are left out of bars and n."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -430,6 +453,7 @@ def plot_value_gap_histograms(
     edges = np.linspace(0.0, MAX_DISTANCE, bins + 1)
     for ax, name in zip(axes[0], names, strict=True):
         distances = np.asarray(gaps.get(name, []), float)
+        distances = distances[~np.isnan(distances)]
         ax.hist(distances, bins=edges, color="#4c72b0", edgecolor="white")
         ax.set_title(f"{name} (n={len(distances)})")
         ax.set_xlabel("Euclidean distance, chosen vs rejected")

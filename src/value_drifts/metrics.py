@@ -40,26 +40,34 @@ def extremum_index(values: Sequence[float]) -> int:
     """Index of the peak or low point: the value farthest from the phase's start.
 
     A trajectory that rises has its extremum at its peak, one that falls at its low; the
-    first occurrence wins a tie, and a flat trajectory's extremum is its start.
+    first occurrence wins a tie, and a flat trajectory's extremum is its start. Raises
+    ValueError on NaN (numpy's argmax would pick the NaN as the extremum).
     """
     v = np.asarray(values, dtype=float)
+    if np.isnan(v).any():
+        raise ValueError("a trajectory with NaN values has no extremum")
     return int(np.argmax(np.abs(v - v[0])))
 
 
 def drift_time(
     steps: Sequence[int], values: Sequence[float], halfwidths: Sequence[float]
 ) -> float:
-    """η = (first step within the extremum's CI - start step) / (last step - start step).
+    """η = (first step within the extremum's CI - start step) / (last step - start step)
+    (paper §3, drift time); a fraction of the phase in [0, 1].
 
-    NaN when the phase has a single checkpoint (no steps to count). A NaN half-width
-    (a single question) means the extremum must be reached exactly.
+    ``halfwidths`` are the unclipped Student-t CI half-widths of the values (the
+    ``ci_halfwidth`` column, not the [0, 1]-clipped bounds shown in figures): the
+    tolerance around the extremum. NaN when the phase has a single checkpoint (no steps
+    to count) or when any value is NaN (a step without a readable answer: its place in
+    the trajectory is unknown, so no step count would be honest). A NaN half-width (a
+    single question) means the extremum must be reached exactly.
     """
     s = np.asarray(steps, dtype=float)
     v = np.asarray(values, dtype=float)
     h = np.asarray(halfwidths, dtype=float)
     if not (s.size == v.size == h.size):
         raise ValueError("steps, values and halfwidths must have the same length")
-    if s.size < 2 or s[-1] == s[0]:
+    if s.size < 2 or s[-1] == s[0] or np.isnan(v).any():
         return math.nan
     if np.any(np.diff(s) <= 0):
         raise ValueError("steps must be strictly increasing")

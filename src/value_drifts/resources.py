@@ -35,6 +35,7 @@ LIGHT_RULES = (
     "all",
     "select_questions",
     "values",
+    "judge_health",
     "drift",
     "sft_drift_table",
     "po_drift_table",

@@ -23,11 +23,20 @@ def merged_top(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
     """``{token text: logprob}`` from (text, logprob) pairs.
 
     Distinct token ids can decode to the same text (byte-level pieces); their
-    probabilities add up rather than one silently replacing the other.
+    probabilities add up rather than one silently replacing the other. Placeholder
+    log-probabilities (-9999, -inf, NaN: ``stance.is_measured``) are kept as they came
+    (the cache stores raw answers) but never added: two -9999 would make a -9998.3.
     """
+    from value_drifts.stance import is_measured
+
     top: dict[str, float] = {}
     for token, logprob in pairs:
-        top[token] = logaddexp(top[token], logprob) if token in top else logprob
+        if token not in top:
+            top[token] = logprob
+        elif is_measured(top[token]) and is_measured(logprob):
+            top[token] = logaddexp(top[token], logprob)
+        elif is_measured(logprob):
+            top[token] = logprob
     return top
 
 

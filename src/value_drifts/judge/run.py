@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 from tqdm.auto import tqdm
 
 from value_drifts.judge.prompt import render
-from value_drifts.stance import STANCES, read_stance
+from value_drifts.stance import (
+    DEFAULT_MAX_UNREADABLE_SHARE,
+    DEFAULT_MIN_LABEL_MASS,
+    STANCES,
+    StanceReading,
+    UnreadableJudgeError,
+    judge_health,
+    read_stance,
+    unreadable_problem,
+)
+
+# The judge settings that change what the judge answers or how its answers are read.
+# Throughput settings (batch_size, concurrency, retries, timeouts, prices, cache path,
+# batch polling) change neither and are left out, so editing them changes no fingerprint.
+JUDGE_OUTPUT_KEYS = (
+    "backend", "model", "base_model", "base_url", "top_logprobs", "max_tokens",
+    "temperature", "extra_body", "seed", "vllm", "min_label_mass",
+)
 
 
 class JudgeBackend(Protocol):
@@ -17,14 +36,46 @@ class JudgeBackend(Protocol):
         """Yield (number of prompts done, their first-token top log-probabilities)."""
 
 
-def read_stances(prompts: Sequence[str], backend: JudgeBackend, unit: str = "prompt") -> list:
-    """Stance readings for rendered judge prompts, through any backend, with progress."""
+def min_label_mass(judge: Mapping[str, Any]) -> float:
+    """judge.min_label_mass, or its default (``stance.DEFAULT_MIN_LABEL_MASS``)."""
+    return float(judge.get("min_label_mass", DEFAULT_MIN_LABEL_MASS))
+
+
+def max_unreadable_share(judge: Mapping[str, Any]) -> float:
+    """judge.max_unreadable_share, or its default (``stance.DEFAULT_MAX_UNREADABLE_SHARE``)."""
+    return float(judge.get("max_unreadable_share", DEFAULT_MAX_UNREADABLE_SHARE))
+
+
+def read_stances(
+    prompts: Sequence[str],
+    backend: JudgeBackend,
+    unit: str = "prompt",
+    label_mass: float = DEFAULT_MIN_LABEL_MASS,
+) -> list[StanceReading]:
+    """Stance readings for rendered judge prompts, through any backend, with progress.
+    ``label_mass`` is the minimum label mass of a readable answer (``read_stance``)."""
     tops: list[dict[str, float]] = []
     with tqdm(total=len(prompts), desc="judging", unit=unit) as progress:
         for done, batch in backend.batches(list(prompts)):
             tops.extend(batch)
             progress.update(done)
-    return [read_stance(top) for top in tops]
+    return [read_stance(top, min_label_mass=label_mass) for top in tops]
+
+
+def reading_columns(readings: Sequence[StanceReading]) -> list[pl.Series]:
+    """p_support, p_neutral, p_oppose (NaN when unreadable), readable, label_mass,
+    top_token, top_is_label and missing_labels, one row per reading."""
+    return [
+        *[
+            pl.Series(f"p_{stance}", [r.probabilities[i] for r in readings], dtype=pl.Float64)
+            for i, stance in enumerate(STANCES)
+        ],
+        pl.Series("readable", [r.readable for r in readings], dtype=pl.Boolean),
+        pl.Series("label_mass", [r.label_mass for r in readings], dtype=pl.Float64),
+        pl.Series("top_token", [r.top_token for r in readings], dtype=pl.Utf8),
+        pl.Series("top_is_label", [r.top_is_label for r in readings], dtype=pl.Boolean),
+        pl.Series("missing_labels", [",".join(r.missing_labels) for r in readings], dtype=pl.Utf8),
+    ]
 
 
 def judge_generations(
@@ -32,26 +83,72 @@ def judge_generations(
     topics: Mapping[str, str],
     template: str,
     backend: JudgeBackend,
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """One row per generation with p_support/p_neutral/p_oppose, plus counts of answers
-    whose top token was not a label and of labels missing from the top list."""
+    label_mass: float = DEFAULT_MIN_LABEL_MASS,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """One row per generation with its stance reading (``reading_columns``), plus counts:
+    judged, unreadable, off-label top tokens, answers missing a label, and the judge
+    health of ``stance.judge_health`` under ``health``."""
     prompts = [
         render(template, row["question"], row["response"], topics[row["category"]])
         for row in generations.iter_rows(named=True)
     ]
-    readings = read_stances(prompts, backend, unit="response")
+    readings = read_stances(prompts, backend, unit="response", label_mass=label_mass)
     judgments = generations.select("question_id", "category", "sample").with_columns(
-        *[
-            pl.Series(f"p_{stance}", [r.probabilities[i] for r in readings], dtype=pl.Float64)
-            for i, stance in enumerate(STANCES)
-        ],
-        pl.Series("top_token", [r.top_token for r in readings], dtype=pl.Utf8),
-        pl.Series("top_is_label", [r.top_is_label for r in readings], dtype=pl.Boolean),
-        pl.Series("missing_labels", [",".join(r.missing_labels) for r in readings], dtype=pl.Utf8),
+        reading_columns(readings)
     )
+    health = judge_health(readings)
     counts = {
         "judged": len(readings),
+        "unreadable": health["unreadable"],
         "off_label_top_token": sum(not r.top_is_label for r in readings),
         "answers_missing_a_label": sum(bool(r.missing_labels) for r in readings),
+        "health": health,
     }
     return judgments, counts
+
+
+def check_readable(health: Mapping[str, Any], judge: Mapping[str, Any], where: str) -> None:
+    """The gate: raise UnreadableJudgeError when more answers are unreadable than
+    judge.max_unreadable_share allows (message: ``stance.unreadable_problem``)."""
+    problem = unreadable_problem(health, max_unreadable_share(judge), where)
+    if problem:
+        raise UnreadableJudgeError(problem)
+
+
+def judge_fingerprint(
+    judge: Mapping[str, Any], prompt_text: str, model_identity: str | None = None
+) -> dict[str, Any]:
+    """What identifies the judge behind a judgments file: the output-affecting settings
+    (``JUDGE_OUTPUT_KEYS``), the judge model's identity (a local model's file digest, as
+    its cache keys use; else the configured model name), the prompt text's sha256, and a
+    short ``id`` hashing all of these. Equal ids mean the same judge read the same way."""
+    settings = {key: judge[key] for key in JUDGE_OUTPUT_KEYS if key in judge}
+    settings["min_label_mass"] = min_label_mass(judge)
+    fingerprint = {
+        "settings": settings,
+        "model_identity": model_identity or str(judge.get("model")),
+        "prompt_sha256": hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
+    }
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    fingerprint["id"] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return fingerprint
+
+
+class MixedJudgesError(ValueError):
+    """A trajectory's checkpoints were judged with different judge fingerprints."""
+
+
+def check_one_judge(fingerprints: Mapping[str, str | None]) -> None:
+    """Raise MixedJudgesError naming the checkpoints per fingerprint when the
+    ``{checkpoint: fingerprint id}`` mapping holds more than one id (a judgments file
+    without one counts as its own kind: it predates fingerprints)."""
+    groups: dict[str, list[str]] = {}
+    for checkpoint, fingerprint in fingerprints.items():
+        groups.setdefault(fingerprint or "none recorded", []).append(checkpoint)
+    if len(groups) > 1:
+        lines = "; ".join(f"judge {fp}: {', '.join(names)}" for fp, names in groups.items())
+        raise MixedJudgesError(
+            "the checkpoints of one trajectory were judged by different judges (a judge "
+            f"setting or prompt changed and only some judge jobs reran): {lines}. Rerun "
+            "the judge jobs of the others (snakemake --forcerun judge) so all share one judge."
+        )

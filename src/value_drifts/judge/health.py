@@ -1,0 +1,96 @@
+"""Judge health of a training run: how readable the judge's answers were, checkpoint by
+checkpoint, from the ``health`` each judge job writes to its ``judge_counts.json``
+(``stance.judge_health``)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from value_drifts.stance import OFF_LABEL_TOKENS_SHOWN
+
+HEALTH_COLUMNS = (
+    "step", "answers", "readable", "unreadable", "readable_share", "mean_label_mass",
+    "missing_label_share", "off_label_top_tokens",
+)
+
+
+def _tokens_text(tokens: Sequence[Sequence[Any]]) -> str:
+    return ", ".join(f"{token!r} ({count})" for token, count in tokens)
+
+
+def run_health(by_step: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One run's health from its checkpoints' (``{step: health}``): counts summed, shares
+    and mean label mass weighted by answers, off-label tokens counted over all steps."""
+    answers = sum(h["answers"] for h in by_step.values())
+    readable = sum(h["readable"] for h in by_step.values())
+    tokens: Counter[str] = Counter()
+    for health in by_step.values():
+        tokens.update({token: count for token, count in health["off_label_top_tokens"]})
+
+    def weighted(key: str) -> float:
+        if not answers:
+            return math.nan
+        return sum(h[key] * h["answers"] for h in by_step.values() if h["answers"]) / answers
+
+    return {
+        "answers": answers,
+        "readable": readable,
+        "unreadable": answers - readable,
+        "readable_share": readable / answers if answers else math.nan,
+        "mean_label_mass": weighted("mean_label_mass"),
+        "missing_label_share": weighted("missing_label_share"),
+        "off_label_top_tokens": [list(pair) for pair in tokens.most_common(OFF_LABEL_TOKENS_SHOWN)],
+    }
+
+
+def health_table(by_step: Mapping[int, Mapping[str, Any]]) -> pl.DataFrame:
+    """One row per checkpoint step and a last row ``step = null`` for the whole run;
+    columns ``HEALTH_COLUMNS`` (off-label tokens as text: ``'<think>' (44), ...``)."""
+    rows = [(step, by_step[step]) for step in sorted(by_step)] + [(None, run_health(by_step))]
+    return pl.DataFrame(
+        [
+            {
+                "step": step,
+                **{key: health[key] for key in HEALTH_COLUMNS[1:-1]},
+                "off_label_top_tokens": _tokens_text(health["off_label_top_tokens"]),
+            }
+            for step, health in rows
+        ],
+        schema={
+            "step": pl.Int64, "answers": pl.Int64, "readable": pl.Int64, "unreadable": pl.Int64,
+            "readable_share": pl.Float64, "mean_label_mass": pl.Float64,
+            "missing_label_share": pl.Float64, "off_label_top_tokens": pl.Utf8,
+        },
+    )
+
+
+def health_markdown(table: pl.DataFrame, title: str) -> str:
+    """The health table as markdown; the run's row is labelled 'all'."""
+    lines = [
+        f"### {title}",
+        "",
+        "Readable: the top list gives the three labels at least judge.min_label_mass of "
+        "probability. Label mass: that probability, averaged over answers. Missing label: "
+        "an answer whose top list lacks one of the labels (it gets a floor).",
+        "",
+        "| step | answers | readable | readable share | mean label mass | missing label share "
+        "| most common off-label first tokens |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in table.iter_rows(named=True):
+        step = "all" if row["step"] is None else str(row["step"])
+        lines.append(
+            f"| {step} | {row['answers']} | {row['readable']} | {_share(row['readable_share'])} "
+            f"| {_share(row['mean_label_mass'])} | {_share(row['missing_label_share'])} "
+            f"| {row['off_label_top_tokens'] or '–'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"

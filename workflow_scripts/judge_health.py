@@ -1,0 +1,15 @@
+import json
+from pathlib import Path
+
+from value_drifts.io import logged
+from value_drifts.judge.health import health_markdown, health_table
+
+with logged(snakemake.log[0]):
+    by_step = {
+        step: json.loads(Path(path).read_text())["health"]
+        for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)
+    }
+    table = health_table(by_step)
+    table.write_csv(snakemake.output.csv)
+    Path(snakemake.output.md).write_text(health_markdown(table, snakemake.params.title))
+    print(table)
