@@ -8,7 +8,7 @@ import yaml
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
-from value_drifts.plan import BASE_RUN, build_plan, slug  # noqa: E402
+from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
 
 try:
@@ -18,8 +18,11 @@ except ConfigError as error:
 
 check_site_variables(workflow)  # a profile's $SLURM_ACCOUNT etc. left unset
 
-PLAN = build_plan(config)
 TOPICS = yaml.safe_load(Path(config["topics"]).read_text())
+_name_problems = name_problems(config, TOPICS)
+if _name_problems:
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(_name_problems))
+PLAN = build_plan(config)
 CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
 FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})

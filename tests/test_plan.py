@@ -1,6 +1,6 @@
 import pytest
 
-from value_drifts.plan import build_plan, slug
+from value_drifts.plan import build_plan, name_problems, slug
 from value_drifts.training.checkpoints import checkpoint_steps, ppo_total_steps, total_steps
 
 
@@ -68,3 +68,40 @@ def test_paper_plan_grid(paper_config):
 
 def test_slug():
     assert slug("Gender and LGBTQ+ Identity") == "gender-and-lgbtq-identity"
+
+
+def test_names_that_share_a_file_name_are_named_together(small_config):
+    topics = ["Abortion", "Abortion?", "Race and Racism", "race and racism!", "???"]
+    assert name_problems(small_config, topics) == [
+        "category names 'Abortion' and 'Abortion?' share the file name 'abortion': rename one",
+        "category names 'Race and Racism' and 'race and racism!' share the file name "
+        "'race-and-racism': rename one",
+        "category '???' has no letters or digits for a file name",
+    ]
+
+
+def test_model_dataset_and_preference_set_names_are_checked_the_same_way(small_config):
+    config = {**small_config,
+              "models": {**small_config["models"], "SmolLM2_135M": {}},
+              "sft_datasets": {**small_config["sft_datasets"], "a/b": {}},
+              "preference_sets": {**small_config["preference_sets"], "planted-support": {}}}
+    problems = name_problems(config, ["Abortion"])
+    assert any("'smollm2-135m' and 'SmolLM2_135M'" in p for p in problems)
+    assert any("SFT dataset 'a/b' cannot be a file name" in p for p in problems)
+    assert any("'planted_support' and 'planted-support'" in p for p in problems)
+    assert name_problems(small_config, ["Abortion", "Race and Racism"]) == []
+
+
+def test_ablation_values_that_would_share_a_run_id_are_rejected(paper_config):
+    assert name_problems(paper_config, ["Abortion"]) == []
+    ablation = dict(paper_config["preference_optimization"]["ablations"][1])
+    ablation["values"] = [0.1, 1.000001e-5, 1e-5, 0.1]
+    config = {**paper_config, "preference_optimization": {
+        **paper_config["preference_optimization"], "ablations": [ablation]}}
+    problems = name_problems(config, ["Abortion"])
+    assert problems == ["preference_optimization.ablations.0: values 0.1 and 0.1 of beta give "
+                        "the same run id (.beta-0.1)"]
+    # close values keep distinct run ids instead of colliding on :g's six digits
+    runs = {p.run for p in build_plan(config).po_phases() if p.overrides}
+    assert {"sft-wildchat.dpo-synthetic_support.beta-1e-05",
+            "sft-wildchat.dpo-synthetic_support.beta-1.000001e-05"} <= runs

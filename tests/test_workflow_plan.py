@@ -110,6 +110,20 @@ def test_bad_config_stops_with_the_key_named(clean_copy, tmp_path):
     assert "sft_datasets.taskish.save_steps" in output
 
 
+def test_two_categories_with_one_file_name_stop_the_dry_run_naming_both(clean_copy, tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    topics = yaml.safe_load((REPO / "config" / "topics.yaml").read_text())
+    topics["Abortion?"] = "abortion bans"
+    (tmp_path / "topics.yaml").write_text(yaml.safe_dump(topics))
+    config["topics"] = str(tmp_path / "topics.yaml")
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--nolock", "--configfile", str(path), cwd=clean_copy, check=False)
+    assert result.returncode != 0
+    assert ("category names 'Abortion' and 'Abortion?' share the file name 'abortion'"
+            in result.stdout + result.stderr)
+
+
 def test_snakemake_lint_is_clean(clean_copy):
     result = snakemake("--lint", cwd=clean_copy, check=False)
     assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr

@@ -48,7 +48,55 @@ def slug(text: str) -> str:
 
 
 def _format_value(value: float) -> str:
-    return f"{value:g}"
+    """An ablation value as it appears in a run id: ``:g`` (0.1 -> '0.1', 1.0 -> '1')
+    when that reads back as the same number, else the shortest repr that does, so two
+    different values never share a run id (``:g`` keeps 6 digits: 1.000001e-5 and 1e-5
+    would both be '1e-05')."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def _slug_clashes(names, what: str) -> list[str]:
+    """Names (of one kind) whose file-name slugs coincide or are empty."""
+    problems, by_slug = [], {}
+    for name in names:
+        text = str(name)
+        key = slug(text)
+        if not key:
+            problems.append(f"{what} {text!r} has no letters or digits for a file name")
+        elif "/" in text or text.startswith("."):
+            problems.append(f"{what} {text!r} cannot be a file name ('/' or a leading '.')")
+        elif key in by_slug:
+            problems.append(
+                f"{what} names {by_slug[key]!r} and {text!r} share the file name {key!r}: "
+                "rename one"
+            )
+        else:
+            by_slug[key] = text
+    return problems
+
+
+def name_problems(config: Mapping[str, Any], categories) -> list[str]:
+    """Names that would become the same path, or no path: categories (of the topic map),
+    models, SFT datasets and preference sets whose slugs coincide or are empty, and
+    ablation values that give the same run id. Each problem names both names."""
+    problems = _slug_clashes(categories, "category")
+    problems += _slug_clashes(config["models"], "model")
+    problems += _slug_clashes(config["sft_datasets"], "SFT dataset")
+    problems += _slug_clashes(config.get("preference_sets") or {}, "preference set")
+    po = config.get("preference_optimization") or {}
+    for i, ablation in enumerate(po.get("ablations", [])):
+        seen: dict[str, Any] = {}
+        for value in ablation["values"]:
+            key = _format_value(value)
+            if key in seen:
+                problems.append(
+                    f"preference_optimization.ablations.{i}: values {seen[key]!r} and {value!r} "
+                    f"of {ablation['parameter']} give the same run id "
+                    f"(.{ablation['parameter']}-{key})"
+                )
+            seen[key] = value
+    return problems
 
 
 @dataclass(frozen=True)
