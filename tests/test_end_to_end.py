@@ -18,6 +18,7 @@ JUDGE_SIDE_RULES = {
     "adapt_local_judge",  # the small judge is adapted to the prompt, so it follows the prompt
     "judge",
     "judge_agreement",
+    "judge_health",
     "values",
     "drift",
     "sft_drift_table",
@@ -137,6 +138,34 @@ def test_judge_reports_its_answer_quality(small_run):
     )
     assert counts["judged"] == 11 * 2 * 2  # categories x questions x samples
     assert 0 <= counts["off_label_top_token"] <= counts["judged"]
+    health = counts["health"]
+    assert health["answers"] == counts["judged"]
+    assert health["readable"] + health["unreadable"] == health["answers"]
+    assert health["unreadable"] <= 0.05 * health["answers"]  # else the gate stopped the job
+    assert 0.5 <= health["mean_label_mass"] <= 1.0
+    assert counts["judge_fingerprint"]["settings"]["model"] == "adapted"
+    assert counts["judge_fingerprint"]["model_identity"].startswith("sha256:")
+
+
+def test_judge_health_is_a_table_per_run_with_its_checkpoints(small_run):
+    run = small_run / "results/smollm2-135m/sft-opinionated"
+    table = pl.read_csv(run / "judge_health.csv")
+    assert table["step"].to_list()[:-1] == [0, 2, 4, 6] and table["step"][-1] is None
+    assert table["answers"].to_list() == [44, 44, 44, 44, 176]
+    assert table["readable_share"].min() >= 0.95
+    assert table["readable"][-1] == table["readable"][:-1].sum()
+    values = pl.read_parquet(run / "values.parquet")
+    unreadable = values.filter(pl.col("stance") == "support").group_by("step").agg(
+        pl.col("n_unreadable").sum()).sort("step")["n_unreadable"].to_list()
+    assert unreadable == table["unreadable"].to_list()[:-1]
+    assert "| all | 176 |" in (run / "judge_health.md").read_text()
+    # every checkpoint of the trajectory was read by the same judge
+    fingerprints = {
+        pl.read_parquet(small_run / f"results/smollm2-135m/{r}/step-{s}/judgments.parquet")[
+            "judge_fingerprint"].unique().item()
+        for r, s in (("base", 0), ("sft-opinionated", 2), ("sft-opinionated", 6))
+    }
+    assert len(fingerprints) == 1
 
 
 def test_judge_agrees_with_hand_labels_better_than_chance(small_run):
@@ -195,6 +224,7 @@ def test_report_holds_every_figure_table_and_the_configuration(small_run):
         "table09-12_smollm2-135m_sft.csv",
         "table13-16_smollm2-135m_sft-taskish_po.csv",
         "agreement.md",
+        "judge_health.csv",
         "config.yaml",
     ]:
         assert name in html, name
