@@ -141,7 +141,10 @@ def test_judge_reports_its_answer_quality(small_run):
     health = counts["health"]
     assert health["answers"] == counts["judged"]
     assert health["readable"] + health["unreadable"] == health["answers"]
-    assert health["unreadable"] <= 0.05 * health["answers"]  # else the gate stopped the job
+    # the small default's gate (judge.max_unreadable_share), else the job would have failed
+    gate = yaml.safe_load((small_run / "config/config.yaml").read_text())["judge"][
+        "max_unreadable_share"]
+    assert health["unreadable"] <= gate * health["answers"]
     assert 0.5 <= health["mean_label_mass"] <= 1.0
     assert counts["judge_fingerprint"]["settings"]["model"] == "adapted"
     assert counts["judge_fingerprint"]["model_identity"].startswith("sha256:")
@@ -152,7 +155,7 @@ def test_judge_health_is_a_table_per_run_with_its_checkpoints(small_run):
     table = pl.read_csv(run / "judge_health.csv")
     assert table["step"].to_list()[:-1] == [0, 2, 4, 6] and table["step"][-1] is None
     assert table["answers"].to_list() == [44, 44, 44, 44, 176]
-    assert table["readable_share"].min() >= 0.95
+    assert table["readable_share"].min() >= 0.85  # the small default's gate: 15%
     assert table["readable"][-1] == table["readable"][:-1].sum()
     values = pl.read_parquet(run / "values.parquet")
     unreadable = values.filter(pl.col("stance") == "support").group_by("step").agg(
