@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/vprism.smk"

@@ -8,6 +8,7 @@ import yaml
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
+from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
 
@@ -26,6 +27,7 @@ PLAN = build_plan(config)
 CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
 FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
+BATCH_STATE_DIR = batch_state_dir(config["judge"])
 
 
 def ablations():

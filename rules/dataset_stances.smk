@@ -20,20 +20,14 @@ rule dataset_stances:
         "../envs/judge.yaml"
     threads: 1
     resources:
+        gpu=JUDGE_GPUS,
         mem_mb=8000,
         runtime=24 * 60,
     params:
         settings=lookup(dpath="dataset_stances", within=config, default={}),
         judge=config["judge"],
         model_path=judge_model_dir(),
-        batch_state=lambda wc: "{}/dataset_stances/sft-{}.json".format(
-            lookup(
-                dpath="judge/batch/state_dir",
-                within=config,
-                default="results/judge_batches",
-            ),
-            wc.sft_dataset,
-        ),
+        batch_state=f"{BATCH_STATE_DIR}/dataset_stances/sft-{{sft_dataset}}.json",
         seed=config["seed"],
     script:
         "../workflow_scripts/dataset_stances.py"
@@ -59,20 +53,14 @@ rule value_gap_pairs:
         "../envs/judge.yaml"
     threads: 1
     resources:
+        gpu=JUDGE_GPUS,
         mem_mb=8000,
         runtime=24 * 60,
     params:
         settings=lookup(dpath="dataset_stances", within=config, default={}),
         judge=config["judge"],
         model_path=judge_model_dir(),
-        batch_state=lambda wc: "{}/dataset_stances/preference-{}.json".format(
-            lookup(
-                dpath="judge/batch/state_dir",
-                within=config,
-                default="results/judge_batches",
-            ),
-            wc.preference_set,
-        ),
+        batch_state=f"{BATCH_STATE_DIR}/dataset_stances/preference-{{preference_set}}.json",
         seed=config["seed"],
     script:
         "../workflow_scripts/value_gap_pairs.py"

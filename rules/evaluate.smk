@@ -13,18 +13,17 @@ rule downstream_eval:
         "benchmarks/downstream/{model}/{run}.tsv"
     conda:
         "../envs/analysis.yaml"
-    # sized like a generation job of the same model (vLLM, tensor-parallel on GPUs)
-    threads: lambda wc: generation_job(wc, 1)["cpus_per_task"]
+    # the GPUs its lm-eval backend uses; the job passes that number to vLLM
+    threads: lambda wc: downstream_resource("cpus_per_task")(wc, 1)
     resources:
-        gpu=generation_resource("gpu"),
-        nodes=generation_resource("nodes"),
-        cpus_per_task=generation_resource("cpus_per_task"),
-        mem_mb=generation_resource("mem_mb"),
-        runtime=lambda wc, attempt: 8 * 60 * attempt,
+        gpu=downstream_resource("gpu"),
+        nodes=downstream_resource("nodes"),
+        cpus_per_task=downstream_resource("cpus_per_task"),
+        mem_mb=downstream_resource("mem_mb"),
+        runtime=downstream_resource("runtime"),
     params:
         model_path=lambda wc: final_checkpoint_dir(wc.model, wc.run),
         downstream=config.get("downstream", {}),
-        gpus=lambda wc: config["models"][wc.model].get("gpus", 0),
         seed=config["seed"],
     script:
         "../workflow_scripts/downstream_eval.py"

@@ -41,21 +41,13 @@ rule judge:
         "../envs/judge.yaml"
     threads: 1
     resources:
+        gpu=JUDGE_GPUS,
         mem_mb=4000,
         runtime=60,
     params:
         judge=config["judge"],
         model_path=judge_model_dir(),
-        batch_state=lambda wc: "{}/{}/{}/step-{}.json".format(
-            lookup(
-                dpath="judge/batch/state_dir",
-                within=config,
-                default="results/judge_batches",
-            ),
-            wc.model,
-            wc.run,
-            wc.step,
-        ),
+        batch_state=f"{BATCH_STATE_DIR}/{{model}}/{{run}}/step-{{step}}.json",
     script:
         "../workflow_scripts/judge.py"
 
@@ -85,17 +77,12 @@ rule judge_agreement:
         "../envs/judge.yaml"
     threads: 1
     resources:
+        gpu=JUDGE_GPUS,
         mem_mb=4000,
         runtime=60,
     params:
         judge=config["judge"],
         model_path=judge_model_dir(),
-        batch_state=lambda wc: "{}/agreement.json".format(
-            lookup(
-                dpath="judge/batch/state_dir",
-                within=config,
-                default="results/judge_batches",
-            )
-        ),
+        batch_state=f"{BATCH_STATE_DIR}/agreement.json",
     script:
         "../workflow_scripts/judge_agreement.py"

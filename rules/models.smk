@@ -1,4 +1,3 @@
-include: "resources.smk"
 
 
 rule prepare_base_model:

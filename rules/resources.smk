@@ -1,6 +1,7 @@
 # Cluster resources and launch settings of the training and generation rules: the pure
 # functions live in src/value_drifts/resources.py; these adapters give them a job's model
-# size and trained tokens from the config and the plan. Included by rules/models.smk.
+# size and trained tokens from the config and the plan. Included by the Snakefile after
+# rules/common.smk, before every rule.
 from value_drifts import resources as res  # noqa: E402
 from value_drifts.training.checkpoints import keeps_weights, total_steps  # noqa: E402
 
@@ -59,9 +60,10 @@ def training_gpus(wildcards):
 
 
 # The `localrules:` directive, with the names from value_drifts.resources: tables,
-# figures, aggregation and API judging run in the main Snakemake process, so a cluster
-# never sees thousands of tiny jobs (a local judge model stays a cluster job).
-workflow.localrules(*res.local_rules(config["judge"]["backend"]))
+# figures and aggregation run in the main Snakemake process, so a cluster never sees
+# thousands of tiny jobs; so do the rules that call a remote API (compute nodes often
+# have no internet), unless cluster.api_jobs_local is false. A local model stays a job.
+workflow.localrules(*res.local_rules(config))
 
 try:
     res.check_global_batches(
@@ -97,12 +99,28 @@ def generation_resource(key):
     return lambda wildcards, attempt: generation_job(wildcards, attempt)[key]
 
 
+DOWNSTREAM_BACKEND = config.get("downstream", {}).get("backend", "hf")
+
+
+def downstream_resource(key):
+    """A resource of one checkpoint's downstream evaluation: the GPUs its lm-eval backend
+    uses (vLLM's tensor-parallel size, or one GPU for HF), see res.downstream_resources.
+    """
+    return lambda wildcards, attempt: res.downstream_resources(
+        model_size(wildcards.model), DOWNSTREAM_BACKEND, attempt, CLUSTER
+    )[key]
+
+
+JUDGE_GPUS = res.judge_gpus(config["judge"])
+
+
+DELETES_WEIGHTS = config["generation"].get("delete_checkpoint_weights", False)
+
+
 def deletes_checkpoint_weights(wildcards):
     """Whether this checkpoint's weights go once its generations are written: only with
     generation.delete_checkpoint_weights, never the base model nor a run's final one."""
-    if not lookup(
-        dpath="generation/delete_checkpoint_weights", within=config, default=False
-    ):
+    if not DELETES_WEIGHTS:
         return False
     if wildcards.run == BASE_RUN:
         return False

@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import pickle
 import random
+import sqlite3
 import time
 import traceback
 from collections import Counter
@@ -300,6 +301,25 @@ def test_concurrent_processes_write_one_cache_without_corrupting_it(cache):
     assert all(value["key"] == key for key, value in stored.items())
     assert {stored[k]["writer"] for k in keys_a[:200]} == {0}
     assert {stored[k]["writer"] for k in keys_b[100:]} == {1}
+    # the rollback journal, safe on network filesystems: no WAL or shared-memory files
+    mode = sqlite3.connect(cache.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "delete"
+    assert not list(cache.path.parent.glob(cache.path.name + "-*"))
+
+
+def test_a_cache_written_in_wal_mode_is_converted_to_the_rollback_journal(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                "stored_at REAL NOT NULL)")
+    old.execute("INSERT INTO answers VALUES ('k', '{\"top_logprobs\": {}}', 0)")
+    old.commit()
+    old.close()
+    cache = JudgeCache(path)
+    assert cache.get("k") == {"top_logprobs": {}}
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    cache.close()
 
 
 def test_cache_persists_keeps_the_first_answer_and_reads_many_keys(tmp_path):

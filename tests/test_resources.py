@@ -83,14 +83,36 @@ def test_cluster_section_rejects_unknown_keys():
         res.ClusterSettings.from_config({"cluster": {"gpu_mem": 40}})
 
 
-def test_api_judging_is_local_and_a_judge_model_is_a_job():
-    assert {"judge", "judge_agreement", "values", "figure_sft_trajectories"} <= set(
-        res.local_rules("openai_batch")
-    )
-    assert "judge" not in res.local_rules("transformers")
-    assert not {"train_sft", "generate", "train_preference_optimisation"} & set(
-        res.local_rules("openai")
-    )
+def test_api_calling_rules_are_local_and_local_models_are_jobs(small_config, paper_config):
+    paper = set(res.local_rules(paper_config))  # GPT-4o judge, GPT-4o V-PRISM, served teacher
+    assert {"judge", "judge_agreement", "dataset_stances", "value_gap_pairs", "vprism_rephrase",
+            "vprism_name_clusters", "vprism_filter", "generate_value_gap",
+            "values", "figure_sft_trajectories"} <= paper
+    assert not {"train_sft", "generate", "train_preference_optimisation", "vprism_embed",
+                "downstream_eval"} & paper
+    small = set(res.local_rules(small_config))  # local transformers judge and V-PRISM LLM
+    assert not {"judge", "dataset_stances", "vprism_rephrase"} & small
+    assert "values" in small
+    batch = {**small_config, "judge": {**small_config["judge"], "backend": "openai_batch"}}
+    assert {"judge", "value_gap_pairs"} <= set(res.local_rules(batch))
+    on_nodes = {**paper_config, "cluster": {**paper_config.get("cluster", {}),
+                                            "api_jobs_local": False}}
+    assert not {"judge", "vprism_filter", "generate_value_gap"} & set(res.local_rules(on_nodes))
+
+
+def test_jobs_ask_for_the_gpus_they_pass_on():
+    small, large = LLAMA3_3B, LLAMA3_8B
+    assert res.downstream_gpus(large, "vllm", CLUSTER) == res.generation_gpus(
+        large, "vllm", CLUSTER) == 1  # 16 GB of weights fit half an 80 GB GPU
+    assert res.downstream_gpus(large, "hf", CLUSTER) == 1  # not the 8 training GPUs
+    assert res.downstream_gpus(SMOL, "hf", CLUSTER) == 0
+    big = res.ModelSize(gpus=8, params_b=70.0)
+    assert res.downstream_gpus(big, "vllm", CLUSTER) == 4
+    assert res.downstream_resources(big, "vllm", 1, CLUSTER)["gpu"] == 4
+    assert res.downstream_resources(small, "hf", 2, CLUSTER)["runtime"] == 16 * 60
+    assert res.judge_gpus({"backend": "vllm", "tensor_parallel_size": 4}) == 4
+    assert res.judge_gpus({"backend": "vllm"}) == 1
+    assert res.judge_gpus({"backend": "openai"}) == res.judge_gpus({"backend": "transformers"}) == 0
 
 
 # ---- the paper's plan through the SLURM profile ------------------------------------------

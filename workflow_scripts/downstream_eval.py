@@ -7,7 +7,7 @@ with logged(snakemake.log[0]):
         snakemake.params.model_path,
         settings["tasks"],
         backend=settings.get("backend", "hf"),
-        gpus=snakemake.params.gpus,
+        gpus=snakemake.resources.gpu,  # what the job asked for, see res.downstream_gpus
         num_fewshot=settings.get("num_fewshot", 5),
         include_path=settings.get("include_path"),
         batch_size=settings.get("batch_size", 8),

@@ -50,9 +50,13 @@ LIGHT_RULES = (
     "downstream_table",
     "run_configuration",
 )
-# Judging through an API is network-bound (and compute nodes often have no internet):
-# local too. A local judge model (transformers backend) stays a cluster job.
-API_JUDGE_RULES = ("judge", "judge_agreement")
+# Rules that call a remote API when their backend is one (API_BACKENDS): network-bound,
+# and compute nodes often have no internet, so they run on the submit host too
+# (cluster.api_jobs_local, default true). A local model (transformers, vLLM) stays a job.
+API_BACKENDS = (*API_JUDGE_BACKENDS, "openai_chat")  # openai_chat: V-PRISM LLM, teacher
+API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs")
+API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
+API_TEACHER_RULES = ("generate_value_gap",)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ClusterSettings:
     cpu_tflops: float = 0.1  # measured: SmolLM2-135M SFT on 2 cores
     generation_tokens_per_s: float = 2000.0  # vLLM, per GPU
     cpu_generation_tokens_per_s: float = 30.0  # transformers on CPU
+    api_jobs_local: bool = True  # API-calling rules run on the submit host (API_BACKENDS)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClusterSettings:
@@ -175,7 +180,47 @@ def generation_resources(
 ) -> dict[str, int]:
     """A generation job: ``tokens`` is the most it can produce (questions × samples ×
     max new tokens)."""
-    gpus = generation_gpus(model, backend, cluster)
+    return inference_resources(
+        model, generation_gpus(model, backend, cluster), tokens, attempt, cluster
+    )
+
+
+def downstream_gpus(model: ModelSize, backend: str, cluster: ClusterSettings) -> int:
+    """GPUs of a downstream-evaluation job (lm-evaluation-harness): vLLM's tensor-parallel
+    size as for generation; the HF backend puts the model on one GPU (``device: cuda``)
+    for a GPU model, none for a CPU model. The job passes exactly this number to vLLM."""
+    if backend == "vllm":
+        return generation_gpus(model, backend, cluster)
+    return 1 if model.gpus else 0
+
+
+def downstream_resources(
+    model: ModelSize, backend: str, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A downstream-evaluation job: the GPUs of ``downstream_gpus``, memory as for
+    generation, 8 hours per attempt (the paper's four benchmarks, 5-shot)."""
+    resources = inference_resources(
+        model, downstream_gpus(model, backend, cluster), 0, attempt, cluster
+    )
+    resources["runtime"] = _runtime(8 * 60, attempt, cluster)
+    return resources
+
+
+def judge_gpus(judge: Mapping[str, Any]) -> int:
+    """GPUs of a judge job: ``judge.tensor_parallel_size`` (default 1) for the vLLM
+    backend, which the job passes to vLLM as its tensor-parallel size; none otherwise
+    (a local transformers judge runs on CPU, an API judge on the submit host)."""
+    if judge["backend"] == "vllm":
+        return int(judge.get("tensor_parallel_size", 1))
+    return 0
+
+
+def inference_resources(
+    model: ModelSize, gpus: int, tokens: int, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A job running a model forward on ``gpus`` GPUs (0: CPU) producing up to ``tokens``
+    tokens: CPUs per GPU, host memory for the weights, runtime at the configured
+    throughput with 50% margin and 15 minutes of set-up."""
     if gpus:
         rate = gpus * cluster.generation_tokens_per_s
         mem = 16_000 + 4_000 * model.params_b
@@ -201,11 +246,26 @@ def prepare_model_resources(model: ModelSize, attempt: int) -> dict[str, int]:
     }
 
 
-def local_rules(judge_backend: str) -> list[str]:
-    """Rules the main Snakemake process runs itself instead of submitting them."""
-    names = list(LIGHT_RULES)
-    if judge_backend in API_JUDGE_BACKENDS:
+def api_rules(config: Mapping[str, Any]) -> list[str]:
+    """The rules that call a remote API in this config: judging with an API judge,
+    V-PRISM's LLM stages with an API LLM, the value-gap teacher behind an API."""
+    names: list[str] = []
+    if config["judge"]["backend"] in API_BACKENDS:
         names += API_JUDGE_RULES
+    if (config.get("vprism") or {}).get("llm", {}).get("backend") in API_BACKENDS:
+        names += API_VPRISM_RULES
+    teacher = (config.get("value_gap") or {}).get("teacher") or {}
+    if teacher and teacher.get("backend", "openai_chat") in API_BACKENDS:
+        names += API_TEACHER_RULES
+    return names
+
+
+def local_rules(config: Mapping[str, Any]) -> list[str]:
+    """Rules the main Snakemake process runs itself instead of submitting them: the light
+    ones, and the API-calling ones unless ``cluster.api_jobs_local`` is false."""
+    names = list(LIGHT_RULES)
+    if ClusterSettings.from_config(config).api_jobs_local:
+        names += api_rules(config)
     return names
 
 

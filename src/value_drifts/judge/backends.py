@@ -7,6 +7,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CACHE = "results/judge_cache.sqlite"
+# Where Batch API jobs keep their state files (judge.batch.state_dir).
+DEFAULT_BATCH_STATE_DIR = "results/judge_batches"
+
+
+def batch_state_dir(judge: Mapping[str, Any]) -> str:
+    """judge.batch.state_dir, or DEFAULT_BATCH_STATE_DIR."""
+    return (judge.get("batch") or {}).get("state_dir", DEFAULT_BATCH_STATE_DIR)
 
 
 def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Path, threads: int):

@@ -4,8 +4,12 @@ The judge is where a run spends money, so every finished answer is stored the mo
 arrives and looked up by a hash of exactly what determines it (rendered prompt, judge
 model, decoding parameters, backend kind). Editing a prompt therefore re-queries only the
 prompts whose text changed, an interrupted run resumes where it stopped, and several jobs
-can share one cache file: SQLite in WAL mode serialises their writes in transactions, so
-concurrent writers never corrupt it and a crash loses at most the answer being written.
+can share one cache file: SQLite serialises their writes in transactions, so concurrent
+writers never corrupt it and a crash loses at most the answer being written. The file
+uses SQLite's rollback journal (``journal_mode=DELETE``), not WAL: WAL keeps its index in
+shared memory, which does not work across the hosts of a network filesystem (NFS,
+Lustre) where a cluster keeps ``results/`` (sqlite.org/wal.html, "WAL does not work over
+a network filesystem"); the rollback journal relies on POSIX file locks only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from typing import Any, Self
 
 # Bump when the meaning of a stored answer changes, so old rows are never reused silently.
 KEY_SCHEMA_VERSION = 1
+# Safe on network filesystems (see the module docstring); a WAL file from an older version
+# is converted back the first time a connection opens it alone.
+JOURNAL_MODE = "DELETE"
 # SQLite's default limit on bound parameters is 32766; stay well below it per query.
 _LOOKUP_CHUNK = 900
 _SCHEMA = """
@@ -99,7 +106,7 @@ class JudgeCache:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every write is one
         # explicit transaction and nothing stays open between calls.
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_mode={JOURNAL_MODE}")
         # FULL: a committed answer survives power loss too; one fsync per answer is cheap
         # next to the network round trip that produced it.
         conn.execute("PRAGMA synchronous=FULL")
