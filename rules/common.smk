@@ -7,6 +7,7 @@ import yaml
 # The package lives in src/; make it importable when the workflow is run from a clone.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from value_drifts.agreement import labelled_set_path  # noqa: E402
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402

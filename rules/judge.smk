@@ -56,7 +56,7 @@ rule judge_agreement:
     """Score the configured judge on the hand-labelled stance set (accuracy, macro-F1,
     confusion matrix, calibration error)."""
     input:
-        labelled="resources/stance_agreement.yaml",
+        labelled=labelled_set_path(config["judge"]),
         prompt=config["judge"]["prompt"],
         topics=config["topics"],
         judge_model=judge_model_input,

@@ -8,10 +8,12 @@ from value_drifts.agreement import (
     expected_calibration_error,
     load_labelled_set,
 )
+from value_drifts.user_files import UsageError
 
 
 def test_labelled_set_is_balanced_over_stances_and_categories():
-    items = load_labelled_set(REPO / "resources/stance_agreement.yaml")
+    items, read = load_labelled_set(REPO / "resources/stance_agreement.yaml")
+    assert read["items"] == items.height and read["skipped"] == {}
     assert items.height >= 60
     assert items.group_by("stance").len()["len"].to_list() == [22, 22, 22]
     assert items["category"].n_unique() == 11
@@ -63,3 +65,50 @@ def test_unreadable_answers_count_as_wrong_and_stay_out_of_calibration():
 
 def test_perfectly_calibrated_judge_has_zero_ece():
     assert expected_calibration_error([1.0, 1.0, 0.5, 0.5], [True, True, True, False]) == 0.0
+
+
+TOPICS = {"Abortion": "abortion rights", "Immigration Policies": "immigration"}
+
+
+def test_your_own_labelled_set_is_read_with_bad_rows_counted_and_named(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join([
+        '{"question": "Legal?", "response": "Yes, legal.", "label": "Support", '
+        '"category": "Abortion", "id": "a1"}',
+        '{"question": "Open borders?", "response": "It depends.", "stance": "neutral", '
+        '"topic": "immigration", "kind": "hedged"}',
+        '{"question": "Legal?", "response": "No.", "label": "agree", "category": "Abortion"}',
+        '{"question": "Taxes?", "response": "Lower.", "label": "oppose", "category": "Taxes"}',
+        '{"question": "Walls?", "response": "Yes.", "label": "support", "topic": "walls"}',
+        '{"question": "", "response": "No.", "label": "oppose", "category": "Abortion"}',
+        '{"question": "Ban?", "response": "No.", "label": "oppose", "category": "Abortion"}',
+    ]) + "\n")
+    items, read = load_labelled_set(path, TOPICS)
+    assert items["question_id"].to_list() == ["a1", "item-2", "item-7"]
+    assert items["stance"].to_list() == ["support", "neutral", "oppose"]
+    assert items["category"].to_list() == ["Abortion", "Immigration Policies", "Abortion"]
+    assert items["kind"].to_list() == ["labelled", "hedged", "labelled"]
+    assert read["items"] == 3
+    assert read["skipped"] == {
+        "label 'agree' is no stance (support, neutral, oppose)": 1,
+        "unknown category 'Taxes'": 1, "unknown topic 'walls'": 1, "empty question": 1,
+    }
+    assert read["first_seen"]["unknown category 'Taxes'"] == "line 4"
+    metrics = agreement_metrics(items["stance"].to_list(),
+                                np.eye(3)[[0, 1, 2]].astype(float))
+    metrics["labelled_set"] = read
+    markdown = agreement_markdown(metrics, {}, "judge")
+    assert "- unknown topic 'walls': 1 (first at line 5)" in markdown
+
+
+def test_a_csv_labelled_set_and_one_with_nothing_usable(tmp_path):
+    good = tmp_path / "mine.csv"
+    good.write_text("question,response,label,category\n"
+                    "\"Legal?\",\"Yes, with limits.\",oppose,Abortion\n")
+    items, read = load_labelled_set(good, TOPICS)
+    assert items.row(0, named=True)["response"] == "Yes, with limits." and read["items"] == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,answer,label\nLegal?,Yes,yes\n")
+    with pytest.raises(UsageError, match=r"no usable labelled item \(columns seen: prompt, "
+                       r"answer, label\); empty question: 1 \(first at line 2\)"):
+        load_labelled_set(bad, TOPICS)

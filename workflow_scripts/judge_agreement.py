@@ -16,7 +16,9 @@ from value_drifts.judge.run import judge_generations, min_label_mass
 
 with logged(snakemake.log[0]):
     judge = snakemake.params.judge
-    items = load_labelled_set(snakemake.input.labelled)
+    topics = yaml.safe_load(open(snakemake.input.topics))
+    items, labelled = load_labelled_set(snakemake.input.labelled, topics)
+    print(f"labelled set: {labelled}")
     backend = make_backend(
         judge,
         model_path=snakemake.params.model_path,
@@ -25,7 +27,7 @@ with logged(snakemake.log[0]):
     )
     judgments, counts = judge_generations(
         items,
-        yaml.safe_load(open(snakemake.input.topics)),
+        topics,
         load_template(snakemake.input.prompt),
         backend,
         label_mass=min_label_mass(judge),
@@ -36,7 +38,8 @@ with logged(snakemake.log[0]):
         (pl.Series(metrics.pop("predicted")) == pl.col("stance")).alias("correct")
     )
     by_kind = dict(hits.group_by("kind").agg(pl.col("correct").mean()).iter_rows())
-    metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts)
+    metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts,
+                   labelled_set=labelled)
     write_json(snakemake.output.metrics, metrics)
     Path(snakemake.output.md).write_text(agreement_markdown(metrics, by_kind, judge["model"]))
     plot_confusion(

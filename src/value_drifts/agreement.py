@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,79 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from value_drifts.stance import STANCES
 
 
-def load_labelled_set(path: str | Path) -> pl.DataFrame:
-    """Rows of (question_id, category, question, response, sample, stance, kind) from the
-    YAML layout category -> question + stance -> kind -> response."""
+DEFAULT_LABELLED_SET = "resources/stance_agreement.yaml"
+LABELLED_COLUMNS = ("question_id", "category", "question", "response", "sample", "stance", "kind")
+
+
+def labelled_set_path(judge: Mapping[str, Any]) -> str:
+    """judge.agreement.labelled, or the shipped set (DEFAULT_LABELLED_SET)."""
+    return (judge.get("agreement") or {}).get("labelled", DEFAULT_LABELLED_SET)
+
+
+def load_labelled_set(
+    path: str | Path, topics: Mapping[str, str] | None = None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """A hand-labelled stance set as rows of LABELLED_COLUMNS, and what was read.
+
+    A ``.yaml`` file has the shipped layout (category -> question + stance -> kind ->
+    response). Any other file is a table read by ``user_files.read_table`` (JSONL, JSON,
+    CSV, parquet, a hub id) with columns question, response, label (or stance), category
+    (or topic: a topic phrase of ``topics``), and optionally kind and id. Rows with an
+    empty field, a label that is no stance, or an unknown category or topic are left out,
+    counted by reason with where each reason was first seen (``skipped``,
+    ``first_seen``). Raises UsageError when no row is usable.
+    """
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        frame = _yaml_layout(path)
+        return frame, {"path": str(path), "items": frame.height, "skipped": {}, "first_seen": {}}
+    from value_drifts.user_files import UsageError, read_table
+
+    known = dict(topics or {})
+    by_topic = {topic: category for category, topic in known.items()}
+    table = read_table(str(path))
+    rows, skipped, first_seen = [], Counter(), {}
+    for index, (row, place) in enumerate(zip(table.rows, table.places, strict=True)):
+        item, reason = _labelled_row(row, known, by_topic)
+        if reason:
+            skipped[reason] += 1
+            first_seen.setdefault(reason, place)
+            continue
+        rows.append({"question_id": str(row.get("id") or f"item-{index + 1}"), **item})
+    if not rows:
+        reasons = "; ".join(f"{r}: {n} (first at {first_seen[r]})" for r, n in skipped.items())
+        raise UsageError(f"{path}: no usable labelled item (columns seen: "
+                         f"{', '.join(table.columns)}); {reasons or 'the file is empty'}")
+    frame = pl.DataFrame(rows, schema={c: pl.Int64 if c == "sample" else pl.Utf8
+                                       for c in LABELLED_COLUMNS})
+    return frame, {"path": str(path), "items": frame.height, "skipped": dict(skipped),
+                   "first_seen": first_seen}
+
+
+def _labelled_row(row: Mapping[str, Any], known: Mapping[str, str],
+                  by_topic: Mapping[str, str]) -> tuple[dict[str, Any], str | None]:
+    """One labelled item from a table row, or why it cannot be one."""
+    text = {key: str(row.get(key) or "").strip() for key in ("question", "response")}
+    for key, value in text.items():
+        if not value:
+            return {}, f"empty {key}"
+    label = str(row.get("label", row.get("stance")) or "").strip().lower()
+    if label not in STANCES:
+        return {}, f"label {label!r} is no stance (support, neutral, oppose)"
+    category = str(row.get("category") or "").strip()
+    topic = str(row.get("topic") or "").strip()
+    if category:
+        if known and category not in known:
+            return {}, f"unknown category {category!r}"
+    elif topic in by_topic:
+        category = by_topic[topic]
+    else:
+        return {}, f"unknown topic {topic!r}" if topic else "no category or topic"
+    return {"category": category, **text, "sample": 0, "stance": label,
+            "kind": str(row.get("kind") or "labelled")}, None
+
+
+def _yaml_layout(path: str | Path) -> pl.DataFrame:
+    """The shipped layout: category -> question + stance -> kind -> response."""
     spec = yaml.safe_load(Path(path).read_text())
     rows = [
         {
@@ -93,6 +164,8 @@ def agreement_metrics(labels: Sequence[str], probabilities: np.ndarray) -> dict[
 
 
 def agreement_markdown(metrics: dict[str, Any], by_kind: dict[str, float], judge: str) -> str:
+    """The agreement report: summary line, confusion matrix, accuracy by kind of answer,
+    and the labelled set's rows left out (by reason) when there were any."""
     lines = [
         f"### Judge agreement: {judge}",
         "",
@@ -108,6 +181,11 @@ def agreement_markdown(metrics: dict[str, Any], by_kind: dict[str, float], judge
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "| kind of answer | accuracy |", "|---|---:|"]
     lines += [f"| {kind} | {accuracy:.2f} |" for kind, accuracy in sorted(by_kind.items())]
+    labelled = metrics.get("labelled_set") or {}
+    if labelled.get("skipped"):
+        lines += ["", f"Left out of `{labelled['path']}`:", ""]
+        lines += [f"- {reason}: {n} (first at {labelled['first_seen'][reason]})"
+                  for reason, n in labelled["skipped"].items()]
     return "\n".join(lines) + "\n"
 
 

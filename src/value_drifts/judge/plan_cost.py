@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from value_drifts.agreement import load_labelled_set
+from value_drifts.agreement import labelled_set_path, load_labelled_set
 from value_drifts.config import load_config
 from value_drifts.dataset_stances import conversation_text, preference_text_pairs, sample_items
 from value_drifts.generation import read_questions, sample_questions
@@ -51,8 +51,6 @@ PLACEHOLDER_CONVERSATION_CHARS = 4000
 # at 1,024 tokens, the paper's PO max_response_length (App. B.3).
 PLACEHOLDER_PREFERENCE_PROMPT_CHARS = 400
 PLACEHOLDER_PREFERENCE_RESPONSE_CHARS = round(1024 * CHARS_PER_TOKEN)
-# rule judge_agreement's labelled set.
-AGREEMENT_SET = "resources/stance_agreement.yaml"
 STAGES = ("checkpoints", "dataset stances", "value gaps", "agreement")
 # What a dataset stance estimate assumes before the similarity search has run.
 SFT_BOUND = ("upper bound on matched items: every analysed item matched, to one topic "
@@ -329,13 +327,15 @@ def value_gap_stage(config: Mapping[str, Any], results: Path = Path("results")) 
 # --- agreement ----------------------------------------------------------------------------
 
 
-def agreement_stage(config: Mapping[str, Any], labelled: str | Path = AGREEMENT_SET) -> StagePlan:
-    """Rule judge_agreement: one call per hand-labelled item, exact prompts."""
+def agreement_stage(config: Mapping[str, Any], labelled: str | Path | None = None) -> StagePlan:
+    """Rule judge_agreement: one call per usable hand-labelled item (judge.agreement.labelled,
+    else the shipped set), exact prompts."""
     topics = _topics(config)
     template = load_template(config["judge"]["prompt"])
+    items, _ = load_labelled_set(labelled or labelled_set_path(config["judge"]), topics)
     prompts = [
         render(template, row["question"], row["response"], topics[row["category"]])
-        for row in load_labelled_set(labelled).iter_rows(named=True)
+        for row in items.iter_rows(named=True)
     ]
     return _stage("agreement", [JobPrompts(prompts, [])], config["judge"])
 
