@@ -3,8 +3,12 @@ chat rows (``messages``: a list of ``{role, content}``), split 90/10 with a seed
 malformed rows counted by reason (never silently dropped).
 
 Formats: ``wildchat`` (allenai/WildChat-1M: a ``conversation`` column of turns with
-``role``/``content`` among other fields, and a conversation-level ``language``) and
-``alpaca`` (tatsu-lab/alpaca: ``instruction``/``input``/``output``/``text``).
+``role``/``content`` among other fields, and a conversation-level ``language``),
+``alpaca`` (tatsu-lab/alpaca: ``instruction``/``input``/``output``/``text``), and TRL's own
+layouts for your data: ``messages`` (a list of ``{role, content}``) and
+``prompt_completion`` (``prompt`` and ``completion``, each a string or a message list),
+read by value_drifts.trl_format with configurable column names (``messages_column``,
+``prompt_column``, ``completion_column``).
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from value_drifts.trl_format import FormatError, conversation_text_messages, text_messages
 
 SPEAKERS = ("user", "assistant")
 ROLES = {*SPEAKERS, "system"}
@@ -26,6 +33,10 @@ EMPTY_TURN = "empty turn"
 WRONG_ROLE = "wrong role"
 NON_ALTERNATING = "non-alternating roles"
 NO_FINAL_ASSISTANT = "no final assistant turn"
+# A TRL-format row the reader cannot read is counted as this prefix and the FormatError's
+# message, which names the value's shape ("a string, not a message list",
+# "non-text content (image)"), never its text.
+MALFORMED = "malformed row: "
 
 
 class MissingField(KeyError):
@@ -81,12 +92,61 @@ def wildchat_messages(row: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"role": turn.get("role"), "content": turn.get("content")} for turn in turns]
 
 
+def trl_messages(row: Mapping[str, Any], messages_column: str = "messages") -> list[dict[str, str]]:
+    """TRL conversational row (a list of ``{role, content}``; content a string or text
+    parts) -> its turns as text. Raises FormatError for a value that is not a message list
+    and for content parts that are not text (an image)."""
+    return conversation_text_messages(_field(row, messages_column))
+
+
+def trl_prompt_completion(
+    row: Mapping[str, Any], prompt_column: str = "prompt", completion_column: str = "completion"
+) -> list[dict[str, str]]:
+    """TRL prompt-completion row -> the prompt's turns then the completion's. A string
+    prompt is one user turn, a string completion one assistant turn; message lists are kept."""
+    return (text_messages(_field(row, prompt_column), "user")
+            + text_messages(_field(row, completion_column), "assistant"))
+
+
 CONVERTERS: dict[str, Callable[[Mapping[str, Any]], list[dict[str, str]]]] = {
     "wildchat": wildchat_messages,
     "alpaca": alpaca_messages,
+    "messages": trl_messages,
+    "prompt_completion": trl_prompt_completion,
 }
 # The hub columns each format reads; the rest (moderation, headers, ...) is never decoded.
 COLUMNS = {"wildchat": ("conversation", "language"), "alpaca": ("instruction", "input", "output")}
+# TRL formats: the spec keys naming their columns, with TRL's names as defaults.
+TRL_COLUMNS = {
+    "messages": {"messages_column": "messages"},
+    "prompt_completion": {"prompt_column": "prompt", "completion_column": "completion"},
+}
+
+
+def column_names(spec: Mapping[str, Any], defaults: Mapping[str, str]) -> dict[str, str]:
+    """The spec's column-name keys (``prompt_column``, ...), TRL's names where absent."""
+    return {key: spec.get(key) or default for key, default in defaults.items()}
+
+
+def check_columns(spec: Mapping[str, Any], wanted: Iterable[str], present: Sequence[str]) -> None:
+    """Raise ValueError naming the columns the spec's format needs that the data lacks."""
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ValueError(
+            f"{spec.get('data_files') or spec['hub_id']}: missing column(s) {missing} for format "
+            f"{spec['format']!r}; the data has {sorted(present)} (name others with the "
+            "*_column keys)"
+        )
+
+
+def sft_converter(spec: Mapping[str, Any]) -> tuple[Callable, tuple[str, ...]]:
+    """The spec format's row converter and the columns it reads."""
+    fmt = spec["format"]
+    if fmt not in TRL_COLUMNS:
+        return CONVERTERS[fmt], COLUMNS[fmt]
+    columns = column_names(spec, TRL_COLUMNS[fmt])
+    language = ("language",) if spec.get("language") else ()
+    return partial(CONVERTERS[fmt], **columns), (*columns.values(), *language)
 
 
 def convert_conversations(
@@ -100,6 +160,9 @@ def convert_conversations(
         except (MissingField, TypeError, AttributeError):
             # Absent or null fields, or a field of the wrong shape (turns that are no mappings).
             rejected[MISSING_FIELD] += 1
+            continue
+        except FormatError as error:  # TRL formats: a value in no TRL shape, or non-text parts
+            rejected[MALFORMED + str(error)] += 1
             continue
         problem = conversation_problem(messages)
         if problem:
@@ -185,8 +248,10 @@ def load_hub_sft_dataset(spec: Mapping[str, Any], seed: int):
     """
     from value_drifts.preference import downsample
 
-    fmt = spec["format"]
-    dataset = load_hub(spec, COLUMNS[fmt])
+    convert, columns = sft_converter(spec)
+    dataset = load_hub(spec, columns)
+    if spec["format"] in TRL_COLUMNS:
+        check_columns(spec, columns, dataset.column_names)
     counts: dict[str, Any] = {"loaded": len(dataset)}
     language = spec.get("language")
     if language:
@@ -199,7 +264,7 @@ def load_hub_sft_dataset(spec: Mapping[str, Any], seed: int):
     dataset = limited(dataset, spec.get("limit"), seed)
     if spec.get("limit"):
         counts["limit"] = spec["limit"]
-    rows, rejected = convert_conversations(dataset, CONVERTERS[fmt], total=len(dataset))
+    rows, rejected = convert_conversations(dataset, convert, total=len(dataset))
     counts.update(valid=len(rows), rejected=rejected)
     train, validation = split_rows(rows, spec.get("validation_share", 0.1), seed)
     counts.update(train=len(train), validation=len(validation))

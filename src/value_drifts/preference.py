@@ -3,6 +3,12 @@
 Every set becomes rows of ``prompt`` (a list of messages), ``chosen`` and ``rejected``
 (each one assistant message). Malformed hub rows are counted by reason, never dropped
 silently.
+
+Formats: ``ultrafeedback``, ``hh_rlhf`` and, for your data, ``preference``: any of TRL's
+preference layouts, read by value_drifts.trl_format (as the ``value-gap`` command reads
+them) — an explicit prompt (``prompt``/``chosen``/``rejected``) or an implicit one
+(``chosen``/``rejected`` sharing their start), strings or message lists, with the column
+names set by ``prompt_column``/``chosen_column``/``rejected_column``.
 """
 
 from __future__ import annotations
@@ -11,12 +17,20 @@ import random
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from value_drifts.synthetic import fill_template
-from value_drifts.trl_format import FormatError, text_messages
+from value_drifts.trl_format import (
+    Field,
+    FormatError,
+    field_text_messages,
+    read_field,
+    split_implicit_prompt,
+    text_messages,
+)
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -45,6 +59,40 @@ def ultrafeedback_pair(row: Mapping[str, Any]) -> dict[str, Any]:
     """argilla/ultrafeedback-binarized-preferences-cleaned row -> prompt/chosen/rejected."""
     chosen, rejected = text_messages(row["chosen"]), text_messages(row["rejected"])
     return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+
+
+def _read(row: Mapping[str, Any], column: str, name: str, role: str) -> Field:
+    field = read_field(row.get(column), role)
+    if field is None:
+        raise FormatError(f"missing {name}")
+    return field
+
+
+def trl_pair(
+    row: Mapping[str, Any],
+    prompt_column: str = "prompt",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+    implicit: bool | None = None,
+) -> dict[str, Any]:
+    """A row in TRL's preference format -> prompt/chosen/rejected message lists.
+
+    The prompt is explicit (its column) or, with ``implicit`` (by default: when the row has
+    no prompt column), the shared start of chosen and rejected, as TRL's
+    ``extract_prompt`` finds it: of the message lists, or of the strings, character by
+    character. A string prompt is one user turn, a string response one assistant turn.
+    Raises FormatError (missing fields, values in no TRL shape, non-text content parts).
+    """
+    if implicit is None:
+        implicit = prompt_column not in row
+    chosen = _read(row, chosen_column, "chosen", "assistant")
+    rejected = _read(row, rejected_column, "rejected", "assistant")
+    if implicit:
+        prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
+    else:
+        prompt = _read(row, prompt_column, "prompt", "user")
+    return {"prompt": field_text_messages(prompt), "chosen": field_text_messages(chosen),
+            "rejected": field_text_messages(rejected)}
 
 
 def pair_problem(pair: Mapping[str, Any]) -> str | None:
@@ -90,7 +138,24 @@ def downsample(rows: Sequence[dict[str, Any]], size: int, seed: int) -> list[dic
     return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), size))]
 
 
-CONVERTERS = {"ultrafeedback": ultrafeedback_pair, "hh_rlhf": hh_pair}
+CONVERTERS = {"ultrafeedback": ultrafeedback_pair, "hh_rlhf": hh_pair, "preference": trl_pair}
+# The spec keys naming the ``preference`` format's columns, with TRL's names as defaults.
+PAIR_COLUMNS = {"chosen_column": "chosen", "rejected_column": "rejected"}
+
+
+def pair_converter(spec: Mapping[str, Any], present: Sequence[str]):
+    """The spec format's row converter; for ``preference``, bound to the spec's column
+    names, with an implicit prompt when no ``prompt_column`` is set and the data (whose
+    columns are ``present``) has no ``prompt``. Raises ValueError for missing columns."""
+    if spec["format"] != "preference":
+        return CONVERTERS[spec["format"]]
+    from value_drifts.datasets import check_columns, column_names
+
+    columns = column_names(spec, PAIR_COLUMNS)
+    prompt_column = spec.get("prompt_column") or "prompt"
+    implicit = not spec.get("prompt_column") and "prompt" not in present
+    check_columns(spec, [*columns.values(), *([] if implicit else [prompt_column])], present)
+    return partial(trl_pair, prompt_column=prompt_column, implicit=implicit, **columns)
 
 
 def load_hub_preference_set(spec: Mapping[str, Any], seed: int):
@@ -103,12 +168,14 @@ def load_hub_preference_set(spec: Mapping[str, Any], seed: int):
     from value_drifts.datasets import check_expected_sizes, limited, load_hub
 
     dataset = limited(load_hub(spec), spec.get("limit"), seed)
-    convert = CONVERTERS[spec["format"]]
+    convert = pair_converter(spec, dataset.column_names)
     kept, rejected = convert_pairs(
         tqdm(dataset, total=len(dataset), desc="converting", unit="pair", mininterval=5),
         convert,
     )
     counts: dict[str, Any] = {"loaded": len(dataset), "valid": len(kept), "rejected": rejected}
+    if spec["format"] == "preference":
+        counts["implicit_prompt"] = convert.keywords["implicit"]
     if spec.get("limit"):
         counts["limit"] = spec["limit"]
     pairs = downsample(kept, spec["size"], seed)

@@ -9,10 +9,12 @@ or, as in TRL's vision datasets, a list of parts ``[{"type": "text", "text": ...
 {"type": "image"}, ...]``. Messages in ShareGPT's ``from``/``value`` shape are read as
 ``trl.maybe_convert_to_chatml`` reads them.
 
-Used by the ``value-gap`` command (value_gap_cli) and the workflow's preference loaders
-(preference.py). Every function is pure; a value that is in no TRL format raises
-FormatError, whose message says what the value is instead by its shape only (its type, a
-dict's keys), never its text, so callers can count rows by it.
+Used by the ``value-gap`` command (value_gap_cli) and the workflow's loaders: the SFT
+formats ``messages`` and ``prompt_completion`` (datasets.py) and the preference loaders
+(preference.py), so a file one reads the other reads. Every function is pure; a value
+that is in no TRL format raises FormatError, whose message says what the value is instead
+by its shape only (its type, a dict's keys), never its text, so callers can count rows by
+it.
 """
 
 from __future__ import annotations
@@ -189,10 +191,27 @@ def text_messages(value: Any, role: str = "assistant") -> list[dict[str, str]]:
     field = read_field(value, role)
     if field is None:
         raise FormatError("a null field")
+    return field_text_messages(field)
+
+
+def field_text_messages(field: Field) -> list[dict[str, str]]:
+    """A read field (from read_field or split_implicit_prompt) as ``[{"role", "content"}]``
+    with string content: raises FormatError when it has non-text parts to lose."""
     lost = sorted({kind for message in field.messages for kind in message.non_text})
     if lost:
         raise FormatError(f"non-text content ({', '.join(lost)})")
     return [{"role": m.role, "content": m.content} for m in field.messages]
+
+
+def conversation_text_messages(value: Any) -> list[dict[str, str]]:
+    """A conversational field (TRL's ``messages``) as text messages: raises FormatError
+    when it is a string or anything but a message list, or has non-text parts to lose."""
+    field = read_field(value, "user")
+    if field is None:
+        raise FormatError("a null field")
+    if not field.conversational:
+        raise FormatError("a string, not a message list")
+    return field_text_messages(field)
 
 
 def dataset_type(columns: Sequence[str]) -> str | None:
