@@ -10,7 +10,7 @@ DEEPSPEED ?= deepspeed==0.19.8
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all dry-run-paper cost-plan lint clean
+.PHONY: setup demo test test-all dry-run-paper cost-plan check-envs lint clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,13 @@ dry-run-paper: setup
 CONFIG ?= config/config.yaml
 cost-plan: setup
 	$(BIN)/python -m value_drifts.judge.plan_cost --configfile $(CONFIG)
+
+# Each conda env's pip section (envs/*.yaml) resolves: pip's resolver in dry-run mode against
+# the package registry, in a throwaway venv of $(PYTHON) (3.11, as the envs), without this
+# machine's pip configuration (local wheels, caps); nothing is installed. Needs the network;
+# about 2.5 minutes for the five envs, resolved at once.
+check-envs: setup
+	$(BIN)/python -m value_drifts.envs --python $(PYTHON)
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -8,7 +8,7 @@ rule values:
     log:
         "logs/aggregate/{model}/{run}/values.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         steps=trajectory_steps,
         ci_level=config["analysis"]["ci_level"],
@@ -30,7 +30,7 @@ rule judge_health:
     log:
         "logs/aggregate/{model}/{run}/judge_health.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         steps=trajectory_steps,
         title=lambda wc: f"Judge health, {wc.model} {wc.run}",
@@ -50,7 +50,7 @@ rule drift:
     log:
         "logs/aggregate/{model}/{run}/drift.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         ci_level=config["analysis"]["ci_level"],
         n_resamples=lookup(
@@ -75,7 +75,7 @@ rule sft_drift_table:
     log:
         "logs/tables/table09-12_{model}_sft.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
         title=lambda wc: f"SFT drift, {wc.model}",
@@ -97,7 +97,7 @@ rule po_drift_table:
     log:
         "logs/tables/table13-16_{model}_sft-{sft_dataset}_po.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         runs=lambda wc: [
             f"{phase.algorithm}-{phase.preference_set}"
@@ -123,7 +123,7 @@ rule paper_comparison:
     log:
         "logs/tables/paper_vs_ours.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         runs=lambda wc: sorted({(e["model"], e["run"]) for e in paper_reference()}),
     script:

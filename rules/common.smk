@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.agreement import labelled_set_path  # noqa: E402
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
+from value_drifts.envs import conda_env  # noqa: E402
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
@@ -29,6 +30,18 @@ CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
 FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
 BATCH_STATE_DIR = batch_state_dir(config["judge"])
+# The conda env of each backend kind (value_drifts.envs): rules whose library depends on
+# the configured backend run in that backend's env.
+JUDGE_ENV = conda_env(config["judge"]["backend"])
+GENERATION_ENV = conda_env(config["generation"]["backend"])
+TEACHER_ENV = conda_env(
+    config.get("value_gap", {}).get("teacher", {}).get("backend", "openai_chat")
+)
+VPRISM_LLM_ENV = conda_env(
+    config.get("vprism", {}).get("llm", {}).get("backend", "openai_chat")
+)
+DOWNSTREAM_BACKEND = config.get("downstream", {}).get("backend", "hf")
+DOWNSTREAM_ENV = conda_env(DOWNSTREAM_BACKEND)
 
 
 def ablations():

@@ -12,7 +12,7 @@ rule prepare_sft_dataset:
     benchmark:
         "benchmarks/data/prepare_sft_dataset_{sft_dataset}.tsv"
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=16000,
         runtime=120,
@@ -35,7 +35,7 @@ rule prepare_preference_set:
     benchmark:
         "benchmarks/data/prepare_preference_set_{preference_set}.tsv"
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=16000,
         runtime=120,
@@ -56,7 +56,7 @@ rule select_questions:
     log:
         "logs/data/select_questions.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         per_category=config["questions"].get("per_category"),
         seed=config["seed"],
@@ -80,7 +80,7 @@ rule retrieve_value_gap_prompts:
     benchmark:
         "benchmarks/data/retrieve_value_gap_prompts.tsv"
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=16000,
         runtime=120,
@@ -104,7 +104,7 @@ rule generate_value_gap:
     benchmark:
         "benchmarks/data/generate_value_gap.tsv"
     conda:
-        "../envs/generate.yaml"
+        TEACHER_ENV
     resources:
         mem_mb=16000,
         runtime=24 * 60,

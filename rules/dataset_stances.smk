@@ -17,7 +17,7 @@ rule dataset_stances:
     benchmark:
         "benchmarks/dataset_stances/sft_{sft_dataset}.tsv"
     conda:
-        "../envs/judge.yaml"
+        JUDGE_ENV
     threads: 1
     resources:
         gpu=JUDGE_GPUS,
@@ -50,7 +50,7 @@ rule value_gap_pairs:
     benchmark:
         "benchmarks/dataset_stances/preference_{preference_set}.tsv"
     conda:
-        "../envs/judge.yaml"
+        JUDGE_ENV
     threads: 1
     resources:
         gpu=JUDGE_GPUS,
@@ -89,7 +89,7 @@ rule figure_dataset_stances:
     log:
         "logs/dataset_stances/figure_dataset_stances.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=2000,
         runtime=10,
@@ -126,7 +126,7 @@ rule figure_value_gap:
     log:
         "logs/dataset_stances/figure_value_gap.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=2000,
         runtime=10,

@@ -12,7 +12,7 @@ rule downstream_eval:
     benchmark:
         "benchmarks/downstream/{model}/{run}.tsv"
     conda:
-        "../envs/analysis.yaml"
+        DOWNSTREAM_ENV
     # the GPUs its lm-eval backend uses; the job passes that number to vLLM
     threads: lambda wc: downstream_resource("cpus_per_task")(wc, 1)
     resources:
@@ -43,7 +43,7 @@ rule downstream_table:
     log:
         "logs/tables/table17_downstream.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         checkpoints=lambda wc: downstream_checkpoints(),
     script:

@@ -12,7 +12,7 @@ rule figure_sft_trajectories:
     log:
         "logs/figures/fig03_sft_{model}_{topic}.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
@@ -36,7 +36,7 @@ rule figure_po_trajectories:
     log:
         "logs/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
         runs=lambda wc: [
@@ -67,7 +67,7 @@ rule figure_po_setups:
     log:
         "logs/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
         runs=lambda wc: [
@@ -96,7 +96,7 @@ rule figure_ablation:
     log:
         "logs/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
         labels=lambda wc: [
@@ -119,7 +119,7 @@ rule run_configuration:
     log:
         "logs/report/run_configuration.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     params:
         config=config,
     script:

@@ -12,7 +12,7 @@ rule generate:
     benchmark:
         "benchmarks/generate/{model}/{run}/step-{step}.tsv"
     conda:
-        "../envs/generate.yaml"
+        GENERATION_ENV
     threads: lambda wc: generation_job(wc, 1)["cpus_per_task"]
     resources:
         gpu=generation_resource("gpu"),

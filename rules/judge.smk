@@ -11,7 +11,7 @@ rule adapt_local_judge:
     benchmark:
         "benchmarks/judge/adapt_local_judge.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("train")
     threads: 2
     resources:
         mem_mb=8000,
@@ -38,7 +38,7 @@ rule judge:
     benchmark:
         "benchmarks/judge/{model}/{run}/step-{step}.tsv"
     conda:
-        "../envs/judge.yaml"
+        JUDGE_ENV
     threads: 1
     resources:
         gpu=JUDGE_GPUS,
@@ -74,7 +74,7 @@ rule judge_agreement:
     benchmark:
         "benchmarks/judge/agreement.tsv"
     conda:
-        "../envs/judge.yaml"
+        JUDGE_ENV
     threads: 1
     resources:
         gpu=JUDGE_GPUS,

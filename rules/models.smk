@@ -9,7 +9,7 @@ rule prepare_base_model:
     benchmark:
         "benchmarks/models/prepare_base_model_{model}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("train")
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: res.prepare_model_resources(

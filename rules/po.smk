@@ -10,7 +10,7 @@ rule train_reward_model:
     benchmark:
         "benchmarks/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("train")
     threads: job_threads
     resources:
         gpu=training_resource("gpu", reward_job),
@@ -42,7 +42,7 @@ rule train_preference_optimisation:
     benchmark:
         "benchmarks/po/train_{model}_{sft_dataset}.{po_run}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("train")
     threads: job_threads
     resources:
         gpu=training_resource("gpu", po_job),

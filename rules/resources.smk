@@ -99,9 +99,6 @@ def generation_resource(key):
     return lambda wildcards, attempt: generation_job(wildcards, attempt)[key]
 
 
-DOWNSTREAM_BACKEND = config.get("downstream", {}).get("backend", "hf")
-
-
 def downstream_resource(key):
     """A resource of one checkpoint's downstream evaluation: the GPUs its lm-eval backend
     uses (vLLM's tensor-parallel size, or one GPU for HF), see res.downstream_resources.

@@ -11,7 +11,7 @@ rule train_sft:
     benchmark:
         "benchmarks/sft/train_sft_{model}_{sft_dataset}.tsv"
     conda:
-        "../envs/train.yaml"
+        conda_env("train")
     threads: job_threads
     resources:
         gpu=training_resource("gpu", sft_job),

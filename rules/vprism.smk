@@ -16,7 +16,7 @@ rule vprism_load_prompts:
     log:
         "logs/vprism/load_prompts.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=4000,
         runtime=30,
@@ -43,7 +43,7 @@ rule vprism_rephrase:
     benchmark:
         "benchmarks/vprism/rephrase.tsv"
     conda:
-        "../envs/generate.yaml"
+        VPRISM_LLM_ENV
     resources:
         mem_mb=8000,
         runtime=12 * 60,
@@ -67,7 +67,7 @@ rule vprism_embed:
     benchmark:
         "benchmarks/vprism/embed.tsv"
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=8000,
         runtime=60,
@@ -89,7 +89,7 @@ rule vprism_umap:
     benchmark:
         "benchmarks/vprism/umap.tsv"
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=16000,
         runtime=120,
@@ -111,7 +111,7 @@ rule vprism_cluster:
     log:
         "logs/vprism/cluster.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=8000,
         runtime=60,
@@ -139,7 +139,7 @@ rule vprism_name_clusters:
     benchmark:
         "benchmarks/vprism/name_clusters.tsv"
     conda:
-        "../envs/generate.yaml"
+        VPRISM_LLM_ENV
     resources:
         mem_mb=8000,
         runtime=60,
@@ -167,7 +167,7 @@ rule vprism_assign_categories:
     log:
         "logs/vprism/assign_categories.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=2000,
         runtime=10,
@@ -193,7 +193,7 @@ rule vprism_filter:
     benchmark:
         "benchmarks/vprism/filter.tsv"
     conda:
-        "../envs/generate.yaml"
+        VPRISM_LLM_ENV
     resources:
         mem_mb=8000,
         runtime=6 * 60,
@@ -216,7 +216,7 @@ rule build_vprism:
     log:
         "logs/vprism/build_vprism.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=2000,
         runtime=10,
@@ -245,7 +245,7 @@ rule vprism_figure:
     log:
         "logs/vprism/figure.log",
     conda:
-        "../envs/analysis.yaml"
+        conda_env("analysis")
     resources:
         mem_mb=2000,
         runtime=10,
