@@ -207,3 +207,15 @@ def test_own_data_config_blocks_validate(small_config):
         "chosen_column": "good", "rejected_column": "bad",
     }
     validate_config(config)
+
+
+def test_value_gap_retrieval_reads_a_local_preference_set_in_trl_format():
+    """The teacher pipeline's prompt source (value_gap.hub_prompts) reads the same local
+    TRL-format files as the workflow's loaders: a builder with data_files, the spec's format."""
+    from value_drifts.value_gap import hub_prompts
+
+    spec = {"source": "hub", "hub_id": "json", "format": "preference",
+            "data_files": str(OWN_DATA / "pref_explicit_conversational.jsonl")}
+    prompts, counts = hub_prompts(spec, multi_turn="first_turn")
+    assert prompts[:2] == ["Hi", "Hi"]  # the second pair's opening user turn
+    assert counts["rows"] == sum(1 for _ in open(spec["data_files"]))

@@ -514,12 +514,13 @@ def load_encoder(name: str, device: str = "cpu") -> Any:
 
 
 def hub_prompts(spec: Mapping[str, Any], multi_turn: str = "first_turn") -> tuple[list[str], dict]:
-    """Candidate prompts of one hub preference set (format as in ``preference.CONVERTERS``)."""
-    from datasets import load_dataset
+    """Candidate prompts of one hub preference set (a hub id, or a builder such as ``json``
+    with local ``data_files``; format as in ``preference.CONVERTERS``, ``preference`` with
+    the spec's column names)."""
+    from value_drifts.datasets import load_hub
+    from value_drifts.preference import convert_pairs, pair_converter
 
-    from value_drifts.preference import CONVERTERS, convert_pairs
-
-    dataset = load_dataset(spec["hub_id"], spec.get("hub_config"), split=spec.get("split", "train"))
-    pairs, rejected = convert_pairs(dataset, CONVERTERS[spec["format"]])
+    dataset = load_hub(spec)
+    pairs, rejected = convert_pairs(dataset, pair_converter(spec, dataset.column_names))
     prompts, counts = candidate_prompts(pairs, multi_turn=multi_turn)
     return prompts, {**counts, "rows": len(dataset), "rejected_rows": rejected}
