@@ -15,6 +15,7 @@ judged values equal a fault-free run's and every prompt is forwarded exactly onc
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -143,9 +144,14 @@ def test_real_judging_is_cached_and_survives_faults_without_paying_twice(
     assert len(clean) == len(PROMPTS)
     assert all(1 <= len(top) <= 21 and max(top.values()) <= 0 for top in clean)
     assert all(sum(math.exp(v) for v in top.values()) <= 1 + 1e-6 for top in clean)
-    probabilities = [read_stance(top).probabilities for top in clean]
-    assert all(sum(p) == pytest.approx(1.0, abs=1e-9) for p in probabilities)
-    assert len({p for p in probabilities}) > 1  # the real model's answers differ by prompt
+    readings = [read_stance(top) for top in clean]
+    # The unadapted 135M model seldom answers with a label: each answer is a reading that
+    # sums to 1 or is unreadable (NaN), never a uniform guess.
+    for reading in readings:
+        total = sum(reading.probabilities)
+        assert total == pytest.approx(1.0, abs=1e-9) if reading.readable else math.isnan(total)
+    probabilities = [r.probabilities for r in readings]
+    assert len({json.dumps(top, sort_keys=True) for top in clean}) > 1  # differ by prompt
     assert proxy.forwarded == proxy.served == Counter({p: 1 for p in PROMPTS})
     assert judge.last_run_counts.requests_sent == len(PROMPTS)
 
@@ -174,7 +180,7 @@ def test_real_judging_is_cached_and_survives_faults_without_paying_twice(
         assert faulty_top.keys() == clean_top.keys()
         assert all(abs(faulty_top[t] - clean_top[t]) <= 1e-6 for t in clean_top)
     for faulty_top, p in zip(faulty, probabilities, strict=True):
-        assert read_stance(faulty_top).probabilities == pytest.approx(p, abs=1e-6)
+        assert read_stance(faulty_top).probabilities == pytest.approx(p, abs=1e-6, nan_ok=True)
     deviation = max(abs(f[t] - c[t]) for f, c in zip(faulty, clean, strict=True) for t in c)
     print(f"clean run of {len(PROMPTS)} real requests: {clean_s:.1f} s; whole test "
           f"{time.monotonic() - started:.1f} s; faulty vs clean max |Δ logprob| {deviation:.2e}")

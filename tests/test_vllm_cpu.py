@@ -117,9 +117,13 @@ def test_vllm_judge_reads_real_first_token_logprobs(judged):
         assert TOP_K - 3 <= len(top) <= TOP_K + 1  # top-k (+ sampled), same-text ids merged
         assert max(top.values()) <= 0
         assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-5
-    probabilities = [read_stance(top).probabilities for top in first["tops"]]
-    assert all(sum(p) == pytest.approx(1.0, abs=1e-9) for p in probabilities)
-    assert len(set(probabilities)) > 1  # a real model: answers differ by prompt
+    # The unadapted 135M model seldom answers with a label: each answer is a reading that
+    # sums to 1 or is unreadable (NaN), never a uniform guess.
+    for reading in (read_stance(top) for top in first["tops"]):
+        total = sum(reading.probabilities)
+        assert total == pytest.approx(1.0, abs=1e-9) if reading.readable else math.isnan(total)
+    # a real model: answers differ by prompt
+    assert len({json.dumps(top, sort_keys=True) for top in first["tops"]}) > 1
     # The chat template wraps each judge prompt once, as the model was trained to read it.
     assert all(r.startswith("<|im_start|>") and r.count("<|im_start|>user") == 1
                and r.endswith("<|im_start|>assistant\n") for r in first["rendered"])
