@@ -27,15 +27,15 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from value_drifts.aggregate import readable_answers
-from value_drifts.judge.run import judge_generations, read_stances
+from value_drifts.aggregate import PROB_COLUMNS, readable_answers
+from value_drifts.judge.run import judge_generations, read_stances, reading_columns
 from value_drifts.stance import DEFAULT_MIN_LABEL_MASS, STANCES, judge_health
 from value_drifts.value_gap import Encoder, embed
 
 SPEAKER_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
 MAX_DISTANCE = math.sqrt(2.0)
 NO_MATCH = "no question at or above the similarity threshold"
-P_COLUMNS = tuple(f"p_{stance}" for stance in STANCES)
+P_COLUMNS = tuple(PROB_COLUMNS)
 
 
 # --- similarity search ------------------------------------------------------------------
@@ -164,12 +164,9 @@ def sample_items(rows: list[dict[str, Any]], max_items: int | None, seed: int) -
 
 
 def _stance_columns(readings: Sequence) -> list[pl.Series]:
-    return [
-        *[pl.Series(P_COLUMNS[i], [r.probabilities[i] for r in readings], dtype=pl.Float64)
-          for i in range(len(STANCES))],
-        pl.Series("readable", [r.readable for r in readings], dtype=pl.Boolean),
-        pl.Series("top_is_label", [r.top_is_label for r in readings], dtype=pl.Boolean),
-    ]
+    """The judge's reading columns (``judge.run.reading_columns``) a stances table keeps."""
+    kept = (*P_COLUMNS, "readable", "top_is_label")
+    return [column for column in reading_columns(readings) if column.name in kept]
 
 
 def judge_conversations(
