@@ -1,7 +1,8 @@
 rule values:
     """v(T) per step, category and stance, with CIs, for one training phase."""
     input:
-        trajectory_judgments,
+        judgments=trajectory_judgments,
+        settings=ANALYSIS_SETTINGS,
     output:
         values="results/{model}/{run}/values.parquet",
         question_values="results/{model}/{run}/question_values.parquet",
@@ -19,7 +20,7 @@ rule values:
 rule judge_health:
     """How readable the judge's answers were at every checkpoint of one phase."""
     input:
-        trajectory_judge_counts,
+        counts=trajectory_judge_counts,
     output:
         csv=report(
             "results/{model}/{run}/judge_health.csv",
@@ -44,6 +45,7 @@ rule drift:
     input:
         values="results/{model}/{run}/values.parquet",
         question_values="results/{model}/{run}/question_values.parquet",
+        settings=ANALYSIS_SETTINGS,
     output:
         parquet="results/{model}/{run}/drift.parquet",
         csv="results/{model}/{run}/drift.csv",
@@ -64,7 +66,8 @@ rule drift:
 rule sft_drift_table:
     """Drift magnitude and time by topic, SFT dataset and stance (paper Tables 9-12)."""
     input:
-        sft_drifts,
+        drifts=sft_drifts,
+        settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
             "results/tables/table09-12_{model}_sft.csv",
@@ -86,7 +89,8 @@ rule sft_drift_table:
 rule po_drift_table:
     """Drift by topic, algorithm, preference set and stance (paper Tables 1, 13-16)."""
     input:
-        po_table_drifts,
+        drifts=po_table_drifts,
+        settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
             "results/tables/table13-16_{model}_sft-{sft_dataset}_po.csv",
@@ -113,6 +117,7 @@ rule paper_comparison:
     input:
         reference=lookup(dpath="analysis/paper_reference", within=config, default=[]),
         drifts=paper_comparison_drifts,
+        settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
             "results/tables/paper_vs_ours.csv",

@@ -1,6 +1,7 @@
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -10,9 +11,17 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from value_drifts.agreement import labelled_set_path  # noqa: E402
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
 from value_drifts.envs import conda_env  # noqa: E402
+from value_drifts.job_settings import (  # noqa: E402
+    output_settings,
+    record_settings,
+    recorded_digest,
+    settings_path,
+)
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
+from value_drifts.judge.run import judge_output_settings  # noqa: E402
 from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
+from value_drifts.training.checkpoints import lost_answers_reason  # noqa: E402
 
 try:
     validate_config(config)
@@ -108,6 +117,58 @@ def judge_model_dir():
     return "results/judge/adapted" if judge["model"] == "adapted" else judge["model"]
 
 
+# ---- settings a job's output depends on --------------------------------------------------
+# Each is an input file (value_drifts.job_settings): with the profiles' mtime-only rerun
+# trigger, editing a setting reruns exactly the jobs that read it, and editing a
+# throughput setting (batch size, concurrency, prices...) reruns nothing.
+
+
+def recorded_settings(name, settings):
+    """The settings file ``name`` recording the output-affecting part of ``settings``."""
+    return record_settings(settings_path(name), output_settings(settings))
+
+
+JUDGE_SETTINGS = recorded_settings("judge", judge_output_settings(config["judge"]))
+ANALYSIS_SETTINGS = recorded_settings(
+    "analysis", {"analysis": config["analysis"], "seed": config["seed"]}
+)
+DATASET_STANCE_SETTINGS = recorded_settings(
+    "dataset_stances",
+    {"dataset_stances": config.get("dataset_stances", {}), "seed": config["seed"]},
+)
+
+
+GENERATION_SETTINGS = {
+    model: recorded_settings(
+        f"generation/{model}",
+        {
+            "generation": config["generation"],
+            "seed": config["seed"],
+            "prompt_style": spec.get("prompt_style"),
+        },
+    )
+    for model, spec in config["models"].items()
+}
+
+
+def generation_settings(model):
+    return GENERATION_SETTINGS[model]
+
+
+def vprism_settings(*keys):
+    """The settings file of a V-PRISM stage: the vprism keys it reads, and the seed."""
+    return lambda wc: recorded_settings(
+        f"vprism/{'-'.join(keys)}",
+        {**{key: config["vprism"].get(key) for key in keys}, "seed": config["seed"]},
+    )
+
+
+def settings_of(name, settings):
+    """An input function giving the settings file ``name.format(**wildcards)`` for
+    ``settings(wildcards)``."""
+    return lambda wc: recorded_settings(name.format(**wc), settings(wc))
+
+
 # ---- paper numbering of figures and tables ---------------------------------------------
 
 
@@ -148,6 +209,57 @@ def checkpoint_input(wildcards):
     return training_marker(wildcards.model, wildcards.run)
 
 
+def generate_inputs(wildcards):
+    """The checkpoint, the questions and the generation settings of one generate job."""
+    return {
+        "checkpoint": checkpoint_input(wildcards),
+        "questions": "results/data/questions.parquet",
+        "settings": generation_settings(wildcards.model),
+    }
+
+
+def lost_answers():
+    """``model run step: reason`` for every evaluated checkpoint whose answers a rerun
+    would lose (value_drifts.training.checkpoints.lost_answers_reason)."""
+    problems, digests = [], {}
+    for model, run, step in sorted(PLAN.evaluated_checkpoints()):
+        inputs = generate_inputs(SimpleNamespace(model=model, run=run, step=step))
+        settings = inputs["settings"]
+        if settings not in digests:
+            digests[settings] = recorded_digest(settings)
+        reason = lost_answers_reason(
+            Path(checkpoint_dir(model, run, step)),
+            Path(f"{step_dir(model, run, step)}/generations.parquet"),
+            [Path(path) for path in inputs.values()],
+            digests[settings],
+        )
+        if reason:
+            problems.append(f"{model} {run} step {step}: {reason}")
+    return problems
+
+
+def check_no_answers_lost():
+    """Stop the workflow at start (dry runs too) when a generation would rerun on a
+    checkpoint whose weights are gone. Snakemake itself would remove the answers and
+    then fail; and an error raised inside an input function does not stop it (an
+    existing file whose producer fails to resolve counts as present), so this is
+    checked once for the whole plan."""
+    problems = lost_answers()
+    if problems:
+        raise WorkflowError(
+            "Stopped before running anything: regenerating the answers of these "
+            "checkpoints would lose them. Their weights were deleted once the answers "
+            "existed (generation.delete_checkpoint_weights) and an input of their "
+            "generation changed since (an output-affecting setting, the questions, or "
+            "the training run):\n  "
+            + "\n  ".join(problems)
+            + "\nNothing was removed. Ways out: revert the change (the answers on disk "
+            "are then current again: a settings file gets back the time it first held "
+            "those settings), or retrain those runs: remove their folders "
+            "results/models/<model>/<run> and run again."
+        )
+
+
 def judge_model_input(wildcards):
     return ["results/judge/adapted"] if config["judge"]["model"] == "adapted" else []
 
@@ -175,6 +287,14 @@ def po_training_inputs(wildcards):
     inputs = {
         "sft": training_marker(phase.model, f"sft-{phase.sft_dataset}"),
         "data": f"results/data/preference/{phase.preference_set}/train.parquet",
+        "settings": recorded_settings(
+            f"training/{phase.model}/{phase.run}",
+            {
+                "algorithm": phase.algorithm,
+                "hyper": po_hyperparameters(phase),
+                "seed": config["seed"],
+            },
+        ),
     }
     if phase.algorithm == "ppo":
         inputs["reward_model"] = (
@@ -186,20 +306,31 @@ def po_training_inputs(wildcards):
 def sft_dataset_inputs(wildcards):
     """Template sets are built from files; editing them must rebuild the set."""
     spec = config["sft_datasets"][wildcards.sft_dataset]
+    inputs = {
+        "settings": recorded_settings(
+            f"data/sft/{wildcards.sft_dataset}", {"spec": spec, "seed": config["seed"]}
+        )
+    }
     if spec["source"] == "synthetic":
-        return {"topics": config["topics"], "templates": spec["templates"]}
-    return {}
+        inputs.update(topics=config["topics"], templates=spec["templates"])
+    return inputs
 
 
 def preference_set_inputs(wildcards):
     """Template pairs come from files, teacher-written pairs from the value-gap responses;
     hub sets have no input."""
     spec = config["preference_sets"][wildcards.preference_set]
+    inputs = {
+        "settings": recorded_settings(
+            f"data/preference/{wildcards.preference_set}",
+            {"spec": spec, "seed": config["seed"]},
+        )
+    }
     if spec["source"] == "synthetic_templates":
-        return {"topics": config["topics"], "templates": spec["templates"]}
+        inputs.update(topics=config["topics"], templates=spec["templates"])
     if spec["source"] == "synthetic_value_gap":
-        return {"responses": "results/data/value_gap/responses.parquet"}
-    return {}
+        inputs["responses"] = "results/data/value_gap/responses.parquet"
+    return inputs
 
 
 def trajectory_judgments(wildcards):
@@ -421,3 +552,6 @@ def final_outputs():
             "results/figures/fig20_value_gap.pdf",
         ]
     return sorted(set(outputs))
+
+
+check_no_answers_lost()

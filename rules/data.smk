@@ -51,6 +51,13 @@ rule select_questions:
     input:
         questions=config["questions"]["path"],
         topics=config["topics"],
+        settings=recorded_settings(
+            "data/questions",
+            {
+                "per_category": config["questions"].get("per_category"),
+                "seed": config["seed"],
+            },
+        ),
     output:
         "results/data/questions.parquet",
     log:
@@ -72,6 +79,12 @@ rule retrieve_value_gap_prompts:
             for name in config["value_gap"]["sources"]
         ],
         topics=config["topics"],
+        settings=settings_of(
+            "data/value_gap_retrieval",
+            lambda wc: {
+                k: v for k, v in config["value_gap"].items() if k != "teacher"
+            },
+        ),
     output:
         retrieved="results/data/value_gap/retrieved.parquet",
         counts="results/data/value_gap/retrieve_counts.json",
@@ -96,6 +109,13 @@ rule generate_value_gap:
         retrieved="results/data/value_gap/retrieved.parquet",
         system_prompt=lambda wc: config["value_gap"]["system_prompt"],
         values=lambda wc: config["value_gap"]["values"],
+        settings=settings_of(
+            "data/value_gap_teacher",
+            lambda wc: {
+                "teacher": config["value_gap"]["teacher"],
+                "min_words": config["value_gap"].get("min_words"),
+            },
+        ),
     output:
         responses="results/data/value_gap/responses.parquet",
         counts="results/data/value_gap/generate_counts.json",

@@ -9,6 +9,8 @@ rule dataset_stances:
         topics=config["topics"],
         prompt=lookup(dpath="dataset_stances/prompt", within=config, default=[]),
         judge_model=judge_model_input,
+        judge_settings=JUDGE_SETTINGS,
+        settings=DATASET_STANCE_SETTINGS,
     output:
         stances="results/dataset_stances/sft/{sft_dataset}/stances.parquet",
         counts="results/dataset_stances/sft/{sft_dataset}/counts.json",
@@ -42,6 +44,8 @@ rule value_gap_pairs:
         topics=config["topics"],
         prompt=config["judge"]["prompt"],
         judge_model=judge_model_input,
+        judge_settings=JUDGE_SETTINGS,
+        settings=DATASET_STANCE_SETTINGS,
     output:
         gaps="results/dataset_stances/preference/{preference_set}/value_gap.parquet",
         counts="results/dataset_stances/preference/{preference_set}/counts.json",
@@ -77,6 +81,7 @@ rule figure_dataset_stances:
                 default=list(config["sft_datasets"]),
             )
         ],
+        settings=DATASET_STANCE_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig19_sft_dataset_stances.pdf",
@@ -114,6 +119,7 @@ rule figure_value_gap:
                 default=list(config.get("preference_sets", {})),
             )
         ],
+        settings=DATASET_STANCE_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig20_value_gap.pdf",

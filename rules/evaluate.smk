@@ -5,6 +5,10 @@ rule downstream_eval:
     """Benchmarks (5-shot) for one base, final SFT or final PO checkpoint."""
     input:
         checkpoint_input,
+        settings=recorded_settings(
+            "downstream",
+            {"downstream": config.get("downstream", {}), "seed": config["seed"]},
+        ),
     output:
         "results/{model}/{run}/downstream.json",
     log:
@@ -32,7 +36,7 @@ rule downstream_eval:
 rule downstream_table:
     """Table 17: every evaluated checkpoint on every benchmark, value ± standard error."""
     input:
-        downstream_results,
+        downstream=downstream_results,
     output:
         csv=report(
             "results/tables/table17_downstream.csv",

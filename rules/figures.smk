@@ -1,7 +1,8 @@
 rule figure_sft_trajectories:
     """Figure 3: stance probabilities over SFT steps, one panel per SFT dataset."""
     input:
-        sft_values,
+        values=sft_values,
+        settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig03_sft_{model}_{topic}.pdf",
@@ -25,7 +26,8 @@ rule figure_sft_trajectories:
 rule figure_po_trajectories:
     """Figures 4, 7, 9: stance probabilities over PO steps, one panel per algorithm."""
     input:
-        po_figure_values,
+        values=po_figure_values,
+        settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.pdf",
@@ -56,7 +58,8 @@ rule figure_po_setups:
     """Figures 11-14: one algorithm on the synthetic sets, a panel per model and setup
     (support-aligned, oppose-aligned)."""
     input:
-        setup_figure_values,
+        values=setup_figure_values,
+        settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.pdf",
@@ -85,7 +88,8 @@ rule figure_po_setups:
 rule figure_ablation:
     """Figures 15-17: p(support) over PO steps for each value of one hyperparameter."""
     input:
-        ablation_values,
+        values=ablation_values,
+        settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
             "results/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.pdf",
@@ -110,6 +114,8 @@ rule figure_ablation:
 
 rule run_configuration:
     """The configuration this run used, as one file for the report."""
+    input:
+        settings=recorded_settings("configuration", config),
     output:
         report(
             "results/report/config.yaml",

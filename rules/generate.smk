@@ -1,10 +1,11 @@
 rule generate:
     """Sample responses to every evaluation question from one checkpoint (transformers on
     CPU or vLLM with tensor parallelism on GPUs), then optionally delete the checkpoint's
-    weights (training's output is its marker file, so nothing reruns)."""
+    weights (training's output is its marker file, so nothing reruns), keeping a copy of
+    the answers in the checkpoint folder that a rerun with the same settings restores.
+    """
     input:
-        checkpoint=checkpoint_input,
-        questions="results/data/questions.parquet",
+        unpack(generate_inputs),
     output:
         "results/{model}/{run}/step-{step}/generations.parquet",
     log:

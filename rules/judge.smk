@@ -4,6 +4,14 @@ rule adapt_local_judge:
         model=lambda wc: base_model_dir(config["judge"]["base_model"]),
         prompt=config["judge"]["prompt"],
         spec=config["judge"].get("adapt", {}).get("spec", []),
+        settings=recorded_settings(
+            "judge_adaptation",
+            {
+                "adapt": config["judge"].get("adapt"),
+                "base_model": config["judge"].get("base_model"),
+                "seed": config["seed"],
+            },
+        ),
     output:
         directory("results/judge/adapted"),
     log:
@@ -30,6 +38,7 @@ rule judge:
         prompt=config["judge"]["prompt"],
         topics=config["topics"],
         judge_model=judge_model_input,
+        settings=JUDGE_SETTINGS,
     output:
         judgments="results/{model}/{run}/step-{step}/judgments.parquet",
         counts="results/{model}/{run}/step-{step}/judge_counts.json",
@@ -60,6 +69,7 @@ rule judge_agreement:
         prompt=config["judge"]["prompt"],
         topics=config["topics"],
         judge_model=judge_model_input,
+        settings=JUDGE_SETTINGS,
     output:
         metrics="results/judge/agreement/metrics.json",
         md=report(

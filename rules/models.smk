@@ -2,6 +2,15 @@
 
 rule prepare_base_model:
     """A base model as a transformers directory: a hub snapshot, or a GGUF converted."""
+    input:
+        settings=settings_of(
+            "models/{model}",
+            lambda wc: {
+                k: v
+                for k, v in config["models"][wc.model].items()
+                if k != "prompt_style"
+            },
+        ),
     output:
         directory("results/models/{model}/base"),
     log:

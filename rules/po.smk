@@ -3,6 +3,15 @@ rule train_reward_model:
     input:
         sft=lambda wc: training_marker(wc.model, f"sft-{wc.sft_dataset}"),
         data="results/data/preference/{preference_set}/train.parquet",
+        settings=settings_of(
+            "training/{model}/reward-sft-{sft_dataset}.{preference_set}",
+            lambda wc: {
+                "trainer": config["preference_optimization"]["algorithms"]["ppo"][
+                    "reward_model"
+                ],
+                "seed": config["seed"],
+            },
+        ),
     output:
         directory("results/models/{model}/reward-sft-{sft_dataset}.{preference_set}"),
     log:

@@ -4,6 +4,14 @@ rule train_sft:
     input:
         model="results/models/{model}/base",
         data="results/data/sft/{sft_dataset}/train.parquet",
+        settings=settings_of(
+            "training/{model}/sft-{sft_dataset}",
+            lambda wc: {
+                "trainer": config["sft"],
+                "save_steps": config["sft_datasets"][wc.sft_dataset]["save_steps"],
+                "seed": config["seed"],
+            },
+        ),
     output:
         "results/models/{model}/sft-{sft_dataset}/training.json",
     log:

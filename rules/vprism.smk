@@ -10,6 +10,7 @@ rule vprism_load_prompts:
     """(a) PRISM's opening prompts; empty, missing and repeated ones counted by reason."""
     input:
         lambda wc: vp.source_files(config["vprism"]["source"]),
+        settings=vprism_settings("source", "conversation_types"),
     output:
         prompts=f"{VPRISM}/prompts.parquet",
         counts=f"{VPRISM}/load_counts.json",
@@ -35,6 +36,7 @@ rule vprism_rephrase:
         model=lambda wc: vp.llm_inputs(
             config["vprism"], config["models"], base_model_dir
         ),
+        settings=vprism_settings("rephrase", "llm"),
     output:
         questions=f"{VPRISM}/rephrased.parquet",
         counts=f"{VPRISM}/rephrase_counts.json",
@@ -60,6 +62,7 @@ rule vprism_embed:
     """(c) Sentence embeddings of the questions, one row each, in the table's order."""
     input:
         f"{VPRISM}/rephrased.parquet",
+        settings=vprism_settings("encoder"),
     output:
         f"{VPRISM}/embeddings.npy",
     log:
@@ -81,6 +84,7 @@ rule vprism_umap:
     """(d) UMAP to n_components dimensions for clustering, and to 2 for the figure."""
     input:
         f"{VPRISM}/embeddings.npy",
+        settings=vprism_settings("umap"),
     output:
         reduced=f"{VPRISM}/umap.npy",
         projection=f"{VPRISM}/umap_2d.npy",
@@ -104,6 +108,7 @@ rule vprism_cluster:
     input:
         questions=f"{VPRISM}/rephrased.parquet",
         reduced=f"{VPRISM}/umap.npy",
+        settings=vprism_settings("hdbscan", "ngrams"),
     output:
         clusters=f"{VPRISM}/clusters.parquet",
         ngrams=f"{VPRISM}/cluster_ngrams.parquet",
@@ -131,6 +136,7 @@ rule vprism_name_clusters:
         model=lambda wc: vp.llm_inputs(
             config["vprism"], config["models"], base_model_dir
         ),
+        settings=vprism_settings("naming", "llm"),
     output:
         names=f"{VPRISM}/cluster_names.parquet",
         counts=f"{VPRISM}/naming_counts.json",
@@ -160,6 +166,7 @@ rule vprism_assign_categories:
         names=f"{VPRISM}/cluster_names.parquet",
         cluster_counts=f"{VPRISM}/cluster_counts.json",
         topics=config["topics"],
+        settings=vprism_settings("categories"),
     output:
         categorised=f"{VPRISM}/categorised.parquet",
         report_csv=f"{VPRISM}/cluster_report.csv",
@@ -185,6 +192,7 @@ rule vprism_filter:
         model=lambda wc: vp.llm_inputs(
             config["vprism"], config["models"], base_model_dir
         ),
+        settings=vprism_settings("filter", "llm"),
     output:
         filtered=f"{VPRISM}/filtered.parquet",
         counts=f"{VPRISM}/filter_counts.json",
@@ -210,6 +218,7 @@ rule build_vprism:
     input:
         filtered=f"{VPRISM}/filtered.parquet",
         topics=config["topics"],
+        settings=vprism_settings("per_category", "on_shortfall", "filter"),
     output:
         questions=f"{VPRISM}/questions.parquet",
         counts=f"{VPRISM}/sample_counts.json",

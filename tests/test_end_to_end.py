@@ -5,6 +5,7 @@ One run feeds several assertions (and the SLURM comparison) through the session 
 """
 
 import json
+import os
 
 import polars as pl
 import pytest
@@ -198,10 +199,16 @@ def test_drift_table_and_figures_are_written(small_run):
 
 def test_editing_the_judge_prompt_reruns_only_judging_and_after(small_run):
     prompt = small_run / "config/prompts/judge_response.txt"
-    prompt.write_text(prompt.read_text() + "Think about the topic, not the question.\n")
-    jobs = dry_run_jobs(cwd=small_run)
+    text, stat = prompt.read_text(), prompt.stat()
+    prompt.write_text(text + "Think about the topic, not the question.\n")
+    try:
+        jobs = dry_run_jobs(cwd=small_run)
+    finally:  # leave the shared run as it was (later tests dry-run it too)
+        prompt.write_text(text)
+        os.utime(prompt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert jobs["judge"] == 17  # every evaluated checkpoint, nothing trained or generated
     assert set(jobs) <= JUDGE_SIDE_RULES, set(jobs) - JUDGE_SIDE_RULES
+    assert dry_run_jobs(cwd=small_run) == {}
 
 
 def test_drift_tables_carry_bootstrap_intervals(small_run):

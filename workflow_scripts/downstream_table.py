@@ -7,7 +7,7 @@ from value_drifts.io import logged
 with logged(snakemake.log[0]):
     rows = [
         (model, run, json.loads(Path(path).read_text()))
-        for (model, run), path in zip(snakemake.params.checkpoints, snakemake.input, strict=True)
+        for (model, run), path in zip(snakemake.params.checkpoints, snakemake.input.downstream, strict=True)
     ]
     table = downstream_table(rows)
     table.write_csv(snakemake.output.csv)

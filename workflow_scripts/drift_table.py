@@ -9,7 +9,7 @@ with logged(snakemake.log[0]):
     table = stack_drifts(
         {
             run: pl.read_parquet(path)
-            for run, path in zip(snakemake.params.runs, snakemake.input, strict=True)
+            for run, path in zip(snakemake.params.runs, snakemake.input.drifts, strict=True)
         }
     )
     table.write_csv(snakemake.output.csv)

@@ -7,7 +7,7 @@ with logged(snakemake.log[0]):
     category = snakemake.params.category
     lines = [
         (label, pl.read_parquet(path).filter(pl.col("category") == category))
-        for label, path in zip(snakemake.params.labels, snakemake.input, strict=True)
+        for label, path in zip(snakemake.params.labels, snakemake.input.values, strict=True)
     ]
     plot_ablation(
         lines,

@@ -7,7 +7,7 @@ with logged(snakemake.log[0]):
     category = snakemake.params.category
     panels = [
         (run, pl.read_parquet(path).filter(pl.col("category") == category))
-        for run, path in zip(snakemake.params.runs, snakemake.input, strict=True)
+        for run, path in zip(snakemake.params.runs, snakemake.input.values, strict=True)
     ]
     plot_trajectories(
         panels,

@@ -1,10 +1,19 @@
+import shutil
 from pathlib import Path
 
 import polars as pl
 
 from value_drifts.generation import SamplingSettings, generate_transformers, generate_vllm
 from value_drifts.io import logged
-from value_drifts.training.checkpoints import delete_checkpoint_weights, require_weights
+from value_drifts.job_settings import recorded_digest
+from value_drifts.training.checkpoints import (
+    KEPT_ANSWERS,
+    SETTINGS_COLUMN,
+    delete_checkpoint_weights,
+    kept_answers,
+    require_weights,
+    weights_deleted,
+)
 
 
 def main():
@@ -18,7 +27,15 @@ def main():
             prompt_style=snakemake.params.prompt_style,
             base_prompt_suffix=settings_config.get("base_prompt_suffix", "\nResponse:"),
         )
-        require_weights(Path(snakemake.params.model_path))
+        checkpoint = Path(snakemake.params.model_path)
+        digest = recorded_digest(snakemake.input.settings)
+        if weights_deleted(checkpoint):
+            kept = kept_answers(checkpoint, digest)
+            if kept is not None:  # same settings: the answers kept when the weights went
+                shutil.copyfile(kept, snakemake.output[0])
+                print(f"weights deleted; restored the answers kept in {kept}")
+                return
+        require_weights(checkpoint)
         questions = pl.read_parquet(snakemake.input.questions)
         if settings_config["backend"] == "vllm":
             generations = generate_vllm(
@@ -36,9 +53,11 @@ def main():
                 batch_size=settings_config.get("batch_size", 8),
                 threads=snakemake.threads,
             )
+        generations = generations.with_columns(pl.lit(digest).alias(SETTINGS_COLUMN))
         generations.write_parquet(snakemake.output[0])
         if snakemake.params.delete_weights:
-            deleted = delete_checkpoint_weights(Path(snakemake.params.model_path))
+            shutil.copyfile(snakemake.output[0], checkpoint / KEPT_ANSWERS)
+            deleted = delete_checkpoint_weights(checkpoint)
             print(f"deleted checkpoint weights: {deleted}")
 
 

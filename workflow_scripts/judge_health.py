@@ -7,7 +7,7 @@ from value_drifts.judge.health import health_markdown, health_table
 with logged(snakemake.log[0]):
     by_step = {
         step: json.loads(Path(path).read_text())["health"]
-        for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)
+        for step, path in zip(snakemake.params.steps, snakemake.input.counts, strict=True)
     }
     table = health_table(by_step)
     table.write_csv(snakemake.output.csv)

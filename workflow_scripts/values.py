@@ -6,16 +6,22 @@ from value_drifts.aggregate import (
     trajectory_values,
 )
 from value_drifts.io import logged
-from value_drifts.judge.run import check_one_judge
+from value_drifts.job_settings import SETTINGS_COLUMN
+from value_drifts.judge.run import check_one_generation, check_one_judge
 
 with logged(snakemake.log[0]):
     by_step = {
         step: pl.read_parquet(path)
-        for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)
+        for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)
     }
     check_one_judge(
         {path: judge_fingerprint_of(by_step[step])
-         for step, path in zip(snakemake.params.steps, snakemake.input, strict=True)}
+         for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)}
+    )
+    check_one_generation(
+        {path: (by_step[step][SETTINGS_COLUMN].unique().item()
+                if SETTINGS_COLUMN in by_step[step].columns else None)
+         for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)}
     )
     trajectory_values(by_step, snakemake.params.ci_level).write_parquet(
         snakemake.output.values

@@ -33,6 +33,40 @@ def build_prompt(question: str, settings: SamplingSettings, tokenizer) -> str:
     )
 
 
+def sample_seed(settings: SamplingSettings, question_number: int, sample: int) -> int:
+    """The seed of one (question, sample): ``seed + question_number * samples + sample``,
+    the stream vLLM gives sample k of request i (see ``generate_vllm``). Every answer has
+    its own random stream, so answers do not depend on batch size or batch order."""
+    return settings.seed + question_number * settings.samples + sample
+
+
+class _PerRowSampler:
+    """A transformers logits processor that draws each row's next token from that row's
+    own ``torch.Generator`` (softmax at ``temperature``; argmax at 0) and leaves only that
+    token possible, so greedy decoding then takes it. transformers' own sampling draws
+    every row from one global stream (``torch.multinomial`` in ``GenerationMixin._sample``),
+    which makes an answer depend on its batch."""
+
+    def __init__(self, generators, temperature: float):
+        self.generators = generators
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.temperature > 0:
+            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+            tokens = torch.cat([
+                torch.multinomial(probs[row], 1, generator=generator)
+                for row, generator in enumerate(self.generators)
+            ])
+        else:
+            tokens = scores.argmax(dim=-1)
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen.scatter_(1, tokens.unsqueeze(1), 0.0)
+        return chosen
+
+
 def generate_transformers(
     model_path: str,
     questions: pl.DataFrame,
@@ -40,9 +74,14 @@ def generate_transformers(
     batch_size: int = 8,
     threads: int = 1,
 ) -> pl.DataFrame:
-    """Sample ``settings.samples`` responses per question with transformers."""
+    """Sample ``settings.samples`` responses per question with transformers.
+
+    Returns one row per (question, sample), in question order. Each answer is drawn from
+    its own random stream (``sample_seed``): the same settings give the same answers at
+    any ``batch_size`` (up to float rounding of padded batches, which on CPU did not
+    change a token in tests/test_generation_seeding.py)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
@@ -50,17 +89,19 @@ def generate_transformers(
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     jobs = [
-        (row, sample)
-        for row in questions.iter_rows(named=True)
+        (number, row, sample)
+        for number, row in enumerate(questions.iter_rows(named=True))
         for sample in range(settings.samples)
     ]
     rows = []
     with tqdm(total=len(jobs), desc="generating", unit="response") as progress:
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
-            # One seed per batch position keeps a rerun identical on the same machine.
-            torch.manual_seed(settings.seed + start)
-            prompts = [build_prompt(row["question"], settings, tokenizer) for row, _ in batch]
+            generators = [
+                torch.Generator().manual_seed(sample_seed(settings, number, sample))
+                for number, _, sample in batch
+            ]
+            prompts = [build_prompt(row["question"], settings, tokenizer) for _, row, _ in batch]
             encoded = tokenizer(
                 prompts,
                 return_tensors="pt",
@@ -71,16 +112,19 @@ def generate_transformers(
             with torch.inference_mode():
                 output = model.generate(
                     **encoded,
-                    do_sample=settings.temperature > 0,
-                    temperature=settings.temperature if settings.temperature > 0 else None,
-                    top_p=1.0,
-                    top_k=0,
+                    do_sample=False,  # the per-row sampler has drawn the token already
+                    logits_processor=LogitsProcessorList(
+                        [_PerRowSampler(generators, settings.temperature)]
+                    ),
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
                     max_new_tokens=settings.max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id,
                 )
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for (row, sample), text in zip(batch, texts, strict=True):
+            for (_, row, sample), text in zip(batch, texts, strict=True):
                 rows.append(
                     {
                         "question_id": row["question_id"],
@@ -138,7 +182,7 @@ def generate_vllm(
             temperature=settings.temperature,
             top_p=1.0,
             max_tokens=settings.max_new_tokens,
-            seed=settings.seed + number * settings.samples,
+            seed=sample_seed(settings, number, 0),
             skip_special_tokens=True,
         )
         for number in range(len(rows))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.job_settings import SETTINGS_COLUMN
 from value_drifts.judge.prompt import render
 from value_drifts.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
@@ -93,9 +94,9 @@ def judge_generations(
         for row in generations.iter_rows(named=True)
     ]
     readings = read_stances(prompts, backend, unit="response", label_mass=label_mass)
-    judgments = generations.select("question_id", "category", "sample").with_columns(
-        reading_columns(readings)
-    )
+    carried = [c for c in ("question_id", "category", "sample", SETTINGS_COLUMN)
+               if c in generations.columns]  # the settings digest: values checks it is one
+    judgments = generations.select(carried).with_columns(reading_columns(readings))
     health = judge_health(readings)
     counts = {
         "judged": len(readings),
@@ -115,6 +116,14 @@ def check_readable(health: Mapping[str, Any], judge: Mapping[str, Any], where: s
         raise UnreadableJudgeError(problem)
 
 
+def judge_output_settings(judge: Mapping[str, Any]) -> dict[str, Any]:
+    """The judge settings that change what a judge job writes: ``JUDGE_OUTPUT_KEYS`` that
+    are set, with ``min_label_mass`` at its default when unset."""
+    settings = {key: judge[key] for key in JUDGE_OUTPUT_KEYS if key in judge}
+    settings["min_label_mass"] = min_label_mass(judge)
+    return settings
+
+
 def judge_fingerprint(
     judge: Mapping[str, Any], prompt_text: str, model_identity: str | None = None
 ) -> dict[str, Any]:
@@ -122,16 +131,35 @@ def judge_fingerprint(
     (``JUDGE_OUTPUT_KEYS``), the judge model's identity (a local model's file digest, as
     its cache keys use; else the configured model name), the prompt text's sha256, and a
     short ``id`` hashing all of these. Equal ids mean the same judge read the same way."""
-    settings = {key: judge[key] for key in JUDGE_OUTPUT_KEYS if key in judge}
-    settings["min_label_mass"] = min_label_mass(judge)
     fingerprint = {
-        "settings": settings,
+        "settings": judge_output_settings(judge),
         "model_identity": model_identity or str(judge.get("model")),
         "prompt_sha256": hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
     }
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     fingerprint["id"] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return fingerprint
+
+
+class MixedGenerationsError(ValueError):
+    """A trajectory's checkpoints answered with different generation settings."""
+
+
+def check_one_generation(digests: Mapping[str, str | None]) -> None:
+    """Raise MixedGenerationsError naming the checkpoints per settings digest when the
+    ``{checkpoint: generation settings digest}`` mapping holds more than one (a file
+    without one counts as its own kind: it predates the digest)."""
+    groups: dict[str, list[str]] = {}
+    for checkpoint, digest in digests.items():
+        groups.setdefault(digest or "none recorded", []).append(checkpoint)
+    if len(groups) > 1:
+        lines = "; ".join(f"settings {d}: {', '.join(names)}" for d, names in groups.items())
+        raise MixedGenerationsError(
+            "the checkpoints of one trajectory answered with different generation settings "
+            f"(a setting changed and only some generation jobs reran): {lines}. Compare "
+            "results/settings/generation/*.json with what each checkpoint recorded "
+            "(the generation_settings column of its generations.parquet)."
+        )
 
 
 class MixedJudgesError(ValueError):

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 from value_drifts.io import write_json
+from value_drifts.job_settings import SETTINGS_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,52 @@ def require_weights(path: Path) -> None:
             f"(generation.delete_checkpoint_weights; see {marker}). To generate from it "
             "again, rerun its training, e.g. snakemake --forcerun <its training.json>"
         )
+
+
+# A copy of a checkpoint's answers, kept in the checkpoint folder when its weights go. The
+# workflow's own copy (results/.../generations.parquet) is removed by Snakemake whenever
+# the job reruns; this one never is, so a rerun can put the answers back (same settings)
+# or fail without losing them (other settings).
+KEPT_ANSWERS = "generations.parquet"
+
+
+def weights_deleted(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint whose weights went after generation."""
+    return (Path(path) / DELETED_MARKER).is_file()
+
+
+def kept_answers(path: Path, digest: str) -> Path | None:
+    """The answers kept beside a checkpoint whose weights went, when they were made with
+    the settings of ``digest``; else None."""
+    import polars as pl
+
+    kept = Path(path) / KEPT_ANSWERS
+    if not kept.is_file():
+        return None
+    recorded = pl.read_parquet_schema(kept)
+    if SETTINGS_COLUMN not in recorded:
+        return None
+    digests = pl.read_parquet(kept, columns=[SETTINGS_COLUMN])[SETTINGS_COLUMN].unique()
+    return kept if digests.to_list() == [digest] else None
+
+
+def lost_answers_reason(
+    checkpoint: Path, output: Path, inputs: list[Path], digest: str
+) -> str | None:
+    """Why regenerating the answers ``output`` of ``checkpoint`` is impossible without
+    losing them, or None. The reason is given when the checkpoint's weights are gone, no
+    kept copy was made with the current settings (``digest``), and the answers are
+    missing or older than one of ``inputs`` (the job would rerun: Snakemake's mtime rule)."""
+    if not weights_deleted(checkpoint) or kept_answers(checkpoint, digest) is not None:
+        return None
+    output = Path(output)
+    if not output.exists():
+        return "its answers are missing"
+    newer = [str(p) for p in inputs if Path(p).exists() and
+             Path(p).stat().st_mtime > output.stat().st_mtime]
+    if newer:
+        return f"its answers are older than {', '.join(newer)}"
+    return None
 
 
 # ---- complete checkpoints ----------------------------------------------------------------

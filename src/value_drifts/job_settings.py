@@ -1,0 +1,108 @@
+"""The settings each job's output depends on, recorded as files the workflow reads.
+
+Why files: the workflow reruns a job only when an input is newer than its output
+(``rerun-triggers: mtime``, set in the profiles; see README "When a job reruns"). Snakemake's
+default ``params`` and ``code`` triggers would rerun every generation job of a cluster run
+after an edit of a batch size or an upgrade of this project, and a checkpoint whose weights
+were deleted after generation cannot be regenerated: the rerun would delete its answers and
+fail. So a job's output-affecting settings are an input file, ``results/settings/<name>.json``:
+
+- written when the workflow starts (or when a job's input function first asks for it);
+- created with modification time 0 when missing, so a results tree made before the file
+  existed stays up to date;
+- rewritten with the current time when the settings change, so exactly the jobs reading
+  it (and what follows them) rerun;
+- given back the time a setting was first recorded when it returns to an earlier value,
+  so reverting an edit makes the earlier outputs current again.
+
+Throughput settings (``THROUGHPUT_KEYS``: batch sizes, concurrency, retries, timeouts,
+prices, caches, GPU counts, weight deletion, gates) never change an output and are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SETTINGS_DIR = "results/settings"
+# The column of a generations table (carried into its judgments) holding the digest of
+# the settings file it was made with: values checks a trajectory has one.
+SETTINGS_COLUMN = "generation_settings"
+
+# Keys, at any depth of a settings mapping, that change how fast or where a job runs but
+# not what it writes. The judge's own list of output-affecting keys is
+# value_drifts.judge.run.JUDGE_OUTPUT_KEYS.
+THROUGHPUT_KEYS = frozenset({
+    "batch_size",  # generation, downstream, V-PRISM embeddings: padding only
+    "per_device_batch_size",  # training: the global batch is fixed, accumulation fills it
+    "gpus", "params_b", "threads", "num_workers",
+    "concurrency", "request_timeout_s", "max_retries", "retries", "cache", "batch",
+    "prices", "max_enqueued_tokens", "poll_interval_s",
+    "delete_checkpoint_weights",
+    "max_unreadable_share",  # a gate: a job passes or fails, its output does not change
+})
+
+
+def output_settings(value: Any) -> Any:
+    """``value`` without the throughput keys (``THROUGHPUT_KEYS``), at every depth."""
+    if isinstance(value, Mapping):
+        return {
+            str(key): output_settings(item)
+            for key, item in value.items()
+            if key not in THROUGHPUT_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [output_settings(item) for item in value]
+    return value
+
+
+def settings_digest(value: Any) -> str:
+    """sha256 (first 16 hex digits) of ``value`` as canonical JSON (sorted keys)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def settings_path(name: str) -> str:
+    """Where the settings called ``name`` (e.g. ``generation/smollm2-135m``) live."""
+    return f"{SETTINGS_DIR}/{name}.json"
+
+
+def record_settings(path: str | Path, settings: Any, now: float | None = None) -> str:
+    """Write ``settings`` to ``path`` as described in the module docstring; returns the
+    path. The file holds ``{"digest", "settings", "recorded": {digest: mtime}}``; only
+    its modification time matters to the workflow. Safe to call many times and from many
+    processes: an unchanged file is only read."""
+    path = Path(path)
+    digest = settings_digest(settings)
+    recorded: dict[str, float] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            recorded = {str(k): float(v) for k, v in stored.get("recorded", {}).items()}
+            if stored.get("digest") == digest:
+                return str(path)
+        except (ValueError, AttributeError, TypeError):
+            recorded = {}  # unreadable: rewrite it
+        mtime = recorded.get(digest, time.time() if now is None else now)
+    else:
+        mtime = 0.0
+    recorded.setdefault(digest, mtime)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(
+        json.dumps({"digest": digest, "settings": settings, "recorded": recorded},
+                   indent=1, sort_keys=True, default=str) + "\n"
+    )
+    os.utime(temporary, (mtime, mtime))
+    os.replace(temporary, path)
+    return str(path)
+
+
+def recorded_digest(path: str | Path) -> str:
+    """The digest a settings file holds (what a job records with its output)."""
+    return json.loads(Path(path).read_text())["digest"]
