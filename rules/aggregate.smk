@@ -4,8 +4,8 @@ rule values:
         judgments=trajectory_judgments,
         settings=ANALYSIS_SETTINGS,
     output:
-        values="results/{model}/{run}/values.parquet",
-        question_values="results/{model}/{run}/question_values.parquet",
+        values=f"{run_dir('{model}', '{run}')}/values.parquet",
+        question_values=f"{run_dir('{model}', '{run}')}/question_values.parquet",
     log:
         "logs/aggregate/{model}/{run}/values.log",
     conda:
@@ -23,11 +23,11 @@ rule judge_health:
         counts=trajectory_judge_counts,
     output:
         csv=report(
-            "results/{model}/{run}/judge_health.csv",
+            f"{run_dir('{model}', '{run}')}/judge_health.csv",
             caption="../report/judge_health.rst",
             category="Judge",
         ),
-        md="results/{model}/{run}/judge_health.md",
+        md=f"{run_dir('{model}', '{run}')}/judge_health.md",
     log:
         "logs/aggregate/{model}/{run}/judge_health.log",
     conda:
@@ -43,12 +43,12 @@ rule drift:
     """Drift magnitude and drift time per category and stance for one phase, each with a
     bootstrap CI over questions."""
     input:
-        values="results/{model}/{run}/values.parquet",
-        question_values="results/{model}/{run}/question_values.parquet",
+        values=f"{run_dir('{model}', '{run}')}/values.parquet",
+        question_values=f"{run_dir('{model}', '{run}')}/question_values.parquet",
         settings=ANALYSIS_SETTINGS,
     output:
-        parquet="results/{model}/{run}/drift.parquet",
-        csv="results/{model}/{run}/drift.csv",
+        parquet=f"{run_dir('{model}', '{run}')}/drift.parquet",
+        csv=f"{run_dir('{model}', '{run}')}/drift.csv",
     log:
         "logs/aggregate/{model}/{run}/drift.log",
     conda:
@@ -93,13 +93,13 @@ rule po_drift_table:
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
-            "results/tables/table13-16_{model}_sft-{sft_dataset}_po.csv",
+            f"{TABLES}/{PO_TABLE}.csv",
             caption="../report/po_drift_table.rst",
             category="Tables",
         ),
-        md="results/tables/table13-16_{model}_sft-{sft_dataset}_po.md",
+        md=f"{TABLES}/{PO_TABLE}.md",
     log:
-        "logs/tables/table13-16_{model}_sft-{sft_dataset}_po.log",
+        f"logs/tables/{PO_TABLE}.log",
     conda:
         conda_env("analysis")
     params:

@@ -19,7 +19,28 @@ from value_drifts.job_settings import (  # noqa: E402
 )
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.judge.run import judge_output_settings  # noqa: E402
-from value_drifts.plan import BASE_RUN, build_plan, name_problems, slug  # noqa: E402
+from value_drifts.layout import (  # noqa: E402
+    ADAPTED_JUDGE_DIR,
+    BASE_RUN,
+    FIGURES,
+    TABLES,
+    base_model_dir,
+    checkpoint_dir,
+    generations_path,
+    judge_counts_path,
+    judgments_path,
+    po_figure_name,
+    po_table_name,
+    reward_model_dir,
+    reward_run,
+    run_dir,
+    setup_figure_name,
+    sft_run,
+    step_dir,
+    training_dir,
+    training_marker,
+)
+from value_drifts.plan import build_plan, name_problems, slug  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
 from value_drifts.training.checkpoints import lost_answers_reason  # noqa: E402
 
@@ -59,7 +80,7 @@ def ablations():
 
 def ablation_name(ablation):
     return (
-        f"{ablation['model']}_sft-{ablation['sft_dataset']}_{ablation['algorithm']}"
+        f"{ablation['model']}_{sft_run(ablation['sft_dataset'])}_{ablation['algorithm']}"
         f"-{ablation['preference_set']}_{ablation['parameter']}"
     )
 
@@ -85,36 +106,20 @@ wildcard_constraints:
     algorithm="ppo|dpo|simpo",
 
 
-# ---- paths -------------------------------------------------------------------------------
-
-
-def base_model_dir(model):
-    return f"results/models/{model}/base"
-
-
-def training_dir(model, run):
-    return f"results/models/{model}/{run}"
-
-
-def training_marker(model, run):
-    """Written when a training run has saved all its planned checkpoints."""
-    return f"{training_dir(model, run)}/training.json"
-
-
-def checkpoint_dir(model, run, step):
-    """Directory of the model a (run, step) names; step 0 of a run is its start model."""
-    if run == BASE_RUN:
-        return base_model_dir(model)
-    return f"{training_dir(model, run)}/checkpoint-{step}"
-
-
-def step_dir(model, run, step):
-    return f"results/{model}/{run}/step-{step}"
+# ---- paths: value_drifts.layout spells every run id and path ---------------------------
 
 
 def judge_model_dir():
     judge = config["judge"]
-    return "results/judge/adapted" if judge["model"] == "adapted" else judge["model"]
+    return ADAPTED_JUDGE_DIR if judge["model"] == "adapted" else judge["model"]
+
+
+# Output patterns of the figures and tables whose names hold a run id.
+PO_FIGURE = po_figure_name(
+    "{po_figure}", "{model}", "{sft_dataset}", "{preference_set}", "{topic}"
+)
+SETUP_FIGURE = setup_figure_name("{algorithm}", "{sft_dataset}", "{topic}")
+PO_TABLE = po_table_name("{model}", "{sft_dataset}")
 
 
 # ---- settings a job's output depends on --------------------------------------------------
@@ -229,7 +234,7 @@ def lost_answers():
             digests[settings] = recorded_digest(settings)
         reason = lost_answers_reason(
             Path(checkpoint_dir(model, run, step)),
-            Path(f"{step_dir(model, run, step)}/generations.parquet"),
+            Path(generations_path(model, run, step)),
             [Path(path) for path in inputs.values()],
             digests[settings],
         )
@@ -261,17 +266,17 @@ def check_no_answers_lost():
 
 
 def judge_model_input(wildcards):
-    return ["results/judge/adapted"] if config["judge"]["model"] == "adapted" else []
+    return [ADAPTED_JUDGE_DIR] if config["judge"]["model"] == "adapted" else []
 
 
 def final_sft_checkpoint(model, sft_dataset):
-    run = f"sft-{sft_dataset}"
+    run = sft_run(sft_dataset)
     return checkpoint_dir(model, run, PLAN.phase(model, run).last_step)
 
 
 def po_phase(wildcards):
     return PLAN.phase(
-        wildcards.model, f"sft-{wildcards.sft_dataset}.{wildcards.po_run}"
+        wildcards.model, f"{sft_run(wildcards.sft_dataset)}.{wildcards.po_run}"
     )
 
 
@@ -285,7 +290,7 @@ def po_hyperparameters(phase):
 def po_training_inputs(wildcards):
     phase = po_phase(wildcards)
     inputs = {
-        "sft": training_marker(phase.model, f"sft-{phase.sft_dataset}"),
+        "sft": training_marker(phase.model, sft_run(phase.sft_dataset)),
         "data": f"results/data/preference/{phase.preference_set}/train.parquet",
         "settings": recorded_settings(
             f"training/{phase.model}/{phase.run}",
@@ -297,8 +302,8 @@ def po_training_inputs(wildcards):
         ),
     }
     if phase.algorithm == "ppo":
-        inputs["reward_model"] = (
-            f"results/models/{phase.model}/reward-sft-{phase.sft_dataset}.{phase.preference_set}"
+        inputs["reward_model"] = reward_model_dir(
+            phase.model, phase.sft_dataset, phase.preference_set
         )
     return inputs
 
@@ -337,16 +342,17 @@ def trajectory_judgments(wildcards):
     """Judgments of every checkpoint of a phase, step 0 being the model it starts from."""
     phase = PLAN.phase(wildcards.model, wildcards.run)
     return [
-        f"{step_dir(phase.model, run, step)}/judgments.parquet"
+        judgments_path(phase.model, run, step)
         for run, step, _ in PLAN.trajectory(phase)
     ]
 
 
 def trajectory_judge_counts(wildcards):
     """The judge counts (with judge health) of every checkpoint of a phase."""
+    phase = PLAN.phase(wildcards.model, wildcards.run)
     return [
-        path.replace("judgments.parquet", "judge_counts.json")
-        for path in trajectory_judgments(wildcards)
+        judge_counts_path(phase.model, run, step)
+        for run, step, _ in PLAN.trajectory(phase)
     ]
 
 
@@ -357,14 +363,14 @@ def trajectory_steps(wildcards):
 
 def sft_values(wildcards):
     return [
-        f"results/{wildcards.model}/{phase.run}/values.parquet"
+        f"{run_dir(wildcards.model, phase.run)}/values.parquet"
         for phase in PLAN.sft_phases(wildcards.model)
     ]
 
 
 def sft_drifts(wildcards):
     return [
-        f"results/{wildcards.model}/{phase.run}/drift.parquet"
+        f"{run_dir(wildcards.model, phase.run)}/drift.parquet"
         for phase in PLAN.sft_phases(wildcards.model)
     ]
 
@@ -388,7 +394,7 @@ def po_figure_values(wildcards):
         wildcards.preference_set,
     )
     return [
-        f"results/{phase.model}/{phase.run}/values.parquet"
+        f"{run_dir(phase.model, phase.run)}/values.parquet"
         for phase in po_main_phases(
             wildcards.model, wildcards.sft_dataset, wildcards.preference_set
         )
@@ -397,7 +403,7 @@ def po_figure_values(wildcards):
 
 def po_table_drifts(wildcards):
     return [
-        f"results/{phase.model}/{phase.run}/drift.parquet"
+        f"{run_dir(phase.model, phase.run)}/drift.parquet"
         for phase in po_main_phases(wildcards.model, wildcards.sft_dataset)
     ]
 
@@ -441,7 +447,7 @@ def setup_phases(algorithm, sft_dataset):
 
 def setup_figure_values(wildcards):
     return [
-        f"results/{phase.model}/{phase.run}/values.parquet"
+        f"{run_dir(phase.model, phase.run)}/values.parquet"
         for phase in setup_phases(wildcards.algorithm, wildcards.sft_dataset)
     ]
 
@@ -453,7 +459,7 @@ def ablation_values(wildcards):
         wildcards.ablation,
     )
     return [
-        f"results/{phase.model}/{phase.run}/values.parquet"
+        f"{run_dir(phase.model, phase.run)}/values.parquet"
         for _, phase in ablation_phases(wildcards.ablation)
     ]
 
@@ -481,7 +487,7 @@ def downstream_checkpoints():
 
 def downstream_results(wildcards):
     return [
-        f"results/{model}/{run}/downstream.json"
+        f"{run_dir(model, run)}/downstream.json"
         for model, run in downstream_checkpoints()
     ]
 
@@ -498,7 +504,7 @@ def paper_reference():
 
 def paper_comparison_drifts(wildcards):
     runs = sorted({(e["model"], e["run"]) for e in paper_reference()})
-    return [f"results/{model}/{run}/drift.parquet" for model, run in runs]
+    return [f"{run_dir(model, run)}/drift.parquet" for model, run in runs]
 
 
 def final_outputs():
@@ -514,16 +520,16 @@ def final_outputs():
     for model, sft_dataset, preference_set in {
         (p.model, p.sft_dataset, p.preference_set) for p in po_main
     }:
-        outputs.append(f"results/tables/table13-16_{model}_sft-{sft_dataset}_po.md")
+        outputs.append(f"{TABLES}/{po_table_name(model, sft_dataset)}.md")
         number = po_figure_number(preference_set)
         outputs += [
-            f"results/figures/fig{number}_po_{model}_sft-{sft_dataset}_{preference_set}_{slug(category)}.pdf"
+            f"{FIGURES}/{po_figure_name(number, model, sft_dataset, preference_set, slug(category))}.pdf"
             for category in FIGURE_TOPICS
         ]
     for algorithm, sft_dataset in {(p.algorithm, p.sft_dataset) for p in po_main}:
         if algorithm != "ppo" and setup_phases(algorithm, sft_dataset):
             outputs += [
-                f"results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{slug(category)}.pdf"
+                f"{FIGURES}/{setup_figure_name(algorithm, sft_dataset, slug(category))}.pdf"
                 for category in FIGURE_TOPICS
             ]
     for name, ablation in ABLATIONS.items():
@@ -533,9 +539,9 @@ def final_outputs():
             for category in FIGURE_TOPICS
         ]
     for phase in PLAN.po_phases():
-        outputs.append(f"results/{phase.model}/{phase.run}/drift.csv")
+        outputs.append(f"{run_dir(phase.model, phase.run)}/drift.csv")
     for phase in PLAN.phases:
-        outputs.append(f"results/{phase.model}/{phase.run}/judge_health.csv")
+        outputs.append(f"{run_dir(phase.model, phase.run)}/judge_health.csv")
     if paper_reference():
         outputs.append("results/tables/paper_vs_ours.md")
     if downstream_checkpoints():

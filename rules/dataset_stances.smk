@@ -29,7 +29,7 @@ rule dataset_stances:
         settings=lookup(dpath="dataset_stances", within=config, default={}),
         judge=config["judge"],
         model_path=judge_model_dir(),
-        batch_state=f"{BATCH_STATE_DIR}/dataset_stances/sft-{{sft_dataset}}.json",
+        batch_state=f"{BATCH_STATE_DIR}/dataset_stances/{sft_run('{sft_dataset}')}.json",
         seed=config["seed"],
     script:
         "../workflow_scripts/dataset_stances.py"

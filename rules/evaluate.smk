@@ -10,7 +10,7 @@ rule downstream_eval:
             {"downstream": config.get("downstream", {}), "seed": config["seed"]},
         ),
     output:
-        "results/{model}/{run}/downstream.json",
+        f"{run_dir('{model}', '{run}')}/downstream.json",
     log:
         "logs/downstream/{model}/{run}.log",
     benchmark:

@@ -30,13 +30,13 @@ rule figure_po_trajectories:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.pdf",
+            f"{FIGURES}/{PO_FIGURE}.pdf",
             caption="../report/po_trajectories.rst",
             category="Preference optimisation",
         ),
-        png="results/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.png",
+        png=f"{FIGURES}/{PO_FIGURE}.png",
     log:
-        "logs/figures/fig{po_figure}_po_{model}_sft-{sft_dataset}_{preference_set}_{topic}.log",
+        f"logs/figures/{PO_FIGURE}.log",
     conda:
         conda_env("analysis")
     params:
@@ -62,13 +62,13 @@ rule figure_po_setups:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.pdf",
+            f"{FIGURES}/{SETUP_FIGURE}.pdf",
             caption="../report/po_setups.rst",
             category="Preference optimisation",
         ),
-        png="results/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.png",
+        png=f"{FIGURES}/{SETUP_FIGURE}.png",
     log:
-        "logs/figures/fig11-14_{algorithm}_sft-{sft_dataset}_{topic}.log",
+        f"logs/figures/{SETUP_FIGURE}.log",
     conda:
         conda_env("analysis")
     params:

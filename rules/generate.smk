@@ -7,7 +7,7 @@ rule generate:
     input:
         unpack(generate_inputs),
     output:
-        "results/{model}/{run}/step-{step}/generations.parquet",
+        generations_path("{model}", "{run}", "{step}"),
     log:
         "logs/generate/{model}/{run}/step-{step}.log",
     benchmark:

@@ -13,7 +13,7 @@ rule adapt_local_judge:
             },
         ),
     output:
-        directory("results/judge/adapted"),
+        directory(ADAPTED_JUDGE_DIR),
     log:
         "logs/judge/adapt_local_judge.log",
     benchmark:
@@ -34,14 +34,14 @@ rule adapt_local_judge:
 rule judge:
     """Stance probabilities for every response of one checkpoint."""
     input:
-        generations="results/{model}/{run}/step-{step}/generations.parquet",
+        generations=generations_path("{model}", "{run}", "{step}"),
         prompt=config["judge"]["prompt"],
         topics=config["topics"],
         judge_model=judge_model_input,
         settings=JUDGE_SETTINGS,
     output:
-        judgments="results/{model}/{run}/step-{step}/judgments.parquet",
-        counts="results/{model}/{run}/step-{step}/judge_counts.json",
+        judgments=judgments_path("{model}", "{run}", "{step}"),
+        counts=judge_counts_path("{model}", "{run}", "{step}"),
     log:
         "logs/judge/{model}/{run}/step-{step}.log",
     benchmark:

@@ -12,7 +12,7 @@ rule prepare_base_model:
             },
         ),
     output:
-        directory("results/models/{model}/base"),
+        directory(base_model_dir("{model}")),
     log:
         "logs/models/prepare_base_model_{model}.log",
     benchmark:

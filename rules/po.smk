@@ -1,10 +1,10 @@
 rule train_reward_model:
     """PPO's reward model: the final SFT model with a one-logit head, trained on the pairs."""
     input:
-        sft=lambda wc: training_marker(wc.model, f"sft-{wc.sft_dataset}"),
+        sft=lambda wc: training_marker(wc.model, sft_run(wc.sft_dataset)),
         data="results/data/preference/{preference_set}/train.parquet",
         settings=settings_of(
-            "training/{model}/reward-sft-{sft_dataset}.{preference_set}",
+            f"training/{{model}}/{reward_run('{sft_dataset}', '{preference_set}')}",
             lambda wc: {
                 "trainer": config["preference_optimization"]["algorithms"]["ppo"][
                     "reward_model"
@@ -13,7 +13,7 @@ rule train_reward_model:
             },
         ),
     output:
-        directory("results/models/{model}/reward-sft-{sft_dataset}.{preference_set}"),
+        directory(reward_model_dir("{model}", "{sft_dataset}", "{preference_set}")),
     log:
         "logs/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.log",
     benchmark:
@@ -45,7 +45,7 @@ rule train_preference_optimisation:
     input:
         unpack(po_training_inputs),
     output:
-        "results/models/{model}/sft-{sft_dataset}.{po_run}/training.json",
+        training_marker("{model}", f"{sft_run('{sft_dataset}')}.{{po_run}}"),
     log:
         "logs/po/train_{model}_{sft_dataset}.{po_run}.log",
     benchmark:

@@ -19,7 +19,7 @@ def _trained_tokens(steps, trainer):
 
 def sft_job(wildcards):
     """(task, trained tokens) of an SFT run."""
-    phase = PLAN.phase(wildcards.model, f"sft-{wildcards.sft_dataset}")
+    phase = PLAN.phase(wildcards.model, sft_run(wildcards.sft_dataset))
     return "sft", _trained_tokens(phase.last_step, config["sft"])
 
 

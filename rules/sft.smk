@@ -2,10 +2,10 @@ rule train_sft:
     """Fine-tune a base model on an SFT dataset with TRL's SFTTrainer: in-process on CPU
     (gpus: 0), else under `accelerate launch` with DeepSpeed on the model's GPUs."""
     input:
-        model="results/models/{model}/base",
+        model=base_model_dir("{model}"),
         data="results/data/sft/{sft_dataset}/train.parquet",
         settings=settings_of(
-            "training/{model}/sft-{sft_dataset}",
+            f"training/{{model}}/{sft_run('{sft_dataset}')}",
             lambda wc: {
                 "trainer": config["sft"],
                 "save_steps": config["sft_datasets"][wc.sft_dataset]["save_steps"],
@@ -13,7 +13,7 @@ rule train_sft:
             },
         ),
     output:
-        "results/models/{model}/sft-{sft_dataset}/training.json",
+        training_marker("{model}", sft_run("{sft_dataset}")),
     log:
         "logs/sft/train_sft_{model}_{sft_dataset}.log",
     benchmark:
@@ -29,8 +29,8 @@ rule train_sft:
         runtime=training_resource("runtime", sft_job),
     params:
         trainer=config["sft"],
-        output_dir=lambda wc: training_dir(wc.model, f"sft-{wc.sft_dataset}"),
-        steps=lambda wc: list(PLAN.phase(wc.model, f"sft-{wc.sft_dataset}").steps),
+        output_dir=lambda wc: training_dir(wc.model, sft_run(wc.sft_dataset)),
+        steps=lambda wc: list(PLAN.phase(wc.model, sft_run(wc.sft_dataset)).steps),
         save_steps=lambda wc: config["sft_datasets"][wc.sft_dataset]["save_steps"],
         seed=config["seed"],
         gpus=training_gpus,

@@ -1,8 +1,7 @@
 """The study's grid as data: every training phase, its checkpoint steps and its files.
 
 Built from the config alone, so Snakemake knows every target before anything runs.
-Run ids: ``sft-{dataset}`` for SFT, ``sft-{dataset}.{algorithm}-{preference set}`` for
-preference optimisation, with ``.{parameter}-{value}`` appended for ablation variants.
+Run ids and paths come from ``value_drifts.layout``.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from value_drifts.layout import BASE_RUN, format_value, po_run, sft_run
 from value_drifts.training.checkpoints import checkpoint_steps
 
-BASE_RUN = "base"
+__all__ = ["BASE_RUN", "Phase", "Plan", "build_plan", "name_problems", "slug"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Phase:
         """(run, step) whose model is this phase's step 0."""
         if self.kind == "sft":
             return BASE_RUN, 0
-        return f"sft-{self.sft_dataset}", -1  # -1: resolved to the SFT run's last step
+        return sft_run(self.sft_dataset), -1  # -1: resolved to the SFT run's last step
 
     @property
     def last_step(self) -> int:
@@ -45,15 +45,6 @@ class Phase:
 def slug(text: str) -> str:
     """File-name form of a category: 'Gender and LGBTQ+ Identity' -> 'gender-and-lgbtq-identity'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def _format_value(value: float) -> str:
-    """An ablation value as it appears in a run id: ``:g`` (0.1 -> '0.1', 1.0 -> '1')
-    when that reads back as the same number, else the shortest repr that does, so two
-    different values never share a run id (``:g`` keeps 6 digits: 1.000001e-5 and 1e-5
-    would both be '1e-05')."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(float(value))
 
 
 def _slug_clashes(names, what: str) -> list[str]:
@@ -88,7 +79,7 @@ def name_problems(config: Mapping[str, Any], categories) -> list[str]:
     for i, ablation in enumerate(po.get("ablations", [])):
         seen: dict[str, Any] = {}
         for value in ablation["values"]:
-            key = _format_value(value)
+            key = format_value(value)
             if key in seen:
                 problems.append(
                     f"preference_optimization.ablations.{i}: values {seen[key]!r} and {value!r} "
@@ -154,7 +145,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         steps = checkpoint_steps(
             spec["size"], sft["global_batch_size"], sft["epochs"], spec["save_steps"]
         )
-        phases.append(Phase(model, f"sft-{dataset}", "sft", tuple(steps), dataset))
+        phases.append(Phase(model, sft_run(dataset), "sft", tuple(steps), dataset))
     sft_runs = {(p.model, p.sft_dataset) for p in phases}
 
     po = config.get("preference_optimization")
@@ -177,13 +168,11 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         seen: set[tuple[str, str]] = set()
         for model, dataset, algorithm, pref_set, overrides in runs:
             if (model, dataset) not in sft_runs:
-                raise ValueError(f"PO run on {model}/sft-{dataset}, which is not an SFT run")
+                raise ValueError(f"PO run on {model}/{sft_run(dataset)}, which is not an SFT run")
             hyper = po["algorithms"][algorithm]
             if overrides and all(hyper.get(k) == v for k, v in overrides.items()):
                 overrides = {}  # the ablation value equal to the default is the main run
-            run = f"sft-{dataset}.{algorithm}-{pref_set}" + "".join(
-                f".{k}-{_format_value(v)}" for k, v in sorted(overrides.items())
-            )
+            run = po_run(dataset, algorithm, pref_set, overrides)
             if (model, run) in seen:
                 continue
             seen.add((model, run))

@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from value_drifts.layout import ADAPTED_JUDGE_DIR
 from value_drifts.trl_format import (
     Field,
     FormatError,
@@ -44,7 +45,6 @@ from value_drifts.user_files import (  # noqa: F401 (re-exported for the CLI's u
     read_table,
 )
 
-ADAPTED_JUDGE_DIR = "results/judge/adapted"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
