@@ -245,3 +245,30 @@ def test_downstream_table_covers_base_and_final_sft_models(small_run):
     assert sorted(table["run"].to_list()) == ["base", "sft-opinionated", "sft-taskish"]
     assert table["value"].is_between(0, 1).all()
     assert (table["n"] == 14).all()
+
+
+def test_answers_record_their_settings_and_weights_and_no_checkpoint_is_a_copy(small_run):
+    """Each checkpoint's answers record the digest of the settings they were made with and
+    of the weights, per shard; the small run's checkpoints are all different models."""
+    from value_drifts.integrity import DIGEST_COLUMN, SHARDS_COLUMN
+
+    run = small_run / "results/smollm2-135m/sft-taskish"
+    digests = {}
+    for step in (2, 4, 6):
+        generations = pl.read_parquet(run / f"step-{step}/generations.parquet")
+        judgments = pl.read_parquet(run / f"step-{step}/judgments.parquet")
+        for column in ("generation_settings", DIGEST_COLUMN, SHARDS_COLUMN):
+            assert generations[column].n_unique() == 1
+            assert judgments[column].to_list() == generations[column].to_list()
+        shards = json.loads(generations[SHARDS_COLUMN][0])
+        assert list(shards) == ["model.safetensors"] and shards["model.safetensors"].startswith(
+            "sha256:")
+        digests[step] = generations[DIGEST_COLUMN][0]
+    base = pl.read_parquet(small_run / "results/smollm2-135m/base/step-0/generations.parquet")
+    assert len({*digests.values(), base[DIGEST_COLUMN][0]}) == 4
+    drift = _drift(small_run, "sft-taskish")
+    assert set(drift["checkpoint_integrity"]) == {""}
+    # a deleted checkpoint's kept answers carry the same record
+    kept = pl.read_parquet(small_run / "results/models/smollm2-135m/sft-taskish/checkpoint-2/"
+                           "generations.parquet")
+    assert kept[DIGEST_COLUMN][0] == digests[2]

@@ -4,6 +4,7 @@ from pathlib import Path
 import polars as pl
 
 from value_drifts.generation import SamplingSettings, generate_transformers, generate_vllm
+from value_drifts.integrity import shard_columns, shard_digests
 from value_drifts.io import logged
 from value_drifts.job_settings import recorded_digest
 from value_drifts.training.checkpoints import (
@@ -36,6 +37,8 @@ def main():
                 print(f"weights deleted; restored the answers kept in {kept}")
                 return
         require_weights(checkpoint)
+        # the checkpoint's weights, per shard, before anything reads them (integrity)
+        weights = shard_columns(shard_digests(checkpoint))
         questions = pl.read_parquet(snakemake.input.questions)
         if settings_config["backend"] == "vllm":
             generations = generate_vllm(
@@ -53,7 +56,10 @@ def main():
                 batch_size=settings_config.get("batch_size", 8),
                 threads=snakemake.threads,
             )
-        generations = generations.with_columns(pl.lit(digest).alias(SETTINGS_COLUMN))
+        generations = generations.with_columns(
+            pl.lit(digest).alias(SETTINGS_COLUMN),
+            *[pl.lit(value).alias(name) for name, value in weights.items()],
+        )
         generations.write_parquet(snakemake.output[0])
         if snakemake.params.delete_weights:
             shutil.copyfile(snakemake.output[0], checkpoint / KEPT_ANSWERS)

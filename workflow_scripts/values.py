@@ -5,6 +5,7 @@ from value_drifts.aggregate import (
     trajectory_question_values,
     trajectory_values,
 )
+from value_drifts.integrity import integrity_notes, recorded_shards, steps_with_notes
 from value_drifts.io import logged
 from value_drifts.job_settings import SETTINGS_COLUMN
 from value_drifts.judge.run import check_one_generation, check_one_judge
@@ -23,7 +24,13 @@ with logged(snakemake.log[0]):
                 if SETTINGS_COLUMN in by_step[step].columns else None)
          for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)}
     )
-    trajectory_values(by_step, snakemake.params.ci_level).write_parquet(
-        snakemake.output.values
+    notes = integrity_notes(
+        {step: recorded_shards(frame, f"step {step}") for step, frame in by_step.items()}
     )
+    for line in steps_with_notes(notes):
+        print(f"WARNING: {line}")
+    trajectory_values(by_step, snakemake.params.ci_level).with_columns(
+        pl.col("step").replace_strict(notes, default="", return_dtype=pl.Utf8)
+        .alias("checkpoint_note")
+    ).write_parquet(snakemake.output.values)
     trajectory_question_values(by_step).write_parquet(snakemake.output.question_values)

@@ -197,6 +197,16 @@ def undefined_note(steps: Sequence[int], values: Sequence[float | None]) -> str:
     return ""
 
 
+def integrity_note(values: pl.DataFrame) -> str:
+    """A phase's checkpoint-integrity findings (the ``checkpoint_note`` column ``values``
+    writes, see value_drifts.integrity), as one note; "" when there are none."""
+    if "checkpoint_note" not in values.columns:
+        return ""
+    notes = (values.filter(pl.col("checkpoint_note") != "").sort("step")
+             ["checkpoint_note"].unique(maintain_order=True).to_list())
+    return ("checkpoint integrity: " + "; ".join(notes)) if notes else ""
+
+
 def drift_table(
     values: pl.DataFrame,
     question_values: pl.DataFrame | None = None,
@@ -208,9 +218,11 @@ def drift_table(
     bootstrap CIs when the per-question values are given.
 
     A step whose category had no readable answer makes drift time NaN (and magnitude NaN
-    when it is the first or last step), with the reason in ``note``; ``n_questions`` is the
+    when it is the first or last step), with the reason in ``note``; checkpoints whose
+    weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``); ``n_questions`` is the
     fewest readable questions any step had.
     """
+    integrity = integrity_note(values)
     rows = []
     for (category, stance), group in values.sort("step").group_by(
         ["category", "stance"], maintain_order=True
@@ -231,6 +243,7 @@ def drift_table(
                     int(group["n_questions"].min()) if "n_questions" in group.columns else None
                 ),
                 "note": undefined_note(steps, v),
+                "checkpoint_integrity": integrity,
             }
         )
     table = pl.DataFrame(rows, schema_overrides={"n_questions": pl.Int64}).sort(
@@ -243,5 +256,5 @@ def drift_table(
         "category", "stance", "start", "end",
         "magnitude", "magnitude_low", "magnitude_high",
         "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
-        "n_questions", "n_bootstrap_questions", "note",
+        "n_questions", "n_bootstrap_questions", "note", "checkpoint_integrity",
     )

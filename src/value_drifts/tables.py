@@ -53,4 +53,15 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
             match = rows.filter((pl.col("run") == run) & (pl.col("stance") == stance))
             cells.append(_cell(match.row(0, named=True)) if match.height else "")
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    notes = []
+    if "checkpoint_integrity" in table.columns:
+        notes += [f"- {run}: {note}" for run, note in table.filter(
+            pl.col("checkpoint_integrity") != "").select("run", "checkpoint_integrity")
+            .unique(maintain_order=True).rows()]
+    if "note" in table.columns:
+        notes += [f"- {run}, {category}: {note}" for run, category, note in table.filter(
+            pl.col("note") != "").select("run", "category", "note")
+            .unique(maintain_order=True).rows()]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
     return "\n".join(lines) + "\n"

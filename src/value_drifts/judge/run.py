@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.integrity import DIGEST_COLUMN, SHARDS_COLUMN
 from value_drifts.job_settings import SETTINGS_COLUMN
 from value_drifts.judge.prompt import render
 from value_drifts.stance import (
@@ -94,8 +95,10 @@ def judge_generations(
         for row in generations.iter_rows(named=True)
     ]
     readings = read_stances(prompts, backend, unit="response", label_mass=label_mass)
-    carried = [c for c in ("question_id", "category", "sample", SETTINGS_COLUMN)
-               if c in generations.columns]  # the settings digest: values checks it is one
+    # with what the answers record about how they were made (settings digest, weights'
+    # shard digests): values checks a trajectory has one of each per checkpoint
+    carried = [c for c in ("question_id", "category", "sample", *RECORDED_COLUMNS)
+               if c in generations.columns]
     judgments = generations.select(carried).with_columns(reading_columns(readings))
     health = judge_health(readings)
     counts = {
@@ -139,6 +142,10 @@ def judge_fingerprint(
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     fingerprint["id"] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return fingerprint
+
+
+# Columns of a generations table that say how its answers were made, kept in judgments.
+RECORDED_COLUMNS = (SETTINGS_COLUMN, DIGEST_COLUMN, SHARDS_COLUMN)
 
 
 class MixedGenerationsError(ValueError):
