@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -26,6 +26,8 @@ class TrainerSettings:
     threads: int = 1
     # TRL turns it on by default; it saves memory on big models but slows small ones ~1.5x.
     gradient_checkpointing: bool = False
+    # Further fields of the TRL config class, passed through unchanged (``trl_config``).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(
@@ -46,6 +48,7 @@ class TrainerSettings:
             max_length=trainer["max_length"],
             seed=seed,
             threads=threads,
+            extra=dict(trainer.get("extra") or {}),
             **{key: trainer[key] for key in optional if key in trainer},
         )
 
@@ -91,3 +94,23 @@ def training_arguments(settings: TrainerSettings) -> dict[str, Any]:
         data_seed=settings.seed,
         dataloader_num_workers=0,
     )
+
+
+def trl_config(config_class, settings: TrainerSettings, **arguments: Any):
+    """``config_class(...)`` (SFTConfig, DPOConfig, CPOConfig, RewardConfig, PPOConfig) from
+    the shared training arguments, the trainer's own ``arguments`` and the config's
+    ``extra`` mapping, whose keys must be fields of ``config_class`` (TRL's docs list them)
+    that the workflow does not set itself. Raises ValueError naming any other key."""
+    arguments = {**training_arguments(settings), **arguments}
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(settings.extra) - known)
+    if unknown:
+        raise ValueError(
+            f"trainer extra: {unknown} are not fields of {config_class.__name__} "
+            "(see its TRL documentation)")
+    managed = sorted(set(settings.extra) & set(arguments))
+    if managed:
+        raise ValueError(
+            f"trainer extra: {managed} are set by the workflow for {config_class.__name__}; "
+            "use the trainer section's own keys (learning_rate, global_batch_size, ...)")
+    return config_class(**arguments, **settings.extra)

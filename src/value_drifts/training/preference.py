@@ -9,6 +9,7 @@ config, and resumes from the newest complete checkpoint in its output directory 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from value_drifts.training.checkpoints import (
     newest_complete_step,
     resumable_checkpoint,
 )
-from value_drifts.training.common import TrainerSettings, training_arguments
+from value_drifts.training.common import TrainerSettings, trl_config
 
 
 def _policy(model_path: str):
@@ -47,9 +48,7 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
-    args = DPOConfig(
-        beta=hyper["beta"], max_length=settings.max_length, **training_arguments(settings)
-    )
+    args = trl_config(DPOConfig, settings, beta=hyper["beta"], max_length=settings.max_length)
     model, tokenizer = _policy(settings.model_path)
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
@@ -64,14 +63,15 @@ def train_simpo(
     from datasets import Dataset
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    args = CPOConfig(
+    args = trl_config(
+        CPOConfig,
+        settings,
         loss_type="simpo",
         cpo_alpha=0.0,  # pure SimPO: no behaviour-cloning term
         beta=hyper["beta"],
         simpo_gamma=hyper["gamma"],
         max_length=settings.max_length,
         max_completion_length=hyper.get("max_response_length"),
-        **training_arguments(settings),
     )
     model, tokenizer = _policy(settings.model_path)
     trainer = CPOTrainer(
@@ -89,7 +89,7 @@ def train_reward_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    args = RewardConfig(max_length=settings.max_length, **training_arguments(settings))
+    args = trl_config(RewardConfig, settings, max_length=settings.max_length)
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -140,14 +140,13 @@ def train_ppo(
         f"{settings.output_dir}/checkpoint-{start_step}" if start_step else settings.model_path
     )
     # Arguments first: under accelerate + ZeRO-3 they make the models load partitioned.
-    common = training_arguments(settings)
-    # A restart reads only the policy, so optimizer state (for policy and value model, under
-    # DeepSpeed ~12 bytes per parameter of each) would be written and never read.
-    common["save_only_model"] = True
     n_prompts = len(pairs)
     total_episodes = round(settings.epochs * n_prompts) - start_step * settings.global_batch_size
-    args = PPOConfig(
-        **common,
+    # A restart reads only the policy, so optimizer state (for policy and value model, under
+    # DeepSpeed ~12 bytes per parameter of each) would be written and never read.
+    args = trl_config(
+        PPOConfig,
+        replace(settings, save_only_model=True),
         total_episodes=total_episodes,
         response_length=hyper.get("max_response_length", 53),
         kl_coef=hyper["kl_coef"],

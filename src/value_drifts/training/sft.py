@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from value_drifts.training.checkpoints import completion_marker_callback, resumable_checkpoint
-from value_drifts.training.common import TrainerSettings, training_arguments
+from value_drifts.training.common import TrainerSettings, trl_config
 
 
 def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
@@ -21,7 +21,7 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     from trl import SFTConfig, SFTTrainer
 
     # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
-    args = SFTConfig(max_length=run.max_length, **training_arguments(run))
+    args = trl_config(SFTConfig, run, max_length=run.max_length)
     tokenizer = AutoTokenizer.from_pretrained(run.model_path)
     model = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
     trainer = SFTTrainer(
