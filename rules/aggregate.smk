@@ -133,3 +133,26 @@ rule paper_comparison:
         runs=lambda wc: sorted({(e["model"], e["run"]) for e in paper_reference()}),
     script:
         "../workflow_scripts/paper_comparison.py"
+
+
+rule trace_drift_table:
+    """Drift magnitude and time of a trace by topic and stance."""
+    input:
+        drifts=lambda wc: [f"{run_dir(TRACES, wc.trace)}/drift.parquet"],
+        settings=ANALYSIS_SETTINGS,
+    output:
+        csv=report(
+            f"{TABLES}/{TRACE_TABLE}.csv",
+            caption="../report/trace.rst",
+            category="Traces",
+        ),
+        md=f"{TABLES}/{TRACE_TABLE}.md",
+    log:
+        f"logs/tables/{TRACE_TABLE}.log",
+    conda:
+        conda_env("analysis")
+    params:
+        runs=lambda wc: [wc.trace],
+        title=lambda wc: f"Drift of trace {wc.trace}",
+    script:
+        "../workflow_scripts/drift_table.py"

@@ -22,6 +22,7 @@ from value_drifts.judge.run import judge_output_settings  # noqa: E402
 from value_drifts.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
+    TRACES,
     FIGURES,
     TABLES,
     base_model_dir,
@@ -36,11 +37,18 @@ from value_drifts.layout import (  # noqa: E402
     run_dir,
     setup_figure_name,
     sft_run,
+    trace_figure_name,
+    trace_table_name,
     step_dir,
     training_dir,
     training_marker,
 )
 from value_drifts.plan import build_plan, name_problems, slug  # noqa: E402
+from value_drifts.traces import (  # noqa: E402
+    TraceError,
+    read_traces,
+    skipped_warnings,
+)
 from value_drifts.site_settings import check_site_variables  # noqa: E402
 from value_drifts.training.checkpoints import lost_answers_reason  # noqa: E402
 
@@ -55,7 +63,13 @@ TOPICS = yaml.safe_load(Path(config["topics"]).read_text())
 _name_problems = name_problems(config, TOPICS)
 if _name_problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_name_problems))
-PLAN = build_plan(config)
+try:  # the checkpoint series of every trace, read once: the DAG stays static
+    TRACE_SERIES = read_traces(config)
+except TraceError as error:
+    raise WorkflowError(str(error)) from None
+for _warning in skipped_warnings(TRACE_SERIES):
+    logger.warning(_warning)
+PLAN = build_plan(config, TRACE_SERIES)
 CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
 FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
@@ -93,7 +107,8 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    model=_alternatives(config["models"]),
+    model=_alternatives([*config["models"], *([TRACES] if TRACE_SERIES else [])]),
+    trace=_alternatives(TRACE_SERIES) if TRACE_SERIES else "none",
     run=_alternatives(RUN_IDS + [BASE_RUN]),
     sft_dataset=_alternatives(config["sft_datasets"]),
     topic=_alternatives(CATEGORY_BY_SLUG),
@@ -120,6 +135,8 @@ PO_FIGURE = po_figure_name(
 )
 SETUP_FIGURE = setup_figure_name("{algorithm}", "{sft_dataset}", "{topic}")
 PO_TABLE = po_table_name("{model}", "{sft_dataset}")
+TRACE_FIGURE = trace_figure_name("{trace}", "{topic}")
+TRACE_TABLE = trace_table_name("{trace}")
 
 
 # ---- settings a job's output depends on --------------------------------------------------
@@ -144,7 +161,7 @@ DATASET_STANCE_SETTINGS = recorded_settings(
 
 
 GENERATION_SETTINGS = {
-    model: recorded_settings(
+    (model, None): recorded_settings(
         f"generation/{model}",
         {
             "generation": config["generation"],
@@ -153,11 +170,24 @@ GENERATION_SETTINGS = {
         },
     )
     for model, spec in config["models"].items()
+} | {
+    (TRACES, name): recorded_settings(
+        f"generation/{TRACES}/{name}",
+        {
+            "generation": config["generation"],
+            "seed": config["seed"],
+            "prompt_style": series.prompt_style,
+            "tokenizers": series.tokenizers,
+            "revisions": series.revisions,
+        },
+    )
+    for name, series in TRACE_SERIES.items()
 }
 
 
-def generation_settings(model):
-    return GENERATION_SETTINGS[model]
+def generation_settings(model, run):
+    """The generation settings file of a model's checkpoints (a trace's own)."""
+    return GENERATION_SETTINGS[(model, run if model == TRACES else None)]
 
 
 def vprism_settings(*keys):
@@ -208,10 +238,44 @@ def synthetic_sets():
 
 
 def checkpoint_input(wildcards):
-    """The file whose existence means the checkpoint of (model, run, step) is on disk."""
+    """The file whose existence means the checkpoint of (model, run, step) is on disk: a
+    trace's checkpoint folder itself (a hub revision has none)."""
+    if wildcards.model == TRACES:
+        series = TRACE_SERIES[wildcards.run]
+        return (
+            []
+            if series.revisions
+            else [model_dir(wildcards.model, wildcards.run, wildcards.step)]
+        )
     if wildcards.run == BASE_RUN:
         return base_model_dir(wildcards.model)
     return training_marker(wildcards.model, wildcards.run)
+
+
+def model_dir(model, run, step):
+    """The model a (model, run, step) names: the workflow's checkpoint folder, or a
+    trace's checkpoint (a user's folder, or its hub id)."""
+    if model == TRACES:
+        return TRACE_SERIES[run].checkpoints[int(step)]
+    return checkpoint_dir(model, run, step)
+
+
+def generation_model(wildcards):
+    """What generation needs to know of a checkpoint beyond its path: prompt style,
+    tokenizer source and hub revision."""
+    if wildcards.model == TRACES:
+        series = TRACE_SERIES[wildcards.run]
+        step = int(wildcards.step)
+        return {
+            "prompt_style": series.prompt_style,
+            "tokenizer": series.tokenizers.get(step),
+            "revision": series.revisions.get(step),
+        }
+    return {
+        "prompt_style": config["models"][wildcards.model]["prompt_style"],
+        "tokenizer": None,
+        "revision": None,
+    }
 
 
 def generate_inputs(wildcards):
@@ -219,7 +283,7 @@ def generate_inputs(wildcards):
     return {
         "checkpoint": checkpoint_input(wildcards),
         "questions": "results/data/questions.parquet",
-        "settings": generation_settings(wildcards.model),
+        "settings": generation_settings(wildcards.model, wildcards.run),
     }
 
 
@@ -233,14 +297,18 @@ def lost_answers():
         if settings not in digests:
             digests[settings] = recorded_digest(settings)
         reason = lost_answers_reason(
-            Path(checkpoint_dir(model, run, step)),
+            Path(model_dir(model, run, step)),
             Path(generations_path(model, run, step)),
-            [Path(path) for path in inputs.values()],
+            [Path(path) for value in inputs.values() for path in _paths(value)],
             digests[settings],
         )
         if reason:
             problems.append(f"{model} {run} step {step}: {reason}")
     return problems
+
+
+def _paths(value):
+    return [value] if isinstance(value, str) else list(value)
 
 
 def check_no_answers_lost():
@@ -542,6 +610,12 @@ def final_outputs():
         outputs.append(f"{run_dir(phase.model, phase.run)}/drift.csv")
     for phase in PLAN.phases:
         outputs.append(f"{run_dir(phase.model, phase.run)}/judge_health.csv")
+    for trace in TRACE_SERIES:
+        outputs.append(f"{TABLES}/{trace_table_name(trace)}.md")
+        outputs += [
+            f"{FIGURES}/{trace_figure_name(trace, slug(category))}.pdf"
+            for category in FIGURE_TOPICS
+        ]
     if paper_reference():
         outputs.append("results/tables/paper_vs_ours.md")
     if downstream_checkpoints():

@@ -130,3 +130,28 @@ rule run_configuration:
         config=config,
     script:
         "../workflow_scripts/write_configuration.py"
+
+
+rule figure_trace:
+    """A trace's stance probabilities over its checkpoints (a series trained elsewhere)."""
+    input:
+        values=lambda wc: [f"{run_dir(TRACES, wc.trace)}/values.parquet"],
+        settings=ANALYSIS_SETTINGS,
+    output:
+        pdf=report(
+            f"{FIGURES}/{TRACE_FIGURE}.pdf",
+            caption="../report/trace.rst",
+            category="Traces",
+        ),
+        png=f"{FIGURES}/{TRACE_FIGURE}.png",
+    log:
+        f"logs/figures/{TRACE_FIGURE}.log",
+    conda:
+        conda_env("analysis")
+    params:
+        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        runs=lambda wc: [wc.trace],
+        title=lambda wc: f"trace {wc.trace}: {CATEGORY_BY_SLUG[wc.topic]}",
+        start_label="first checkpoint",
+    script:
+        "../workflow_scripts/figure_trajectories.py"

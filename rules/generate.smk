@@ -22,8 +22,8 @@ rule generate:
         mem_mb=generation_resource("mem_mb"),
         runtime=generation_resource("runtime"),
     params:
-        model_path=lambda wc: checkpoint_dir(wc.model, wc.run, wc.step),
-        prompt_style=lambda wc: config["models"][wc.model]["prompt_style"],
+        model_path=lambda wc: model_dir(wc.model, wc.run, wc.step),
+        model=generation_model,
         settings=config["generation"],
         seed=config["seed"],
         delete_weights=deletes_checkpoint_weights,

@@ -85,13 +85,21 @@ except ValueError as error:
     raise WorkflowError(str(error)) from None
 
 
+def generation_model_size(wildcards):
+    """The size of the model a generation job loads (a trace's own ``gpus``/``params_b``)."""
+    if wildcards.model == TRACES:
+        series = TRACE_SERIES[wildcards.run]
+        return res.ModelSize(gpus=series.gpus, params_b=series.params_b)
+    return model_size(wildcards.model)
+
+
 def generation_job(wildcards, attempt):
     """Resources of one checkpoint's generation; tokens: the most it can produce."""
     settings = config["generation"]
     questions = config["questions"].get("per_category", 50) * len(TOPICS)
     tokens = questions * settings["samples"] * settings["max_new_tokens"]
     return res.generation_resources(
-        model_size(wildcards.model), settings["backend"], tokens, attempt, CLUSTER
+        generation_model_size(wildcards), settings["backend"], tokens, attempt, CLUSTER
     )
 
 
@@ -117,7 +125,7 @@ DELETES_WEIGHTS = config["generation"].get("delete_checkpoint_weights", False)
 def deletes_checkpoint_weights(wildcards):
     """Whether this checkpoint's weights go once its generations are written: only with
     generation.delete_checkpoint_weights, never the base model nor a run's final one."""
-    if not DELETES_WEIGHTS:
+    if not DELETES_WEIGHTS or wildcards.model == TRACES:  # a user's checkpoints: never
         return False
     if wildcards.run == BASE_RUN:
         return False

@@ -25,7 +25,7 @@ def main():
             temperature=settings_config["temperature"],
             max_new_tokens=settings_config["max_new_tokens"],
             seed=snakemake.params.seed,
-            prompt_style=snakemake.params.prompt_style,
+            prompt_style=snakemake.params.model["prompt_style"],
             base_prompt_suffix=settings_config.get("base_prompt_suffix", "\nResponse:"),
         )
         checkpoint = Path(snakemake.params.model_path)
@@ -37,8 +37,10 @@ def main():
                 print(f"weights deleted; restored the answers kept in {kept}")
                 return
         require_weights(checkpoint)
-        # the checkpoint's weights, per shard, before anything reads them (integrity)
-        weights = shard_columns(shard_digests(checkpoint))
+        model = snakemake.params.model  # prompt style, tokenizer source, hub revision
+        # the checkpoint's weights, per shard, before anything reads them (integrity); a
+        # hub revision is named by the hub, not hashed here
+        weights = shard_columns(shard_digests(checkpoint)) if checkpoint.exists() else {}
         questions = pl.read_parquet(snakemake.input.questions)
         if settings_config["backend"] == "vllm":
             generations = generate_vllm(
@@ -47,6 +49,8 @@ def main():
                 settings,
                 tensor_parallel_size=max(snakemake.resources.gpu, 1),
                 engine_args=settings_config.get("vllm_engine_args"),
+                tokenizer_path=model["tokenizer"],
+                revision=model["revision"],
             )
         else:
             generations = generate_transformers(
@@ -55,6 +59,8 @@ def main():
                 settings,
                 batch_size=settings_config.get("batch_size", 8),
                 threads=snakemake.threads,
+                tokenizer_path=model["tokenizer"],
+                revision=model["revision"],
             )
         generations = generations.with_columns(
             pl.lit(digest).alias(SETTINGS_COLUMN),

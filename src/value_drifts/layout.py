@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 BASE_RUN = "base"
+# The model name of every trace (a checkpoint series trained elsewhere): a trace's results
+# are results/traces/{trace}/..., its run id is the trace's name.
+TRACES = "traces"
 RESULTS = "results"
 MODELS = f"{RESULTS}/models"
 # The judge adapted to the prompt when ``judge.model: adapted``.
@@ -120,3 +123,13 @@ def setup_figure_name(algorithm: str, sft_dataset: str, topic: str) -> str:
 def po_table_name(model: str, sft_dataset: str) -> str:
     """Tables 1, 13-16 (without extension): PO drift of one SFT model."""
     return f"table13-16_{model}_{sft_run(sft_dataset)}_po"
+
+
+def trace_figure_name(trace: str, topic: str) -> str:
+    """A trace's trajectory figure (without extension)."""
+    return f"trace_{trace}_{topic}"
+
+
+def trace_table_name(trace: str) -> str:
+    """A trace's drift table (without extension)."""
+    return f"trace_{trace}"

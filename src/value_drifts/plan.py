@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from value_drifts.layout import BASE_RUN, format_value, po_run, sft_run
+from value_drifts.layout import BASE_RUN, TRACES, format_value, po_run, sft_run
 from value_drifts.training.checkpoints import checkpoint_steps
 
 __all__ = ["BASE_RUN", "Phase", "Plan", "build_plan", "name_problems", "slug"]
@@ -23,8 +23,8 @@ class Phase:
 
     model: str
     run: str
-    kind: str  # "sft" or "po"
-    steps: tuple[int, ...]  # saved checkpoint steps, without step 0
+    kind: str  # "sft", "po" or "trace"
+    steps: tuple[int, ...]  # saved checkpoint steps: without step 0, except for a trace
     sft_dataset: str
     algorithm: str | None = None
     preference_set: str | None = None
@@ -35,6 +35,8 @@ class Phase:
         """(run, step) whose model is this phase's step 0."""
         if self.kind == "sft":
             return BASE_RUN, 0
+        if self.kind == "trace":
+            return self.run, self.steps[0]  # its start model, else its first checkpoint
         return sft_run(self.sft_dataset), -1  # -1: resolved to the SFT run's last step
 
     @property
@@ -106,8 +108,12 @@ class Plan:
     def po_phases(self) -> list[Phase]:
         return [p for p in self.phases if p.kind == "po"]
 
+    def trace_phases(self) -> list[Phase]:
+        return [p for p in self.phases if p.kind == "trace"]
+
     def models(self) -> list[str]:
-        return sorted({p.model for p in self.phases})
+        """The models trained (traces are not among them)."""
+        return sorted({p.model for p in self.phases if p.kind != "trace"})
 
     def start_of(self, phase: Phase) -> tuple[str, int]:
         """(run, step) of the checkpoint a phase starts from: base model or final SFT model."""
@@ -118,6 +124,8 @@ class Plan:
 
     def trajectory(self, phase: Phase) -> list[tuple[str, int, int]]:
         """(source run, source step, phase step) for step 0 and every saved checkpoint."""
+        if phase.kind == "trace":  # steps as the series names them
+            return [(phase.run, s, s) for s in phase.steps]
         start_run, start_step = self.start_of(phase)
         return [(start_run, start_step, 0)] + [(phase.run, s, s) for s in phase.steps]
 
@@ -137,7 +145,9 @@ def _sft_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(r["model"], r["dataset"]) for r in runs]
 
 
-def build_plan(config: Mapping[str, Any]) -> Plan:
+def build_plan(config: Mapping[str, Any], traces: Mapping[str, Any] | None = None) -> Plan:
+    """The study's phases; ``traces`` (``traces.read_traces``) adds one phase per trace,
+    model ``layout.TRACES``, with the steps its series holds."""
     sft = config["sft"]
     phases: list[Phase] = []
     for model, dataset in _sft_pairs(config):
@@ -186,4 +196,6 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             phases.append(
                 Phase(model, run, "po", tuple(steps), dataset, algorithm, pref_set, overrides)
             )
+    for name, series in (traces or {}).items():
+        phases.append(Phase(TRACES, name, "trace", tuple(series.steps), sft_dataset=""))
     return Plan(tuple(phases))

@@ -43,6 +43,8 @@ LIGHT_RULES = (
     "figure_po_trajectories",
     "figure_po_setups",
     "figure_ablation",
+    "figure_trace",
+    "trace_drift_table",
     "figure_dataset_stances",
     "figure_value_gap",
     "vprism_figure",
@@ -275,6 +277,8 @@ def check_global_batches(config: Mapping[str, Any], trainers: Mapping[str, list[
     config path (e.g. ``sft`` or ``preference_optimization.algorithms.dpo``) to models."""
     problems = []
     for path, models in trainers.items():
+        if not models:  # a trainer that trains nothing (its section may be absent)
+            continue
         section: Any = config
         for key in path.split("."):
             section = section[key]
