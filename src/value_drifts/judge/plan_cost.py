@@ -40,7 +40,9 @@ from value_drifts.generation import read_questions, sample_questions
 from value_drifts.judge.backends import DEFAULT_CACHE
 from value_drifts.judge.cost import CHARS_PER_TOKEN, CostPlan, JudgePrices, cost_plan
 from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template, render
+from value_drifts.layout import RESULTS, generations_path
 from value_drifts.plan import build_plan
+from value_drifts.traces import read_traces
 from value_drifts.resources import API_JUDGE_BACKENDS
 
 # Length of a question when the question set is not built yet (V-PRISM's are short).
@@ -185,8 +187,9 @@ def checkpoint_prompts(config: Mapping[str, Any], results: Path = Path("results"
     generation = config["generation"]
     exact: list[str] = []
     pending = 0
-    for model, run, step in build_plan(config).evaluated_checkpoints():
-        path = results / model / run / f"step-{step}" / "generations.parquet"
+    plan = build_plan(config, read_traces(config))  # traces' checkpoints are judged too
+    for model, run, step in plan.evaluated_checkpoints():
+        path = results / Path(generations_path(model, run, step)).relative_to(RESULTS)
         if path.exists():
             exact += [
                 render(template, row["question"], row["response"], topics[row["category"]])
