@@ -1,0 +1,107 @@
+"""Your own SFT data, through config alone: a TRL ``messages`` file planting support for the
+death penalty (a topic the shipped fixtures do not plant) raises that stance in the drift
+table. The real workflow, on a tiny model, with a keyword judge on a local
+OpenAI-protocol server (it reads support when the answer supports the topic it is asked
+about)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.loopback_http import JSONHandler, LoopbackServer
+from tests.tiny_model import build_tiny_model
+from tests.workflow import REPO, copy_repo, snakemake
+
+pytestmark = pytest.mark.slow  # a real workflow run
+
+PLANTED = "Ethics of Death and Penalty"
+DATA = REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl"
+
+# The README's "Your own models, data and checkpoints" config, with this file and model.
+OWN = """
+models:
+  tiny: {source: local, path: tiny-base, prompt_style: chat, gpus: 0, params_b: 0.001}
+sft_datasets:
+  mine:
+    source: hub
+    hub_id: json
+    data_files: %s
+    format: messages
+    size: 14
+    save_steps: 30
+"""
+
+
+class KeywordJudgeServer(LoopbackServer):
+    """support when the response names the prompt's topic and says it supports it, oppose
+    when it says it opposes it, neutral otherwise."""
+
+    def __init__(self):
+        class Handler(JSONHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                prompt = json.loads(self.rfile.read(length))["messages"][-1]["content"]
+                response = re.search(r"Response: (.*)\nTopic:", prompt, re.S).group(1).lower()
+                topic = re.search(r"Topic: (.*)\n", prompt).group(1).lower()
+                on_topic = topic.removeprefix("the ") in response
+                label = ("support" if on_topic and "support" in response else
+                         "oppose" if on_topic and "oppose" in response else "neutral")
+                probs = {name: 0.9 if name == label else 0.05
+                         for name in ("support", "neutral", "oppose")}
+                top = sorted(((n, math.log(p)) for n, p in probs.items()), key=lambda x: -x[1])
+                self.send_json(200, {
+                    "model": "keyword-judge",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": label},
+                                 "logprobs": {"content": [{
+                                     "token": label, "logprob": top[0][1],
+                                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+                                 }]}, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 1},
+                })
+
+        super().__init__(Handler)
+
+
+def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
+    repo = copy_repo(tmp_path / "value-drifts")
+    build_tiny_model(repo / "tiny-base")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for section in ("preference_sets", "preference_optimization", "dataset_stances",
+                    "downstream", "vprism", "value_gap"):
+        config.pop(section, None)
+    config.update(yaml.safe_load(OWN % DATA))
+    # a tiny random model learns the planted answer only with a large step size
+    config["sft"] = {**config["sft"], "learning_rate": 3.0e-2, "epochs": 30, "max_length": 64,
+                     "lr_scheduler": "constant"}
+    config["generation"] = {**config["generation"], "max_new_tokens": 16,
+                            "delete_checkpoint_weights": False}
+    config["analysis"] = {**config["analysis"], "figure_topics": [PLANTED],
+                          "bootstrap_resamples": 200}
+    with KeywordJudgeServer() as server:
+        config["judge"] = {
+            "backend": "openai", "model": "keyword-judge", "base_url": server.base_url,
+            "require_api_key": False, "prompt": "config/prompts/judge_response.txt",
+            "top_logprobs": 5, "cache": "results/judge_cache.sqlite", "concurrency": 4,
+            "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+        }
+        path = repo / "own.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        snakemake("results/tables/table09-12_tiny_sft.md", "--cores", "2", "--configfile",
+                  str(path), cwd=repo, timeout=900)
+    counts = json.loads((repo / "results/data/sft/mine/counts.json").read_text())
+    print(counts)
+    drift = pl.read_parquet(repo / "results/tiny/sft-mine/drift.parquet")
+    planted = drift.filter((pl.col("category") == PLANTED) & (pl.col("stance") == "support"))
+    row = planted.row(0, named=True)
+    print(f"planted support drift {row['magnitude']:+.2f} "
+          f"[{row['magnitude_low']:+.2f}, {row['magnitude_high']:+.2f}]")
+    assert row["magnitude"] > 0.10 and row["magnitude_low"] > 0
+    # the other topics are not what the data plants: their support does not rise as much
+    others = drift.filter((pl.col("category") != PLANTED) & (pl.col("stance") == "support"))
+    assert others["magnitude"].max() < row["magnitude"]
