@@ -22,9 +22,23 @@ pytestmark = pytest.mark.slow  # a real workflow run
 
 PLANTED = "Ethics of Death and Penalty"
 DATA = REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl"
+PREFERENCES = REPO / "tests/fixtures/own_data/prefs_oppose_death_penalty.jsonl"
 
 # The README's "Your own models, data and checkpoints" config, with this file and model.
 OWN = """
+preference_sets:
+  my_prefs:
+    source: hub
+    hub_id: json
+    data_files: %s
+    format: preference
+    size: 16
+preference_optimization:
+  algorithms:
+    dpo: {learning_rate: 2.0e-3, global_batch_size: 8, per_device_batch_size: 8, epochs: 8,
+          max_length: 64, warmup_ratio: 0.0, lr_scheduler: constant, beta: 0.1, save_steps: 8}
+  grid:
+    - {models: [tiny], sft_datasets: [mine], algorithms: [dpo], preference_sets: [my_prefs]}
 models:
   tiny: {source: local, path: tiny-base, prompt_style: chat, gpus: 0, params_b: 0.001}
 sft_datasets:
@@ -75,7 +89,7 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     for section in ("preference_sets", "preference_optimization", "dataset_stances",
                     "downstream", "vprism", "value_gap"):
         config.pop(section, None)
-    config.update(yaml.safe_load(OWN % DATA))
+    config.update(yaml.safe_load(OWN % (PREFERENCES, DATA)))
     # a tiny random model learns the planted answer only with a large step size
     config["sft"] = {**config["sft"], "learning_rate": 3.0e-2, "epochs": 30, "max_length": 64,
                      "lr_scheduler": "constant"}
@@ -92,8 +106,9 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
         }
         path = repo / "own.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        snakemake("results/tables/table09-12_tiny_sft.md", "--cores", "2", "--configfile",
-                  str(path), cwd=repo, timeout=900)
+        snakemake("results/tables/table09-12_tiny_sft.md",
+                  "results/tables/table13-16_tiny_sft-mine_po.md", "--cores", "2",
+                  "--configfile", str(path), cwd=repo, timeout=900)
     counts = json.loads((repo / "results/data/sft/mine/counts.json").read_text())
     print(counts)
     drift = pl.read_parquet(repo / "results/tiny/sft-mine/drift.parquet")
@@ -105,3 +120,18 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     # the other topics are not what the data plants: their support does not rise as much
     others = drift.filter((pl.col("category") != PLANTED) & (pl.col("stance") == "support"))
     assert others["magnitude"].max() < row["magnitude"]
+
+    # and your own TRL preference file (explicit prompt, conversational), through DPO from
+    # that model: the oppose-aligned pairs take the planted support away. (Oppose is
+    # reported, not asserted: the tiny model unlearns the rejected answer, DPO's first
+    # effect, without learning to say the chosen one; measured 2026-12-01: support -0.85,
+    # oppose +0.00.)
+    pairs = json.loads((repo / "results/data/preference/my_prefs/counts.json").read_text())
+    print(pairs)
+    dpo = pl.read_parquet(repo / "results/tiny/sft-mine.dpo-my_prefs/drift.parquet").filter(
+        pl.col("category") == PLANTED)
+    by_stance = {r["stance"]: r for r in dpo.iter_rows(named=True)}
+    print({k: round(v["magnitude"], 2) for k, v in by_stance.items()})
+    support = by_stance["support"]
+    assert support["magnitude"] < -0.10 and support["magnitude_high"] < 0
+    assert pairs["train"] == 16 and pairs["rejected"] == {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.hash_judge import HashJudgeServer, hash_judge
 from tests.tiny_model import build_tiny_model
-from tests.workflow import REPO
 
 pytestmark = pytest.mark.slow  # real workflow runs
 
@@ -36,10 +36,15 @@ def series(tmp_path_factory):
     return root, start, folder
 
 
+# The console script `make setup` installs beside the interpreter (pyproject's scripts).
+COMMAND = Path(sys.executable).parent / "value-drifts"
+
+
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "value_drifts.cli", "trace", *args],
+    assert COMMAND.is_file(), f"{COMMAND} missing: make setup installs it"
+    return subprocess.run([str(COMMAND), "trace", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+                          env={"PATH": "/usr/bin:/bin"})
 
 
 def test_without_a_judge_it_says_the_numbers_are_for_smoke_tests(series):
