@@ -36,7 +36,7 @@ preference_sets:
 preference_optimization:
   algorithms:
     dpo: {learning_rate: 2.0e-3, global_batch_size: 8, per_device_batch_size: 8, epochs: 8,
-          max_length: 64, warmup_ratio: 0.0, lr_scheduler: constant, beta: 0.1, save_steps: 8}
+          max_length: 64, warmup_ratio: 0.0, lr_scheduler: constant, beta: 0.1, save_steps: 16}
   grid:
     - {models: [tiny], sft_datasets: [mine], algorithms: [dpo], preference_sets: [my_prefs]}
 models:
@@ -48,7 +48,7 @@ sft_datasets:
     data_files: %s
     format: messages
     size: 14
-    save_steps: 30
+    save_steps: 60  # one checkpoint after the base model: the end of SFT
 """
 
 
