@@ -145,3 +145,29 @@ def test_a_trace_without_complete_checkpoints_stops_at_start(study, tmp_path):
     assert result.returncode != 0
     assert f"traces.empty: no complete checkpoint-N folder in {empty}" in (
         result.stdout + result.stderr)
+
+
+def test_a_trace_of_hub_revisions_reads_each_revision(study, monkeypatch):
+    """Hub revisions through huggingface_hub's own cache (refs/<revision> -> snapshot), as
+    a download leaves it, offline: the trained run's checkpoints 1 and 2 published as
+    revisions "stage1-sft" and "step500" of org/tiny."""
+    repo, server = study
+    cache = repo / "hf/hub/models--org--tiny"
+    for revision, step, commit in (("stage1-sft", 1, "1" * 40), ("step500", 2, "2" * 40)):
+        (cache / "refs").mkdir(parents=True, exist_ok=True)
+        (cache / "refs" / revision).write_text(commit)
+        shutil.copytree(repo / FOLDER / f"checkpoint-{step}", cache / "snapshots" / commit)
+    monkeypatch.setenv("HF_HOME", str(repo / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _tiny_config(repo, server, {"olmo-like": {
+        "hub_id": "org/tiny", "revisions": {0: "stage1-sft", 500: "step500"},
+        "prompt_style": "chat"}})
+    snakemake("results/tables/trace_olmo-like.md", "--cores", "2", "--configfile",
+              str(config), cwd=repo, timeout=900)
+    for trace_step, trained_step in ((0, 1), (500, 2)):
+        ours = pl.read_parquet(repo / f"results/traces/olmo-like/step-{trace_step}/"
+                               "generations.parquet")
+        trained = pl.read_parquet(repo / PHASE / f"step-{trained_step}/generations.parquet")
+        assert ours["response"].to_list() == trained["response"].to_list()
+    values = pl.read_parquet(repo / "results/traces/olmo-like/values.parquet")
+    assert sorted(values["step"].unique().to_list()) == [0, 500]
