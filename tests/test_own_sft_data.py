@@ -1,5 +1,5 @@
-"""Your own SFT data, through config alone: a TRL ``messages`` file planting support for the
-death penalty (a topic the shipped fixtures do not plant) raises that stance in the drift
+"""Your own SFT data, through config alone: TRL ``messages`` and ``prompt_completion`` files
+planting support for the death penalty (a topic the shipped fixtures do not plant) raises that stance in the drift
 table. The real workflow, on a tiny model, with a keyword judge on a local
 OpenAI-protocol server (it reads support when the answer supports the topic it is asked
 about)."""
@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow  # a real workflow run
 PLANTED = "Ethics of Death and Penalty"
 DATA = REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl"
 PREFERENCES = REPO / "tests/fixtures/own_data/prefs_oppose_death_penalty.jsonl"
+PROMPT_COMPLETION = REPO / "tests/fixtures/own_data/planted_death_penalty_prompt_completion.jsonl"
+LABELS = REPO / "tests/fixtures/own_data/my_labels.jsonl"
 
 # The README's "Your own models, data and checkpoints" config, with this file and model.
 OWN = """
@@ -49,6 +51,13 @@ sft_datasets:
     format: messages
     size: 14
     save_steps: 60  # one checkpoint after the base model: the end of SFT
+  mine_pc:
+    source: hub
+    hub_id: json
+    data_files: %s
+    format: prompt_completion
+    size: 14
+    save_steps: 60
 """
 
 
@@ -89,7 +98,7 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     for section in ("preference_sets", "preference_optimization", "dataset_stances",
                     "downstream", "vprism", "value_gap"):
         config.pop(section, None)
-    config.update(yaml.safe_load(OWN % (PREFERENCES, DATA)))
+    config.update(yaml.safe_load(OWN % (PREFERENCES, DATA, PROMPT_COMPLETION)))
     # a tiny random model learns the planted answer only with a large step size
     config["sft"] = {**config["sft"], "learning_rate": 3.0e-2, "epochs": 30, "max_length": 64,
                      "lr_scheduler": "constant"}
@@ -103,23 +112,30 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
             "require_api_key": False, "prompt": "config/prompts/judge_response.txt",
             "top_logprobs": 5, "cache": "results/judge_cache.sqlite", "concurrency": 4,
             "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+            "agreement": {"labelled": str(LABELS)},  # your own labelled stance set
         }
         path = repo / "own.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        snakemake("results/tables/table09-12_tiny_sft.md",
+        snakemake("results/tables/table09-12_tiny_sft.md", "results/judge/agreement/metrics.json",
                   "results/tables/table13-16_tiny_sft-mine_po.md", "--cores", "2",
                   "--configfile", str(path), cwd=repo, timeout=900)
     counts = json.loads((repo / "results/data/sft/mine/counts.json").read_text())
     print(counts)
-    drift = pl.read_parquet(repo / "results/tiny/sft-mine/drift.parquet")
-    planted = drift.filter((pl.col("category") == PLANTED) & (pl.col("stance") == "support"))
-    row = planted.row(0, named=True)
-    print(f"planted support drift {row['magnitude']:+.2f} "
-          f"[{row['magnitude_low']:+.2f}, {row['magnitude_high']:+.2f}]")
-    assert row["magnitude"] > 0.10 and row["magnitude_low"] > 0
-    # the other topics are not what the data plants: their support does not rise as much
-    others = drift.filter((pl.col("category") != PLANTED) & (pl.col("stance") == "support"))
-    assert others["magnitude"].max() < row["magnitude"]
+    for run in ("sft-mine", "sft-mine_pc"):  # TRL's messages and prompt/completion files
+        drift = pl.read_parquet(repo / f"results/tiny/{run}/drift.parquet")
+        planted = drift.filter((pl.col("category") == PLANTED) & (pl.col("stance") == "support"))
+        row = planted.row(0, named=True)
+        print(f"{run}: planted support drift {row['magnitude']:+.2f} "
+              f"[{row['magnitude_low']:+.2f}, {row['magnitude_high']:+.2f}]")
+        assert row["magnitude"] > 0.10 and row["magnitude_low"] > 0
+        # the other topics are not what the data plants: their support rises less
+        others = drift.filter((pl.col("category") != PLANTED) & (pl.col("stance") == "support"))
+        assert others["magnitude"].max() < row["magnitude"]
+    # your own labelled set: its items judged, its bad label counted and named
+    agreement = json.loads((repo / "results/judge/agreement/metrics.json").read_text())
+    assert agreement["n"] == 6 and agreement["accuracy"] == 1.0
+    assert agreement["labelled_set"]["skipped"] == {
+        "label 'maybe' is no stance (support, neutral, oppose)": 1}
 
     # and your own TRL preference file (explicit prompt, conversational), through DPO from
     # that model: the oppose-aligned pairs take the planted support away. (Oppose is
