@@ -12,9 +12,9 @@ from value_drifts.agreement import labelled_set_path  # noqa: E402
 from value_drifts.config import ConfigError, validate_config  # noqa: E402
 from value_drifts.envs import conda_env  # noqa: E402
 from value_drifts.job_settings import (  # noqa: E402
+    answers_digest,
     output_settings,
     record_settings,
-    recorded_digest,
     settings_path,
 )
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
@@ -22,6 +22,7 @@ from value_drifts.judge.run import judge_output_settings  # noqa: E402
 from value_drifts.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
+    QUESTIONS,
     TRACES,
     FIGURES,
     TABLES,
@@ -50,7 +51,10 @@ from value_drifts.traces import (  # noqa: E402
     skipped_warnings,
 )
 from value_drifts.site_settings import check_site_variables  # noqa: E402
-from value_drifts.training.checkpoints import lost_answers_reason  # noqa: E402
+from value_drifts.training.checkpoints import (  # noqa: E402
+    lost_answers_reason,
+    upstream_change,
+)
 
 try:
     validate_config(config)
@@ -185,6 +189,20 @@ GENERATION_SETTINGS = {
 }
 
 
+# What the evaluation questions are made from (select_questions' inputs).
+QUESTION_SOURCES = {
+    "questions": config["questions"]["path"],
+    "topics": config["topics"],
+    "settings": recorded_settings(
+        "data/questions",
+        {
+            "per_category": config["questions"].get("per_category"),
+            "seed": config["seed"],
+        },
+    ),
+}
+
+
 def generation_settings(model, run):
     """The generation settings file of a model's checkpoints (a trace's own)."""
     return GENERATION_SETTINGS[(model, run if model == TRACES else None)]
@@ -282,7 +300,7 @@ def generate_inputs(wildcards):
     """The checkpoint, the questions and the generation settings of one generate job."""
     return {
         "checkpoint": checkpoint_input(wildcards),
-        "questions": "results/data/questions.parquet",
+        "questions": QUESTIONS,
         "settings": generation_settings(wildcards.model, wildcards.run),
     }
 
@@ -291,16 +309,18 @@ def lost_answers():
     """``model run step: reason`` for every evaluated checkpoint whose answers a rerun
     would lose (value_drifts.training.checkpoints.lost_answers_reason)."""
     problems, digests = [], {}
+    questions = upstream_change(QUESTIONS, QUESTION_SOURCES.values())
     for model, run, step in sorted(PLAN.evaluated_checkpoints()):
         inputs = generate_inputs(SimpleNamespace(model=model, run=run, step=step))
         settings = inputs["settings"]
         if settings not in digests:
-            digests[settings] = recorded_digest(settings)
+            digests[settings] = answers_digest(settings, QUESTIONS)
         reason = lost_answers_reason(
             Path(model_dir(model, run, step)),
             Path(generations_path(model, run, step)),
             [Path(path) for value in inputs.values() for path in _paths(value)],
             digests[settings],
+            upstream=questions,
         )
         if reason:
             problems.append(f"{model} {run} step {step}: {reason}")

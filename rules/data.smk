@@ -49,17 +49,9 @@ rule prepare_preference_set:
 rule select_questions:
     """The evaluation questions: a seeded per-category sample, checked against the topic map."""
     input:
-        questions=config["questions"]["path"],
-        topics=config["topics"],
-        settings=recorded_settings(
-            "data/questions",
-            {
-                "per_category": config["questions"].get("per_category"),
-                "seed": config["seed"],
-            },
-        ),
+        **QUESTION_SOURCES,
     output:
-        "results/data/questions.parquet",
+        QUESTIONS,
     log:
         "logs/data/select_questions.log",
     conda:

@@ -10,6 +10,7 @@ import polars as pl
 
 from value_drifts.job_settings import (
     THROUGHPUT_KEYS,
+    answers_digest,
     output_settings,
     record_settings,
     recorded_digest,
@@ -21,6 +22,7 @@ from value_drifts.training.checkpoints import (
     SETTINGS_COLUMN,
     kept_answers,
     lost_answers_reason,
+    upstream_change,
 )
 
 
@@ -158,3 +160,38 @@ def test_judgments_carry_the_generation_settings_digest():
     older, _ = judge_generations(generations.drop(SETTINGS_COLUMN), {"Abortion": "abortion"},
                                  "{question} {response} {topic}", Backend())
     assert SETTINGS_COLUMN not in older.columns
+
+
+def test_the_answers_digest_covers_settings_and_questions(tmp_path):
+    settings = tmp_path / "settings.json"
+    record_settings(settings, {"t": 0.7})
+    questions = tmp_path / "questions.parquet"
+    missing = answers_digest(settings, questions)
+    questions.write_bytes(b"q1")
+    first = answers_digest(settings, questions)
+    questions.write_bytes(b"q2")
+    second = answers_digest(settings, questions)
+    record_settings(settings, {"t": 0.9})
+    third = answers_digest(settings, questions)
+    assert len({missing, first, second, third}) == 4
+
+
+def test_rebuilt_questions_lose_the_answers_of_deleted_checkpoints(tmp_path):
+    questions = tmp_path / "questions.parquet"
+    source = tmp_path / "questions.csv"
+    source.write_text("q")
+    assert upstream_change(questions, [source]) == f"{questions} will be made"
+    questions.write_bytes(b"x")
+    os.utime(source, (100, 100))
+    os.utime(questions, (200, 200))
+    assert upstream_change(questions, [source]) is None
+    os.utime(source, (300, 300))
+    change = upstream_change(questions, [source])
+    assert change == f"{questions} will be rebuilt ({source} changed)"
+    checkpoint = _checkpoint(tmp_path / "b")
+    output = _answers(tmp_path / "results/step-2/generations.parquet", "d1")
+    _answers(checkpoint / KEPT_ANSWERS, "d1")  # even a matching kept copy: questions change
+    assert lost_answers_reason(checkpoint, output, [], "d1", upstream=change) == (
+        f"its inputs will change first: {change}")
+    assert lost_answers_reason(_checkpoint(tmp_path / "c", deleted=False), output, [], "d1",
+                               upstream=change) is None

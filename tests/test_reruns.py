@@ -119,6 +119,22 @@ def test_regenerating_deleted_checkpoints_stops_before_anything_runs(small_run):
     assert dry_run_jobs(cwd=small_run) == {}
 
 
+def test_new_questions_stop_before_anything_runs_too(small_run):
+    """The questions are rebuilt before generation: a changed sample would regenerate
+    every checkpoint, so the deleted ones stop the workflow although their settings and
+    kept answers are unchanged."""
+    before = _generations(small_run)
+    with edited_config(small_run, "questions.per_category", 3):
+        dry = snakemake("-n", cwd=small_run, check=False)
+    output = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and "Stopped before running anything" in output
+    named = {line.strip().split(":")[0] for line in output.splitlines()
+             if "results/data/questions.parquet will be rebuilt" in line}
+    assert named == _deleted_checkpoints(small_run)
+    assert _generations(small_run) == before
+    assert dry_run_jobs(cwd=small_run) == {}
+
+
 def test_answers_kept_beside_a_deleted_checkpoint_come_back(small_run):
     """A deleted checkpoint's answers, removed from results/, are restored from the copy
     kept in its folder (same settings) instead of failing for want of weights."""

@@ -6,7 +6,7 @@ import polars as pl
 from value_drifts.generation import SamplingSettings, generate_transformers, generate_vllm
 from value_drifts.integrity import shard_columns, shard_digests
 from value_drifts.io import logged
-from value_drifts.job_settings import recorded_digest
+from value_drifts.job_settings import answers_digest
 from value_drifts.training.checkpoints import (
     KEPT_ANSWERS,
     SETTINGS_COLUMN,
@@ -29,7 +29,7 @@ def main():
             base_prompt_suffix=settings_config.get("base_prompt_suffix", "\nResponse:"),
         )
         checkpoint = Path(snakemake.params.model_path)
-        digest = recorded_digest(snakemake.input.settings)
+        digest = answers_digest(snakemake.input.settings, snakemake.input.questions)
         if weights_deleted(checkpoint):
             kept = kept_answers(checkpoint, digest)
             if kept is not None:  # same settings: the answers kept when the weights went

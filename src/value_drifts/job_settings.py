@@ -104,5 +104,17 @@ def record_settings(path: str | Path, settings: Any, now: float | None = None) -
 
 
 def recorded_digest(path: str | Path) -> str:
-    """The digest a settings file holds (what a job records with its output)."""
+    """The digest a settings file holds."""
     return json.loads(Path(path).read_text())["digest"]
+
+
+def answers_digest(settings_path: str | Path, questions_path: str | Path) -> str:
+    """What a checkpoint's answers are made from besides its weights: the generation
+    settings file's digest and the questions file's sha256 (None while it does not exist),
+    as one digest. Recorded with every generations file (``SETTINGS_COLUMN``)."""
+    questions = Path(questions_path)
+    return settings_digest({
+        "settings": recorded_digest(settings_path),
+        "questions": hashlib.sha256(questions.read_bytes()).hexdigest()
+        if questions.is_file() else None,
+    })

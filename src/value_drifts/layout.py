@@ -49,6 +49,10 @@ def po_run(
     )
 
 
+# The evaluation questions every checkpoint answers.
+QUESTIONS = f"{RESULTS}/data/questions.parquet"
+
+
 def base_model_dir(model: str) -> str:
     return f"{MODELS}/{model}/{BASE_RUN}"
 

@@ -137,13 +137,20 @@ def kept_answers(path: Path, digest: str) -> Path | None:
 
 
 def lost_answers_reason(
-    checkpoint: Path, output: Path, inputs: list[Path], digest: str
+    checkpoint: Path, output: Path, inputs: list[Path], digest: str,
+    upstream: str | None = None,
 ) -> str | None:
     """Why regenerating the answers ``output`` of ``checkpoint`` is impossible without
-    losing them, or None. The reason is given when the checkpoint's weights are gone, no
-    kept copy was made with the current settings (``digest``), and the answers are
-    missing or older than one of ``inputs`` (the job would rerun: Snakemake's mtime rule)."""
-    if not weights_deleted(checkpoint) or kept_answers(checkpoint, digest) is not None:
+    losing them, or None. The reason is given when the checkpoint's weights are gone and
+    an input will be rebuilt first (``upstream``, see ``upstream_change``), or no kept copy
+    was made from the current settings and questions (``digest``,
+    ``job_settings.answers_digest``) and the answers are missing or older than one of
+    ``inputs`` (the job would rerun: Snakemake's mtime rule)."""
+    if not weights_deleted(checkpoint):
+        return None
+    if upstream:
+        return f"its inputs will change first: {upstream}"
+    if kept_answers(checkpoint, digest) is not None:
         return None
     output = Path(output)
     if not output.exists():
@@ -153,6 +160,18 @@ def lost_answers_reason(
     if newer:
         return f"its answers are older than {', '.join(newer)}"
     return None
+
+
+def upstream_change(path: str | Path, sources) -> str | None:
+    """Why a job input ``path`` made by another job will be rebuilt before the job runs
+    (it is missing, or older than one of ``sources``, the inputs it is made from), or
+    None. One level up: what the evaluation questions are made from."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path} will be made"
+    newer = [str(s) for s in sources if Path(s).exists() and
+             Path(s).stat().st_mtime > path.stat().st_mtime]
+    return f"{path} will be rebuilt ({', '.join(newer)} changed)" if newer else None
 
 
 # ---- complete checkpoints ----------------------------------------------------------------
