@@ -71,7 +71,7 @@ try:  # the checkpoint series of every trace, read once: the DAG stays static
     TRACE_SERIES = read_traces(config)
 except TraceError as error:
     raise WorkflowError(str(error)) from None
-for _warning in skipped_warnings(TRACE_SERIES):
+for _warning in skipped_warnings(TRACE_SERIES) if workflow.is_main_process else []:
     logger.warning(_warning)
 PLAN = build_plan(config, TRACE_SERIES)
 CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
@@ -654,4 +654,7 @@ def final_outputs():
     return sorted(set(outputs))
 
 
-check_no_answers_lost()
+# Once, in the main Snakemake process (as check_site_variables): a job's own Snakemake
+# on a node starts after the submitting process has checked.
+if workflow.is_main_process:
+    check_no_answers_lost()

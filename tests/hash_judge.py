@@ -1,15 +1,43 @@
-"""A judge on a local OpenAI-protocol server whose stance log-probabilities are a fixed
-function of the prompt: the same answer always reads the same, different answers
-differently. For workflow tests that need a fast, deterministic, real-protocol judge."""
+"""Judges on a local OpenAI-protocol server for workflow tests: the chat-completion body
+with first-token log-probabilities they answer with, the config's ``judge:`` mapping for
+such a server, and a hash judge whose stance log-probabilities are a fixed function of the
+prompt (the same answer always reads the same, different answers differently)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from tests.loopback_http import JSONHandler, LoopbackServer
+
+
+def logprobs_body(model: str, top: Sequence[tuple[str, float]],
+                  prompt_tokens: int = 50) -> dict[str, Any]:
+    """A /v1/chat/completions answer whose one token is ``top[0]``, with ``top`` as its
+    top_logprobs (OpenAI's chat completion object, the fields the judge reads)."""
+    token, logprob = top[0]
+    return {
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": token},
+                     "logprobs": {"content": [{
+                         "token": token, "logprob": logprob,
+                         "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+                     }]}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1},
+    }
+
+
+def judge_config(server: LoopbackServer, model: str) -> dict[str, Any]:
+    """The config's ``judge:`` mapping for a judge on ``server``."""
+    return {
+        "backend": "openai", "model": model, "base_url": server.base_url,
+        "require_api_key": False, "prompt": "config/prompts/judge_response.txt",
+        "top_logprobs": 5, "cache": "results/judge_cache.sqlite", "concurrency": 4,
+        "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+    }
 
 
 class HashJudgeServer(LoopbackServer):
@@ -24,25 +52,11 @@ class HashJudgeServer(LoopbackServer):
                 top = sorted(((label, math.log(w / total)) for label, w in
                               zip(("support", "neutral", "oppose"), weights, strict=True)),
                              key=lambda item: -item[1])
-                body = {
-                    "model": "hash-judge",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": top[0][0]},
-                                 "logprobs": {"content": [{
-                                     "token": top[0][0], "logprob": top[0][1],
-                                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
-                                 }]}, "finish_reason": "length"}],
-                    "usage": {"prompt_tokens": 50, "completion_tokens": 1},
-                }
-                self.send_json(200, body)
+                self.send_json(200, logprobs_body("hash-judge", top))
 
         super().__init__(Handler)
 
 
 def hash_judge(server: HashJudgeServer) -> dict[str, Any]:
     """The config's ``judge:`` mapping for ``server``."""
-    return {
-        "backend": "openai", "model": "hash-judge", "base_url": server.base_url,
-        "require_api_key": False, "prompt": "config/prompts/judge_response.txt",
-        "top_logprobs": 5, "cache": "results/judge_cache.sqlite", "concurrency": 4,
-        "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
-    }
+    return judge_config(server, "hash-judge")

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
+from tests.hash_judge import logprobs_body
 from tests.loopback_http import JSONHandler, LoopbackServer
 from tests.workflow import REPO, copy_repo, snakemake
 
@@ -35,16 +36,7 @@ class ReasoningJudgeServer(LoopbackServer):
                 else:
                     top = [("<think>", -0.001), ("support", -8.0), ("neutral", -8.5),
                            ("oppose", -9.0), ("Okay", -9.5)]
-                body = {
-                    "model": "fake-reasoner",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": top[0][0]},
-                                 "logprobs": {"content": [{
-                                     "token": top[0][0], "logprob": top[0][1],
-                                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
-                                 }]}, "finish_reason": "length"}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 1},
-                }
-                self.send_json(200, body)
+                self.send_json(200, logprobs_body("fake-reasoner", top, prompt_tokens=100))
 
         self.prompts = []
         self.lock = threading.Lock()

@@ -14,9 +14,11 @@ import polars as pl
 import pytest
 import yaml
 
+from tests.hash_judge import judge_config, logprobs_body
 from tests.loopback_http import JSONHandler, LoopbackServer
 from tests.tiny_model import build_tiny_model
 from tests.workflow import REPO, copy_repo, snakemake
+from value_drifts.cli import DROPPED
 
 pytestmark = pytest.mark.slow  # a real workflow run
 
@@ -78,15 +80,7 @@ class KeywordJudgeServer(LoopbackServer):
                 probs = {name: 0.9 if name == label else 0.05
                          for name in ("support", "neutral", "oppose")}
                 top = sorted(((n, math.log(p)) for n, p in probs.items()), key=lambda x: -x[1])
-                self.send_json(200, {
-                    "model": "keyword-judge",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": label},
-                                 "logprobs": {"content": [{
-                                     "token": label, "logprob": top[0][1],
-                                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
-                                 }]}, "finish_reason": "length"}],
-                    "usage": {"prompt_tokens": 50, "completion_tokens": 1},
-                })
+                self.send_json(200, logprobs_body("keyword-judge", top))
 
         super().__init__(Handler)
 
@@ -95,8 +89,7 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     repo = copy_repo(tmp_path / "value-drifts")
     build_tiny_model(repo / "tiny-base")
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for section in ("preference_sets", "preference_optimization", "dataset_stances",
-                    "downstream", "vprism", "value_gap"):
+    for section in DROPPED:  # what the trace command also leaves out of the small default
         config.pop(section, None)
     config.update(yaml.safe_load(OWN % (PREFERENCES, DATA, PROMPT_COMPLETION)))
     # a tiny random model learns the planted answer only with a large step size
@@ -108,10 +101,7 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
                           "bootstrap_resamples": 200}
     with KeywordJudgeServer() as server:
         config["judge"] = {
-            "backend": "openai", "model": "keyword-judge", "base_url": server.base_url,
-            "require_api_key": False, "prompt": "config/prompts/judge_response.txt",
-            "top_logprobs": 5, "cache": "results/judge_cache.sqlite", "concurrency": 4,
-            "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+            **judge_config(server, "keyword-judge"),
             "agreement": {"labelled": str(LABELS)},  # your own labelled stance set
         }
         path = repo / "own.yaml"

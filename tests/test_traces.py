@@ -20,6 +20,7 @@ import yaml
 from tests.hash_judge import HashJudgeServer, hash_judge
 from tests.tiny_model import build_tiny_model
 from tests.workflow import REPO, copy_repo, snakemake
+from value_drifts.cli import DROPPED
 
 pytestmark = pytest.mark.slow  # real workflow runs
 
@@ -32,8 +33,7 @@ FOLDER = f"results/models/{MODEL}/{RUN}"
 
 def _tiny_config(repo: Path, server, traces=None) -> Path:
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for section in ("preference_sets", "preference_optimization", "dataset_stances",
-                    "downstream", "vprism", "value_gap"):
+    for section in DROPPED:  # what the trace command also leaves out of the small default
         config.pop(section, None)
     config["models"] = {MODEL: {"source": "local", "path": str(repo / "tiny-base"),
                                 "prompt_style": "chat", "gpus": 0, "params_b": 0.001}}

@@ -2,6 +2,7 @@ import polars as pl
 
 from value_drifts.aggregate import (
     judge_fingerprint_of,
+    recorded_value,
     trajectory_question_values,
     trajectory_values,
 )
@@ -11,19 +12,13 @@ from value_drifts.job_settings import SETTINGS_COLUMN
 from value_drifts.judge.run import check_one_generation, check_one_judge
 
 with logged(snakemake.log[0]):
-    by_step = {
-        step: pl.read_parquet(path)
-        for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)
-    }
-    check_one_judge(
-        {path: judge_fingerprint_of(by_step[step])
-         for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)}
-    )
-    check_one_generation(
-        {path: (by_step[step][SETTINGS_COLUMN].unique().item()
-                if SETTINGS_COLUMN in by_step[step].columns else None)
-         for step, path in zip(snakemake.params.steps, snakemake.input.judgments, strict=True)}
-    )
+    paths = dict(zip(snakemake.params.steps, snakemake.input.judgments, strict=True))
+    by_step = {step: pl.read_parquet(path) for step, path in paths.items()}
+    check_one_judge({path: judge_fingerprint_of(by_step[step]) for step, path in paths.items()})
+    check_one_generation({
+        path: recorded_value(by_step[step], SETTINGS_COLUMN, "generation settings")
+        for step, path in paths.items()
+    })
     notes = integrity_notes(
         {step: recorded_shards(frame, f"step {step}") for step, frame in by_step.items()}
     )

@@ -26,15 +26,22 @@ from value_drifts.stance import STANCES
 PROB_COLUMNS = [f"p_{s}" for s in STANCES]
 
 
+def recorded_value(table: pl.DataFrame, column: str, what: str):
+    """The one value a table records in every row of ``column`` (how it was made: judge
+    fingerprint, generation settings digest, weight shards); None when the column is
+    absent or empty. Raises ValueError naming ``what`` when the table holds several."""
+    if column not in table.columns:
+        return None
+    values = table[column].unique().drop_nulls().to_list()
+    if len(values) > 1:
+        raise ValueError(f"one table holds several {what}: {sorted(values)}")
+    return values[0] if values else None
+
+
 def judge_fingerprint_of(judgments: pl.DataFrame) -> str | None:
     """The judge fingerprint id a judgments file records (``judge.run.judge_fingerprint``);
     None for a file without one. Raises ValueError when one file holds several."""
-    if "judge_fingerprint" not in judgments.columns:
-        return None
-    ids = judgments["judge_fingerprint"].unique().drop_nulls().to_list()
-    if len(ids) > 1:
-        raise ValueError(f"one judgments file holds several judge fingerprints: {sorted(ids)}")
-    return ids[0] if ids else None
+    return recorded_value(judgments, "judge_fingerprint", "judge fingerprints")
 
 
 def readable_answers(columns: Sequence[str] = PROB_COLUMNS) -> pl.Expr:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +39,7 @@ SMOKE_TEST_WARNING = (
 
 def trace_name(folder: Path) -> str:
     """A trace name from a folder name: lower case, digits and hyphens."""
-    name = re.sub(r"[^a-z0-9]+", "-", folder.resolve().name.lower()).strip("-")
-    return name or "trace"
+    return slug(folder.resolve().name) or "trace"
 
 
 def trace_config(folder: Path, start: Path | None, judge: dict[str, Any] | None,

@@ -15,6 +15,8 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.training.checkpoints import is_adapter_folder
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -69,13 +71,22 @@ class _PerRowSampler:
         return chosen
 
 
+# Files that make a folder hold its own tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def has_tokenizer(folder: str | Path | None) -> bool:
+    """Whether ``folder`` holds a tokenizer (one of ``TOKENIZER_FILES``)."""
+    return folder is not None and any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
 def adapter_base(model_path: str) -> str | None:
     """The base model of a PEFT adapter folder (its ``adapter_config.json``'s
     ``base_model_name_or_path``), or None when ``model_path`` is a full model."""
-    config = Path(model_path) / "adapter_config.json"
-    if (Path(model_path) / "config.json").exists() or not config.is_file():
+    if not is_adapter_folder(Path(model_path)):
         return None
-    return json.loads(config.read_text())["base_model_name_or_path"]
+    return json.loads((Path(model_path) / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]
 
 
 def load_causal_lm(model_path: str, revision: str | None = None):
@@ -100,9 +111,7 @@ def load_tokenizer(source: str, revision: str | None = None, **kwargs):
     gives its base model's."""
     from transformers import AutoTokenizer
 
-    path = Path(source)
-    if path.is_dir() and not any((path / name).is_file() for name in
-                                 ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+    if Path(source).is_dir() and not has_tokenizer(source):
         source = adapter_base(source) or source
     return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
 

@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from value_drifts.aggregate import recorded_value
 from value_drifts.judge.local import file_sha256
 
 DIGEST_COLUMN = "weights_digest"
@@ -87,12 +88,8 @@ def integrity_notes(shards_by_step: Mapping[int, Mapping[str, str] | None]) -> d
 def recorded_shards(frame, step_label: str = "") -> dict[str, str] | None:
     """The shard digests a generations or judgments table records (None when it has
     none). Raises ValueError when one table records two checkpoints."""
-    if SHARDS_COLUMN not in frame.columns:
-        return None
-    values = frame[SHARDS_COLUMN].unique().drop_nulls().to_list()
-    if len(values) > 1:
-        raise ValueError(f"{step_label}: one table records several checkpoints' weights")
-    return json.loads(values[0]) if values else None
+    shards = recorded_value(frame, SHARDS_COLUMN, f"checkpoints' weights ({step_label})")
+    return json.loads(shards) if shards else None
 
 
 def shard_columns(shards: Mapping[str, str]) -> dict[str, str]:

@@ -29,9 +29,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-SETTINGS_DIR = "results/settings"
-# The column of a generations table (carried into its judgments) holding the digest of
-# the settings file it was made with: values checks a trajectory has one.
+from value_drifts.layout import RESULTS
+
+SETTINGS_DIR = f"{RESULTS}/settings"
+# The column of a generations table (carried into its judgments) holding what its answers
+# were made from besides the weights (``answers_digest``): values checks a trajectory has
+# one.
 SETTINGS_COLUMN = "generation_settings"
 
 # Keys, at any depth of a settings mapping, that change how fast or where a job runs but

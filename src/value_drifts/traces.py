@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from value_drifts.training.checkpoints import CHECKPOINT_DIR, incomplete_reason
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+from value_drifts.generation import has_tokenizer
+from value_drifts.training.checkpoints import (
+    CHECKPOINT_DIR,
+    incomplete_reason,
+    is_adapter_folder,
+)
 
 
 class TraceError(ValueError):
@@ -46,15 +49,11 @@ class TraceSeries:
         return tuple(sorted(self.checkpoints))
 
 
-def _has_tokenizer(folder: str | None) -> bool:
-    return folder is not None and any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
-
-
 def _tokenizer_source(folder: str, start: str | None, spec: Mapping[str, Any]) -> str | None:
     """The tokenizer of a checkpoint: its own folder's, else the start model's, else the
     trace's ``tokenizer`` key; an adapter folder without one uses its base model's."""
     for source in (folder, start):
-        if _has_tokenizer(source):
+        if has_tokenizer(source):
             return source
     return spec.get("tokenizer")
 
@@ -106,7 +105,7 @@ def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
     tokenizers = {}
     for step, path in checkpoints.items():
         source = _tokenizer_source(path, start, spec)
-        if source is None and not (Path(path) / "adapter_config.json").is_file():
+        if source is None and not is_adapter_folder(Path(path)):
             raise TraceError(
                 f"traces.{name}: {path} has no tokenizer, nor has the start model; "
                 "give traces.<name>.tokenizer (a folder or hub id)"

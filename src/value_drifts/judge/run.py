@@ -148,6 +148,16 @@ def judge_fingerprint(
 RECORDED_COLUMNS = (SETTINGS_COLUMN, DIGEST_COLUMN, SHARDS_COLUMN)
 
 
+def checkpoints_by_record(records: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """``{record: checkpoints}`` from ``{checkpoint: record}`` (a judge fingerprint id or a
+    generation settings digest), in first-seen order; a missing record is "none
+    recorded" (the file predates it)."""
+    groups: dict[str, list[str]] = {}
+    for checkpoint, record in records.items():
+        groups.setdefault(record or "none recorded", []).append(checkpoint)
+    return groups
+
+
 class MixedGenerationsError(ValueError):
     """A trajectory's checkpoints answered with different generation settings."""
 
@@ -156,9 +166,7 @@ def check_one_generation(digests: Mapping[str, str | None]) -> None:
     """Raise MixedGenerationsError naming the checkpoints per settings digest when the
     ``{checkpoint: generation settings digest}`` mapping holds more than one (a file
     without one counts as its own kind: it predates the digest)."""
-    groups: dict[str, list[str]] = {}
-    for checkpoint, digest in digests.items():
-        groups.setdefault(digest or "none recorded", []).append(checkpoint)
+    groups = checkpoints_by_record(digests)
     if len(groups) > 1:
         lines = "; ".join(f"settings {d}: {', '.join(names)}" for d, names in groups.items())
         raise MixedGenerationsError(
@@ -177,9 +185,7 @@ def check_one_judge(fingerprints: Mapping[str, str | None]) -> None:
     """Raise MixedJudgesError naming the checkpoints per fingerprint when the
     ``{checkpoint: fingerprint id}`` mapping holds more than one id (a judgments file
     without one counts as its own kind: it predates fingerprints)."""
-    groups: dict[str, list[str]] = {}
-    for checkpoint, fingerprint in fingerprints.items():
-        groups.setdefault(fingerprint or "none recorded", []).append(checkpoint)
+    groups = checkpoints_by_record(fingerprints)
     if len(groups) > 1:
         lines = "; ".join(f"judge {fp}: {', '.join(names)}" for fp, names in groups.items())
         raise MixedJudgesError(

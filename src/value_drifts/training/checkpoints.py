@@ -250,7 +250,7 @@ def incomplete_reason(path: Path) -> str | None:
         return f"its weights were deleted after generation ({DELETED_MARKER})"
     if (path / COMPLETE_MARKER).is_file():
         return _marker_problem(path)
-    adapter = not (path / "config.json").exists() and (path / "adapter_config.json").exists()
+    adapter = is_adapter_folder(path)
     config, weights = (
         ("adapter_config.json", ADAPTER_WEIGHTS) if adapter else ("config.json", MODEL_WEIGHTS)
     )
@@ -260,6 +260,13 @@ def incomplete_reason(path: Path) -> str | None:
         if (path / name).exists():
             return _weights_file_problem(path / name)
     return f"it has no weights (none of {', '.join(weights)})"
+
+
+def is_adapter_folder(path: Path) -> bool:
+    """Whether ``path`` holds a PEFT adapter alone (``adapter_config.json``, no model
+    ``config.json``)."""
+    path = Path(path)
+    return not (path / "config.json").exists() and (path / "adapter_config.json").is_file()
 
 
 def is_complete(path: Path) -> bool:
