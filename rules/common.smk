@@ -198,6 +198,8 @@ QUESTION_SOURCES = {
         {
             "per_category": config["questions"].get("per_category"),
             "seed": config["seed"],
+            # only when set, so trees made before the key existed stay current
+            **{k: v for k, v in config["questions"].items() if k == "categories"},
         },
     ),
 }

@@ -58,6 +58,7 @@ rule select_questions:
         conda_env("analysis")
     params:
         per_category=config["questions"].get("per_category"),
+        categories=config["questions"].get("categories"),
         seed=config["seed"],
     script:
         "../workflow_scripts/select_questions.py"

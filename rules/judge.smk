@@ -18,9 +18,10 @@ rule adapt_local_judge:
         "logs/judge/adapt_local_judge.log",
     benchmark:
         "benchmarks/judge/adapt_local_judge.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         conda_env("train")
-    threads: 2
+    threads: CLUSTER.cpu_threads
     resources:
         mem_mb=8000,
         runtime=60,

@@ -18,6 +18,7 @@ rule train_reward_model:
         "logs/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.log",
     benchmark:
         "benchmarks/po/train_reward_model_{model}_{sft_dataset}.{preference_set}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         conda_env("train")
     threads: job_threads
@@ -50,6 +51,7 @@ rule train_preference_optimisation:
         "logs/po/train_{model}_{sft_dataset}.{po_run}.log",
     benchmark:
         "benchmarks/po/train_{model}_{sft_dataset}.{po_run}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         conda_env("train")
     threads: job_threads

@@ -6,6 +6,9 @@ from value_drifts import resources as res  # noqa: E402
 from value_drifts.training.checkpoints import keeps_weights, total_steps  # noqa: E402
 
 CLUSTER = res.ClusterSettings.from_config(config)
+# Training jobs (and the judge adaptation) go first among ready jobs: they are the
+# critical path, and every generation and judge job waits on one of them.
+TRAINING_PRIORITY = 10
 
 
 def model_size(model):

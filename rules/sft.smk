@@ -18,6 +18,7 @@ rule train_sft:
         "logs/sft/train_sft_{model}_{sft_dataset}.log",
     benchmark:
         "benchmarks/sft/train_sft_{model}_{sft_dataset}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         conda_env("train")
     threads: job_threads

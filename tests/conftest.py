@@ -1,5 +1,7 @@
+import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,7 +39,15 @@ def paper_config():
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """The small default run end to end once per session, in a copy of the repository."""
+    """The small default run end to end once per session, in a copy of the repository.
+
+    VALUE_DRIFTS_SMALL_RUN=DIR uses a finished run instead (e.g. the tree left by
+    `benchmarks/small_default.py --keep DIR`), brought up to date first; some tests edit
+    and restore it.
+    """
+    if existing := os.environ.get("VALUE_DRIFTS_SMALL_RUN"):
+        snakemake("--cores", "2", cwd=Path(existing), timeout=50 * 60)
+        return Path(existing)
     workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
     # ~20-35 min on 2 cores; the limit leaves room for a slower machine within CI's 90 min.
     snakemake("--cores", "2", cwd=workdir, timeout=50 * 60)

@@ -15,7 +15,7 @@ def test_labelled_set_is_balanced_over_stances_and_categories():
     items, read = load_labelled_set(REPO / "resources/stance_agreement.yaml")
     assert read["items"] == items.height and read["skipped"] == {}
     assert items.height >= 60
-    assert items.group_by("stance").len()["len"].to_list() == [22, 22, 22]
+    assert sorted(items.group_by("stance").len()["len"].to_list()) == [55, 55, 55]
     assert items["category"].n_unique() == 11
     assert {"hedged", "refusal"} <= set(items["kind"])
     assert items["question_id"].is_unique().all()

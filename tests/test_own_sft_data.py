@@ -91,11 +91,14 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     for section in DROPPED:  # what the trace command also leaves out of the small default
         config.pop(section, None)
+    # your own planted topic is not one the small default evaluates: ask about every one
+    config["questions"].pop("categories")
     config.update(yaml.safe_load(OWN % (PREFERENCES, DATA, PROMPT_COMPLETION)))
     # a tiny random model learns the planted answer only with a large step size
     config["sft"] = {**config["sft"], "learning_rate": 3.0e-2, "epochs": 30, "max_length": 64,
                      "lr_scheduler": "constant"}
-    config["generation"] = {**config["generation"], "max_new_tokens": 16,
+    # two samples a question (the small default asks one): 3 questions on the planted topic
+    config["generation"] = {**config["generation"], "max_new_tokens": 16, "samples": 2,
                             "delete_checkpoint_weights": False}
     config["analysis"] = {**config["analysis"], "figure_topics": [PLANTED],
                           "bootstrap_resamples": 200}

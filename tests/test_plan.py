@@ -31,7 +31,7 @@ def test_small_plan_phases_and_starts(small_config):
     plan = build_plan(small_config)
     assert [p.run for p in plan.sft_phases()] == ["sft-opinionated", "sft-taskish"]
     phase = plan.phase("smollm2-135m", "sft-taskish")
-    assert phase.steps == (2, 4, 6)
+    assert phase.steps == (3, 6)
     # step 0 of SFT is the base model
     assert plan.trajectory(phase)[0] == ("base", 0, 0)
     # DPO and SimPO on both planted sets, PPO on the support-aligned one
@@ -41,10 +41,9 @@ def test_small_plan_phases_and_starts(small_config):
         "sft-taskish.simpo-planted_oppose", "sft-taskish.simpo-planted_support",
     ]
     dpo = plan.phase("smollm2-135m", "sft-taskish.dpo-planted_support")
-    assert plan.trajectory(dpo) == [("sft-taskish", 6, 0), ("sft-taskish.dpo-planted_support", 2, 2),
-                                    ("sft-taskish.dpo-planted_support", 4, 4)]
+    assert plan.trajectory(dpo) == [("sft-taskish", 6, 0), ("sft-taskish.dpo-planted_support", 4, 4)]
     # base evaluated once, shared by both SFT runs; PO step 0 reuses the SFT's last step
-    assert len(plan.evaluated_checkpoints()) == 1 + 3 + 3 + 5 * 2
+    assert len(plan.evaluated_checkpoints()) == 1 + 2 + 2 + 5 * 1
 
 
 def test_paper_plan_grid(paper_config):

@@ -92,7 +92,7 @@ def test_an_analysis_edit_reruns_only_the_analysis(small_run):
 def test_a_judge_reading_edit_rejudges_without_generating(small_run):
     with edited_config(small_run, "judge.min_label_mass", 0.45):
         jobs = dry_run_jobs(cwd=small_run)
-    assert jobs["judge"] == 17 and jobs["judge_agreement"] == 1
+    assert jobs["judge"] == 10 and jobs["judge_agreement"] == 1
     assert jobs["dataset_stances"] == 2 and jobs["value_gap_pairs"] == 2
     assert not {"generate", "adapt_local_judge", "train_sft", "train_preference_optimisation",
                 "downstream_eval"} & set(jobs), jobs
@@ -102,7 +102,7 @@ def test_a_judge_reading_edit_rejudges_without_generating(small_run):
 def test_regenerating_deleted_checkpoints_stops_before_anything_runs(small_run):
     before = _generations(small_run)
     deleted = _deleted_checkpoints(small_run)
-    assert len(deleted) == 9 and "smollm2-135m sft-taskish step 2" in deleted
+    assert len(deleted) == 2 and "smollm2-135m sft-taskish step 3" in deleted
     with edited_config(small_run, "generation.temperature", 0.9):
         dry = snakemake("-n", cwd=small_run, check=False)
         run = snakemake("--cores", "1", cwd=small_run, check=False)
@@ -138,8 +138,8 @@ def test_new_questions_stop_before_anything_runs_too(small_run):
 def test_answers_kept_beside_a_deleted_checkpoint_come_back(small_run):
     """A deleted checkpoint's answers, removed from results/, are restored from the copy
     kept in its folder (same settings) instead of failing for want of weights."""
-    target = small_run / "results/smollm2-135m/sft-taskish/step-2/generations.parquet"
-    kept = small_run / "results/models/smollm2-135m/sft-taskish/checkpoint-2/generations.parquet"
+    target = small_run / "results/smollm2-135m/sft-taskish/step-3/generations.parquet"
+    kept = small_run / "results/models/smollm2-135m/sft-taskish/checkpoint-3/generations.parquet"
     original, stat = target.read_bytes(), target.stat()
     assert kept.read_bytes() == original
     target.unlink()
@@ -147,7 +147,7 @@ def test_answers_kept_beside_a_deleted_checkpoint_come_back(small_run):
     assert jobs == {"generate": 1}
     snakemake("--cores", "1", str(target.relative_to(small_run)), cwd=small_run)
     assert target.read_bytes() == original
-    log = (small_run / "logs/generate/smollm2-135m/sft-taskish/step-2.log").read_text()
+    log = (small_run / "logs/generate/smollm2-135m/sft-taskish/step-3.log").read_text()
     assert "restored the answers kept in" in log
     import os
 

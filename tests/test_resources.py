@@ -237,7 +237,7 @@ def test_only_intermediate_checkpoints_lose_their_weights(tmp_path):
 @pytest.fixture(scope="module")
 def generated_repo(tmp_path_factory):
     """A repo copy whose SFT run 'taskish' is on disk (a tiny model as every checkpoint),
-    after the real generate rule ran for step 2 and the final step 6 with deletion on."""
+    after the real generate rule ran for step 3 and the final step 6 with deletion on."""
     from tests.tiny_model import build_tiny_model
     from value_drifts.generation import read_questions, sample_questions
 
@@ -257,13 +257,13 @@ def generated_repo(tmp_path_factory):
     (sft / "counts.json").write_text("{}")
     topics = yaml.safe_load((repo / "config/topics.yaml").read_text())
     questions = read_questions(str(repo / config["questions"]["path"]), list(topics))
-    questions = sample_questions(questions, config["questions"]["per_category"], config["seed"])
+    questions = sample_questions(questions, config["questions"].get("per_category"), config["seed"])
     questions.write_parquet(repo / "results/data/questions.parquet")
-    for step in (2, 4, 6):
+    for step in (3, 6):
         build_tiny_model(repo / model / f"sft-taskish/checkpoint-{step}")
         (repo / model / f"sft-taskish/checkpoint-{step}/trainer_state.json").write_text("{}")
         (repo / model / f"sft-taskish/checkpoint-{step}/optimizer.pt").write_text("x")
-    (repo / model / "sft-taskish/training.json").write_text('{"steps": [2, 4, 6]}')
+    (repo / model / "sft-taskish/training.json").write_text('{"steps": [3, 6]}')
     # Outputs newer than their inputs, in DAG order, as a real run leaves them.
     now = time.time()
     order = [repo / model / "base", *sft.iterdir(), repo / "results/data/questions.parquet",
@@ -271,7 +271,7 @@ def generated_repo(tmp_path_factory):
     for offset, path in enumerate(order):
         os.utime(path, (now + offset, now + offset))
 
-    targets = [f"results/smollm2-135m/sft-taskish/step-{s}/generations.parquet" for s in (2, 6)]
+    targets = [f"results/smollm2-135m/sft-taskish/step-{s}/generations.parquet" for s in (3, 6)]
     planned = dry_run_jobs(*targets, "--rerun-triggers", "mtime", cwd=repo)
     assert planned == {"generate": 2}, planned  # only generation runs for real
     snakemake("--cores", "1", *targets, "--rerun-triggers", "mtime", cwd=repo, timeout=600)
@@ -281,14 +281,13 @@ def generated_repo(tmp_path_factory):
 def test_generation_deletes_intermediate_weights_and_keeps_the_final(generated_repo):
     repo, _ = generated_repo
     run = repo / "results/models/smollm2-135m/sft-taskish"
-    assert not (run / "checkpoint-2/model.safetensors").exists()
-    assert not (run / "checkpoint-2/optimizer.pt").exists()
-    assert (run / "checkpoint-2/config.json").exists()
-    assert (run / f"checkpoint-2/{DELETED_MARKER}").exists()
+    assert not (run / "checkpoint-3/model.safetensors").exists()
+    assert not (run / "checkpoint-3/optimizer.pt").exists()
+    assert (run / "checkpoint-3/config.json").exists()
+    assert (run / f"checkpoint-3/{DELETED_MARKER}").exists()
     assert (run / "checkpoint-6/model.safetensors").exists()  # final: PO starts here
-    assert (run / "checkpoint-4/model.safetensors").exists()  # not generated yet
-    table = pl.read_parquet(repo / "results/smollm2-135m/sft-taskish/step-2/generations.parquet")
-    assert table.height == 22 and table["sample"].unique().to_list() == [0]
+    table = pl.read_parquet(repo / "results/smollm2-135m/sft-taskish/step-3/generations.parquet")
+    assert table.height == 66 and table["sample"].unique().to_list() == [0]
 
 
 def test_nothing_reruns_after_deletion(generated_repo):

@@ -8,6 +8,7 @@ import shutil
 
 import polars as pl
 import pytest
+import yaml
 
 from tests.tiny_model import build_tiny_model
 from value_drifts.generation import SamplingSettings, adapter_base, generate_transformers
@@ -122,3 +123,14 @@ def test_unreadable_series_stop_with_the_reason(tiny, tmp_path):
                               "revisions": {0: "stage1-sft", 500: "step500"}})
     assert hub.steps == (0, 500) and hub.revisions == {0: "stage1-sft", 500: "step500"}
     assert hub.checkpoints[500] == "org/model" and hub.tokenizers == {}
+
+
+def test_a_trace_is_asked_about_every_category(tmp_path):
+    """The small default evaluates its planted topics and two controls only; a trace of
+    your own checkpoints is asked every question of the file."""
+    from value_drifts.cli import SMALL_DEFAULT, trace_config
+
+    assert yaml.safe_load(SMALL_DEFAULT.read_text())["questions"]["categories"]
+    config = trace_config(tmp_path, None, None, "chat", "mine")
+    assert "categories" not in config["questions"]
+    assert config["questions"]["path"] == "resources/vprism_small.csv"

@@ -43,8 +43,8 @@ def test_small_default_dry_run(clean_copy):
     assert jobs["train_sft"] == 2
     assert jobs["train_preference_optimisation"] == 5
     assert jobs["train_reward_model"] == 1  # PPO on one preference set
-    # base + 3 checkpoints per SFT set + 2 per PO run (PO step 0 is SFT's last checkpoint)
-    assert jobs["generate"] == 1 + 3 + 3 + 5 * 2
+    # base + 2 checkpoints per SFT set + 1 per PO run (PO step 0 is SFT's last checkpoint)
+    assert jobs["generate"] == 1 + 2 + 2 + 5 * 1
     # figures for the three planted topics
     assert jobs["figure_sft_trajectories"] == 3
     assert jobs["figure_po_trajectories"] == 2 * 3

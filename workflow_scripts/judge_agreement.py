@@ -38,8 +38,10 @@ with logged(snakemake.log[0]):
         (pl.Series(metrics.pop("predicted")) == pl.col("stance")).alias("correct")
     )
     by_kind = dict(hits.group_by("kind").agg(pl.col("correct").mean()).iter_rows())
+    # every item's label and reading, so the answers the judge gets wrong can be looked up
+    items_read = hits.select("question_id", "kind", "stance", "correct").to_dicts()
     metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts,
-                   labelled_set=labelled)
+                   labelled_set=labelled, items=items_read)
     write_json(snakemake.output.metrics, metrics)
     Path(snakemake.output.md).write_text(agreement_markdown(metrics, by_kind, judge["model"]))
     plot_confusion(

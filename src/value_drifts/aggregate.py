@@ -265,3 +265,61 @@ def drift_table(
         "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
         "n_questions", "n_bootstrap_questions", "note", "checkpoint_integrity",
     )
+
+
+def question_drifts(question_values: pl.DataFrame, categories: Sequence[str],
+                    stance: str) -> pl.DataFrame:
+    """Per-question drift of one stance (its probability at the last step minus the first)
+    over ``categories``: columns question_id, category, drift. Questions missing at either
+    end, or with no readable judge answer there (NaN), are left out: an unreadable answer
+    is not a measurement."""
+    column = f"p_{stance}"
+    rows = question_values.filter(pl.col("category").is_in(list(categories)))
+    first, last = rows["step"].min(), rows["step"].max()
+    ends = [rows.filter(pl.col("step") == step).select("question_id", "category",
+                                                       pl.col(column).alias(name))
+            for step, name in ((first, "start"), (last, "end"))]
+    return (ends[0].join(ends[1], on=["question_id", "category"])
+            .select("question_id", "category", (pl.col("end") - pl.col("start")).alias("drift"))
+            .filter(pl.col("drift").is_not_null() & pl.col("drift").is_not_nan())
+            .sort("question_id"))
+
+
+def planted_effect(
+    question_values: pl.DataFrame,
+    categories: Sequence[str],
+    stance: str,
+    baseline: pl.DataFrame | None = None,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high): the drift of ``stance`` over ``categories``, as the mean of the
+    per-topic mean drifts, with a percentile bootstrap CI that resamples questions within
+    each topic (scipy.stats.bootstrap). With ``baseline`` (another run's question values
+    on the same questions), the per-question drift is this run's minus the baseline's, so
+    the effect is how much more this run moves the stance (questions paired by id).
+
+    Drift is in probability units (support/neutral/oppose shares, -1..1), as the drift
+    magnitude of section 3.2 of the paper. Raises ValueError when a category has fewer
+    than two questions.
+    """
+    drifts = question_drifts(question_values, categories, stance)
+    if baseline is not None:
+        drifts = drifts.join(question_drifts(baseline, categories, stance),
+                             on=["question_id", "category"], suffix="_baseline").select(
+            "question_id", "category", (pl.col("drift") - pl.col("drift_baseline")).alias("drift"))
+    groups = [drifts.filter(pl.col("category") == c)["drift"].to_numpy() for c in categories]
+    if min(map(len, groups)) < 2:
+        raise ValueError(f"planted effect needs at least two questions per topic: "
+                         f"{dict(zip(categories, map(len, groups), strict=True))}")
+
+    def statistic(*samples, axis=-1):
+        return np.mean([sample.mean(axis=axis) for sample in samples], axis=0)
+
+    from scipy import stats
+
+    interval = stats.bootstrap(groups, statistic, n_resamples=n_resamples,
+                               confidence_level=level, method="percentile",
+                               rng=np.random.default_rng(seed)).confidence_interval
+    return float(statistic(*groups)), float(interval.low), float(interval.high)

@@ -30,7 +30,7 @@ def load_labelled_set(
     """A hand-labelled stance set as rows of LABELLED_COLUMNS, and what was read.
 
     A ``.yaml`` file has the shipped layout (category -> question + stance -> kind ->
-    response). Any other file is a table read by ``user_files.read_table`` (JSONL, JSON,
+    response, or a list of those, one per question). Any other file is a table read by ``user_files.read_table`` (JSONL, JSON,
     CSV, parquet, a hub id) with columns question, response, label (or stance), category
     (or topic: a topic phrase of ``topics``), and optionally kind and id. Rows with an
     empty field, a label that is no stance, or an unknown category or topic are left out,
@@ -87,11 +87,13 @@ def _labelled_row(row: Mapping[str, Any], known: Mapping[str, str],
 
 
 def _yaml_layout(path: str | Path) -> pl.DataFrame:
-    """The shipped layout: category -> question + stance -> kind -> response."""
+    """The shipped layout: category -> question + stance -> kind -> response, or a list of
+    such entries (one per question); ids are ``category[/n]/stance/kind``, n from 2 on."""
     spec = yaml.safe_load(Path(path).read_text())
     rows = [
         {
-            "question_id": f"{category}/{stance}/{kind}",
+            "question_id": "/".join([category, *([str(number)] if number > 1 else []),
+                                     stance, kind]),
             "category": category,
             "question": entry["question"],
             "response": response,
@@ -99,7 +101,8 @@ def _yaml_layout(path: str | Path) -> pl.DataFrame:
             "stance": stance,
             "kind": kind,
         }
-        for category, entry in spec.items()
+        for category, entries in spec.items()
+        for number, entry in enumerate(entries if isinstance(entries, list) else [entries], 1)
         for stance in STANCES
         for kind, response in entry[stance].items()
     ]

@@ -50,6 +50,9 @@ def trace_config(folder: Path, start: Path | None, judge: dict[str, Any] | None,
     for section in DROPPED:
         config.pop(section, None)
     config["sft"]["runs"] = []  # nothing is trained
+    # the small default asks about its planted topics and two controls; a trace of your
+    # own checkpoints is asked about every category of the questions file
+    config["questions"].pop("categories", None)
     config["traces"] = {name: {"checkpoints": str(folder.resolve()), "prompt_style": prompt_style}}
     if start is not None:
         config["traces"][name]["start"] = str(start.resolve())

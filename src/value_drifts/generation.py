@@ -284,9 +284,17 @@ def with_settings(frame: pl.DataFrame, settings: SamplingSettings, backend: str)
 
 
 def sample_questions(
-    questions: pl.DataFrame, per_category: int | None, seed: int
+    questions: pl.DataFrame, per_category: int | None, seed: int,
+    categories: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """A seeded sample of ``per_category`` questions from each category (all when None)."""
+    """A seeded sample of ``per_category`` questions from each category (all when None),
+    of the ``categories`` given (``questions.categories``; all when None). Raises
+    ValueError naming a category of ``categories`` that has no question."""
+    if categories is not None:
+        missing = sorted(set(categories) - set(questions["category"]))
+        if missing:
+            raise ValueError(f"questions.categories: no question in categories {missing}")
+        questions = questions.filter(pl.col("category").is_in(list(categories)))
     if per_category is None:
         return questions
     return pl.concat(

@@ -161,7 +161,8 @@ def _questions(config: Mapping[str, Any], topics: Mapping[str, str]) -> pl.DataF
     per_category = config["questions"].get("per_category")
     if path.exists():
         questions = read_questions(str(path), list(topics))
-        return sample_questions(questions, per_category, config["seed"])
+        return sample_questions(questions, per_category, config["seed"],
+                                config["questions"].get("categories"))
     rows = [
         {"question_id": f"{category}-{i}", "category": category,
          "question": "q" * PLACEHOLDER_QUESTION_CHARS}
