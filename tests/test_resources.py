@@ -257,7 +257,8 @@ def generated_repo(tmp_path_factory):
     (sft / "counts.json").write_text("{}")
     topics = yaml.safe_load((repo / "config/topics.yaml").read_text())
     questions = read_questions(str(repo / config["questions"]["path"]), list(topics))
-    questions = sample_questions(questions, config["questions"].get("per_category"), config["seed"])
+    questions = sample_questions(questions, config["questions"].get("per_category"), config["seed"],
+                                 config["questions"].get("categories"))
     questions.write_parquet(repo / "results/data/questions.parquet")
     for step in (3, 6):
         build_tiny_model(repo / model / f"sft-taskish/checkpoint-{step}")
