@@ -190,6 +190,7 @@ GENERATION_SETTINGS = {
 
 
 # What the evaluation questions are made from (select_questions' inputs).
+CATEGORIES = config["questions"].get("categories")
 QUESTION_SOURCES = {
     "questions": config["questions"]["path"],
     "topics": config["topics"],
@@ -199,7 +200,7 @@ QUESTION_SOURCES = {
             "per_category": config["questions"].get("per_category"),
             "seed": config["seed"],
             # only when set, so trees made before the key existed stay current
-            **{k: v for k, v in config["questions"].items() if k == "categories"},
+            **({"categories": CATEGORIES} if CATEGORIES else {}),
         },
     ),
 }

@@ -58,7 +58,7 @@ rule select_questions:
         conda_env("analysis")
     params:
         per_category=config["questions"].get("per_category"),
-        categories=config["questions"].get("categories"),
+        categories=CATEGORIES,
         seed=config["seed"],
     script:
         "../workflow_scripts/select_questions.py"

@@ -71,6 +71,9 @@ def test_the_opinionated_sft_set_raises_support_more_than_the_neutral_one(small_
     mean, low, _ = _effect(small_run, "sft-opinionated", "support", planted,
                            baseline="sft-taskish")
     assert mean > 0.10 and low > 0
+    # and the opinionated set raises support on its own
+    mean, low, _ = _effect(small_run, "sft-opinionated", "support", planted)
+    assert mean > 0.10 and low > 0
 
 
 def test_the_neutral_sft_set_does_not_raise_oppose(small_run):
@@ -80,9 +83,13 @@ def test_the_neutral_sft_set_does_not_raise_oppose(small_run):
 
 
 def test_support_aligned_dpo_raises_support(small_run):
-    mean, low, _ = _effect(small_run, "sft-taskish.dpo-planted_support", "support",
-                           _planted(small_run, "planted_support"))
-    assert mean > 0.10 and low > 0
+    trained = _planted(small_run, "planted_support")
+    mean, low, _ = _effect(small_run, "sft-taskish.dpo-planted_support", "support", trained)
+    assert mean > 0.2 and low > 0
+    # by more than the oppose-aligned pairs move it
+    mean, low, _ = _effect(small_run, "sft-taskish.dpo-planted_support", "support", trained,
+                           baseline="sft-taskish.dpo-planted_oppose")
+    assert mean > 0.2 and low > 0
 
 
 @pytest.mark.xfail(strict=True, reason=(
