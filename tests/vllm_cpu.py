@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -84,13 +85,26 @@ def ensure_vllm_venv(venv: Path = VENV, log_path: Path | None = None) -> dict:
         python = str(venv_python(venv))
         extras = pinned(OUR_PACKAGES)
         with open(log_path, "w") as log:
-            def run(*args: str) -> None:
-                log.write(f"$ {' '.join(args)}\n")
+            def run(*args: str, attempts: int = 1) -> None:
+                for attempt in range(1, attempts + 1):
+                    log.write(f"$ {' '.join(args)}  # attempt {attempt} of {attempts}\n")
+                    log.flush()
+                    code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT).returncode
+                    if code == 0:
+                        return
+                    time.sleep(10 * attempt)
                 log.flush()
-                subprocess.run(args, check=True, stdout=log, stderr=subprocess.STDOUT)
+                free_gib = shutil.disk_usage(venv.parent).free / 2**30
+                raise RuntimeError(
+                    f"building the vLLM venv failed ({' '.join(args[:5])} ... exit {code};"
+                    f" {free_gib:.1f} GiB free under {venv.parent}); the end of"
+                    f" {log_path}:\n{log_path.read_text(errors='replace')[-4000:]}"
+                )
 
             run(sys.executable, "-m", "venv", "--clear", str(venv))
-            run(python, "-m", "pip", "install", "--no-cache-dir", VLLM_SPEC, *extras)
+            # A registry download that breaks off mid-way fails the whole install: try again.
+            run(python, "-m", "pip", "install", "--no-cache-dir", VLLM_SPEC, *extras,
+                attempts=3)
             run(python, "-m", "pip", "uninstall", "-y", *BROKEN_CUDA_PACKAGES)
             run(python, "-c", "import vllm, polars, tqdm, yaml; print(vllm.__version__)")
         info = {
