@@ -10,10 +10,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import yaml
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from value_drifts.stance import STANCES
-
 
 DEFAULT_LABELLED_SET = "resources/stance_agreement.yaml"
 LABELLED_COLUMNS = ("question_id", "category", "question", "response", "sample", "stance", "kind")
@@ -139,6 +137,9 @@ def agreement_metrics(labels: Sequence[str], probabilities: np.ndarray) -> dict[
     macro-F1, gets its own column in ``unreadable_by_label`` and stays out of the
     calibration error (it has no confidence).
     """
+    # imported here: the Snakefile imports this module, and sklearn takes ~1.7 s to import
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     probs = np.asarray(probabilities, dtype=float).reshape(len(labels), len(STANCES))
     readable = ~np.isnan(probs).any(axis=1)
     predicted = [

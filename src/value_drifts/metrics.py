@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def ci_halfwidth(values, level: float = 0.95, axis: int | None = None):
@@ -22,6 +21,8 @@ def ci_halfwidth(values, level: float = 0.95, axis: int | None = None):
     With ``axis``, one half-width per slice along it (e.g. per step of a questions × steps
     matrix), computed in one vectorised pass.
     """
+    from scipy import stats  # imported here: the Snakefile imports this module
+
     x = np.asarray(values, dtype=float)
     n = x.size if axis is None else x.shape[axis]
     if n < 2:
@@ -101,6 +102,8 @@ def bootstrap_drift(
     [stance][magnitude | drift time][low | high]. NaN where a quantity is undefined (one
     question, or one checkpoint for drift time).
     """
+    from scipy import stats  # imported here: the Snakefile imports this module
+
     matrices = [np.asarray(m, dtype=float) for m in per_question]
     n_questions = matrices[0].shape[0]
     result = np.full((len(matrices), 2, 2), math.nan)
