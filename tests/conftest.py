@@ -9,7 +9,7 @@ import yaml
 
 from tests.background import BackgroundBuild
 from tests.vllm_cpu import installed_info, vllm_disabled_reason
-from tests.workflow import REPO, SNAKEMAKE, copy_repo, snakemake
+from tests.workflow import REPO, SNAKEMAKE, copy_repo, snakemake, snakemake_env
 
 SMALL_RUN_TIMEOUT_S = 50 * 60  # ~16 min on 2 cores alone; room for a slower, busier machine
 # Builds started when collection ends (see tests/background.py), by name.
@@ -53,7 +53,7 @@ def pytest_collection_finish(session):
         BUILDS["small_run"] = BackgroundBuild(
             "the small default run", [*SNAKEMAKE, "--cores", "2"], cwd=workdir,
             log_path=workdir.parent / "snakemake.log",
-            env={**os.environ, "PYTHONPATH": str(workdir / "src")},
+            env=snakemake_env(workdir),
             timeout_s=SMALL_RUN_TIMEOUT_S,
         )
     if (any(map(_uses_vllm_venv, items)) and vllm_disabled_reason() is None

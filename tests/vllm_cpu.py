@@ -92,7 +92,8 @@ def ensure_vllm_venv(venv: Path = VENV, log_path: Path | None = None) -> dict:
                     code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT).returncode
                     if code == 0:
                         return
-                    time.sleep(10 * attempt)
+                    if attempt < attempts:
+                        time.sleep(10 * attempt)
                 log.flush()
                 free_gib = shutil.disk_usage(venv.parent).free / 2**30
                 raise RuntimeError(

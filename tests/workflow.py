@@ -25,10 +25,15 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
+def snakemake_env(cwd: Path) -> dict[str, str]:
+    """The environment Snakemake runs in for the working copy ``cwd``: its own code first."""
+    return {**os.environ, "PYTHONPATH": str(cwd / "src")}
+
+
 def snakemake(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 1800):
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     result = subprocess.run(
-        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=snakemake_env(cwd),
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

@@ -29,11 +29,11 @@ def load_labelled_set(
 
     A ``.yaml`` file has the shipped layout (category -> question + stance -> kind ->
     response, or a list of those, one per question). Any other file is a table read by
-    ``user_files.read_table`` (JSONL, JSON, CSV, parquet, a hub id) with columns question, response, label (or stance), category
-    (or topic: a topic phrase of ``topics``), and optionally kind and id. Rows with an
-    empty field, a label that is no stance, or an unknown category or topic are left out,
-    counted by reason with where each reason was first seen (``skipped``,
-    ``first_seen``). Raises UsageError when no row is usable.
+    ``user_files.read_table`` (JSONL, JSON, CSV, parquet, a hub id) with columns question,
+    response, label (or stance), category (or topic: a topic phrase of ``topics``), and
+    optionally kind and id. Rows with an empty field, a label that is no stance, or an
+    unknown category or topic are left out, counted by reason with where each reason was
+    first seen (``skipped``, ``first_seen``). Raises UsageError when no row is usable.
     """
     if Path(path).suffix.lower() in (".yaml", ".yml"):
         frame = _yaml_layout(path)
