@@ -4,8 +4,8 @@ rule values:
         judgments=trajectory_judgments,
         settings=ANALYSIS_SETTINGS,
     output:
-        values=f"{run_dir('{model}', '{run}')}/values.parquet",
-        question_values=f"{run_dir('{model}', '{run}')}/question_values.parquet",
+        values=values_path("{model}", "{run}"),
+        question_values=question_values_path("{model}", "{run}"),
     log:
         "logs/aggregate/{model}/{run}/values.log",
     conda:
@@ -23,11 +23,11 @@ rule judge_health:
         counts=trajectory_judge_counts,
     output:
         csv=report(
-            f"{run_dir('{model}', '{run}')}/judge_health.csv",
+            judge_health_path("{model}", "{run}"),
             caption="../report/judge_health.rst",
             category="Judge",
         ),
-        md=f"{run_dir('{model}', '{run}')}/judge_health.md",
+        md=judge_health_path("{model}", "{run}", "md"),
     log:
         "logs/aggregate/{model}/{run}/judge_health.log",
     conda:
@@ -43,12 +43,12 @@ rule drift:
     """Drift magnitude and drift time per category and stance for one phase, each with a
     bootstrap CI over questions."""
     input:
-        values=f"{run_dir('{model}', '{run}')}/values.parquet",
-        question_values=f"{run_dir('{model}', '{run}')}/question_values.parquet",
+        values=values_path("{model}", "{run}"),
+        question_values=question_values_path("{model}", "{run}"),
         settings=ANALYSIS_SETTINGS,
     output:
-        parquet=f"{run_dir('{model}', '{run}')}/drift.parquet",
-        csv=f"{run_dir('{model}', '{run}')}/drift.csv",
+        parquet=drift_path("{model}", "{run}"),
+        csv=drift_path("{model}", "{run}", "csv"),
     log:
         "logs/aggregate/{model}/{run}/drift.log",
     conda:
@@ -70,11 +70,11 @@ rule sft_drift_table:
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
-            "results/tables/table09-12_{model}_sft.csv",
+            table(SFT_TABLE, "csv"),
             caption="../report/sft_drift_table.rst",
             category="Tables",
         ),
-        md="results/tables/table09-12_{model}_sft.md",
+        md=table(SFT_TABLE),
     log:
         "logs/tables/table09-12_{model}_sft.log",
     conda:
@@ -93,11 +93,11 @@ rule po_drift_table:
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
-            f"{TABLES}/{PO_TABLE}.csv",
+            table(PO_TABLE, "csv"),
             caption="../report/po_drift_table.rst",
             category="Tables",
         ),
-        md=f"{TABLES}/{PO_TABLE}.md",
+        md=table(PO_TABLE),
     log:
         f"logs/tables/{PO_TABLE}.log",
     conda:
@@ -120,11 +120,11 @@ rule paper_comparison:
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
-            "results/tables/paper_vs_ours.csv",
+            table(PAPER_COMPARISON_TABLE, "csv"),
             caption="../report/paper_vs_ours.rst",
             category="Tables",
         ),
-        md="results/tables/paper_vs_ours.md",
+        md=table(PAPER_COMPARISON_TABLE),
     log:
         "logs/tables/paper_vs_ours.log",
     conda:
@@ -138,15 +138,15 @@ rule paper_comparison:
 rule trace_drift_table:
     """Drift magnitude and time of a trace by topic and stance."""
     input:
-        drifts=lambda wc: [f"{run_dir(TRACES, wc.trace)}/drift.parquet"],
+        drifts=lambda wc: [drift_path(TRACES, wc.trace)],
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
-            f"{TABLES}/{TRACE_TABLE}.csv",
+            table(TRACE_TABLE, "csv"),
             caption="../report/trace.rst",
             category="Traces",
         ),
-        md=f"{TABLES}/{TRACE_TABLE}.md",
+        md=table(TRACE_TABLE),
     log:
         f"logs/tables/{TRACE_TABLE}.log",
     conda:

@@ -9,7 +9,6 @@ import yaml
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.agreement import labelled_set_path  # noqa: E402
-from value_drifts.config import ConfigError, validate_config  # noqa: E402
 from value_drifts.envs import conda_env  # noqa: E402
 from value_drifts.job_settings import (  # noqa: E402
     answers_digest,
@@ -22,74 +21,87 @@ from value_drifts.judge.run import judge_output_settings  # noqa: E402
 from value_drifts.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
+    DATASET_STANCES_FIGURE,
+    DATASET_STANCES_TABLE,
+    DOWNSTREAM_TABLE,
+    PAPER_COMPARISON_TABLE,
     QUESTIONS,
+    REPORT_CONFIG,
     TRACES,
-    FIGURES,
-    TABLES,
+    VALUE_GAP_FIGURE,
+    VALUE_GAP_TABLE,
+    VPRISM_DATA,
+    VPRISM_FIGURE,
+    ablation_figure_name,
     base_model_dir,
     checkpoint_dir,
+    downstream_path,
+    drift_path,
+    figure,
     generations_path,
+    judge_agreement,
     judge_counts_path,
+    judge_health_path,
     judgments_path,
     po_figure_name,
     po_table_name,
+    preference_data,
+    preference_value_gap,
+    question_values_path,
     reward_model_dir,
     reward_run,
-    run_dir,
     setup_figure_name,
+    sft_data,
+    sft_figure_name,
     sft_run,
+    sft_stances,
+    sft_table_name,
+    table,
     trace_figure_name,
     trace_table_name,
     step_dir,
     training_dir,
     training_marker,
+    value_gap_data,
+    values_path,
 )
-from value_drifts.plan import build_plan, name_problems, slug  # noqa: E402
-from value_drifts.traces import (  # noqa: E402
-    TraceError,
-    read_traces,
-    skipped_warnings,
-)
+from value_drifts.plan import slug  # noqa: E402
+from value_drifts.study import StudyError, load_study  # noqa: E402
+from value_drifts.traces import skipped_warnings  # noqa: E402
 from value_drifts.site_settings import check_site_variables  # noqa: E402
 from value_drifts.training.checkpoints import (  # noqa: E402
     lost_answers_reason,
     upstream_change,
 )
 
+# The study, built once from the validated config (value_drifts.study): its grid, topic
+# map, traces, and how each backend's jobs run. Rules and input functions ask it.
 try:
-    validate_config(config)
-except ConfigError as error:
+    STUDY = load_study(config)
+except StudyError as error:
     raise WorkflowError(str(error)) from None
 
 check_site_variables(workflow)  # a profile's $SLURM_ACCOUNT etc. left unset
 
-TOPICS = yaml.safe_load(Path(config["topics"]).read_text())
-_name_problems = name_problems(config, TOPICS)
-if _name_problems:
-    raise WorkflowError("invalid config:\n  " + "\n  ".join(_name_problems))
-try:  # the checkpoint series of every trace, read once: the DAG stays static
-    TRACE_SERIES = read_traces(config)
-except TraceError as error:
-    raise WorkflowError(str(error)) from None
+TOPICS = STUDY.topics
+TRACE_SERIES = STUDY.traces
 for _warning in skipped_warnings(TRACE_SERIES) if workflow.is_main_process else []:
     logger.warning(_warning)
-PLAN = build_plan(config, TRACE_SERIES)
-CATEGORY_BY_SLUG = {slug(category): category for category in TOPICS}
-FIGURE_TOPICS = config["analysis"].get("figure_topics", list(TOPICS))
+PLAN = STUDY.plan
+BACKENDS = STUDY.backends
+CATEGORY_BY_SLUG = STUDY.categories_by_slug
+FIGURE_TOPICS = STUDY.figure_topics
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
 BATCH_STATE_DIR = batch_state_dir(config["judge"])
 # The conda env of each backend kind (value_drifts.envs): rules whose library depends on
 # the configured backend run in that backend's env.
-JUDGE_ENV = conda_env(config["judge"]["backend"])
-GENERATION_ENV = conda_env(config["generation"]["backend"])
-TEACHER_ENV = conda_env(
-    config.get("value_gap", {}).get("teacher", {}).get("backend", "openai_chat")
-)
+JUDGE_ENV = conda_env(BACKENDS["judge"].env)
+GENERATION_ENV = conda_env(BACKENDS["generation"].env)
+TEACHER_ENV = conda_env(BACKENDS["teacher"].env if "teacher" in BACKENDS else "api")
 VPRISM_LLM_ENV = conda_env(
-    config.get("vprism", {}).get("llm", {}).get("backend", "openai_chat")
+    BACKENDS["vprism_llm"].env if "vprism_llm" in BACKENDS else "api"
 )
-DOWNSTREAM_BACKEND = config.get("downstream", {}).get("backend", "hf")
-DOWNSTREAM_ENV = conda_env(DOWNSTREAM_BACKEND)
+DOWNSTREAM_ENV = conda_env(BACKENDS["downstream"].env)
 
 
 def ablations():
@@ -141,6 +153,11 @@ SETUP_FIGURE = setup_figure_name("{algorithm}", "{sft_dataset}", "{topic}")
 PO_TABLE = po_table_name("{model}", "{sft_dataset}")
 TRACE_FIGURE = trace_figure_name("{trace}", "{topic}")
 TRACE_TABLE = trace_table_name("{trace}")
+SFT_TABLE = sft_table_name("{model}")
+SFT_FIGURE = sft_figure_name("{model}", "{topic}")
+ABLATION_FIGURE_NAME = ablation_figure_name(
+    "{ablation_figure}", "{ablation}", "{topic}"
+)
 
 
 # ---- settings a job's output depends on --------------------------------------------------
@@ -352,7 +369,7 @@ def check_no_answers_lost():
             + "\nNothing was removed. Ways out: revert the change (the answers on disk "
             "are then current again: a settings file gets back the time it first held "
             "those settings), or retrain those runs: remove their folders "
-            "results/models/<model>/<run> and run again."
+            f"{training_dir('<model>', '<run>')} and run again."
         )
 
 
@@ -382,7 +399,7 @@ def po_training_inputs(wildcards):
     phase = po_phase(wildcards)
     inputs = {
         "sft": training_marker(phase.model, sft_run(phase.sft_dataset)),
-        "data": f"results/data/preference/{phase.preference_set}/train.parquet",
+        "data": preference_data(phase.preference_set),
         "settings": recorded_settings(
             f"training/{phase.model}/{phase.run}",
             {
@@ -425,7 +442,7 @@ def preference_set_inputs(wildcards):
     if spec["source"] == "synthetic_templates":
         inputs.update(topics=config["topics"], templates=spec["templates"])
     if spec["source"] == "synthetic_value_gap":
-        inputs["responses"] = "results/data/value_gap/responses.parquet"
+        inputs["responses"] = value_gap_data("responses.parquet")
     return inputs
 
 
@@ -454,14 +471,14 @@ def trajectory_steps(wildcards):
 
 def sft_values(wildcards):
     return [
-        f"{run_dir(wildcards.model, phase.run)}/values.parquet"
+        values_path(wildcards.model, phase.run)
         for phase in PLAN.sft_phases(wildcards.model)
     ]
 
 
 def sft_drifts(wildcards):
     return [
-        f"{run_dir(wildcards.model, phase.run)}/drift.parquet"
+        drift_path(wildcards.model, phase.run)
         for phase in PLAN.sft_phases(wildcards.model)
     ]
 
@@ -485,7 +502,7 @@ def po_figure_values(wildcards):
         wildcards.preference_set,
     )
     return [
-        f"{run_dir(phase.model, phase.run)}/values.parquet"
+        values_path(phase.model, phase.run)
         for phase in po_main_phases(
             wildcards.model, wildcards.sft_dataset, wildcards.preference_set
         )
@@ -494,7 +511,7 @@ def po_figure_values(wildcards):
 
 def po_table_drifts(wildcards):
     return [
-        f"{run_dir(phase.model, phase.run)}/drift.parquet"
+        drift_path(phase.model, phase.run)
         for phase in po_main_phases(wildcards.model, wildcards.sft_dataset)
     ]
 
@@ -538,7 +555,7 @@ def setup_phases(algorithm, sft_dataset):
 
 def setup_figure_values(wildcards):
     return [
-        f"{run_dir(phase.model, phase.run)}/values.parquet"
+        values_path(phase.model, phase.run)
         for phase in setup_phases(wildcards.algorithm, wildcards.sft_dataset)
     ]
 
@@ -550,7 +567,7 @@ def ablation_values(wildcards):
         wildcards.ablation,
     )
     return [
-        f"{run_dir(phase.model, phase.run)}/values.parquet"
+        values_path(phase.model, phase.run)
         for _, phase in ablation_phases(wildcards.ablation)
     ]
 
@@ -577,10 +594,7 @@ def downstream_checkpoints():
 
 
 def downstream_results(wildcards):
-    return [
-        f"{run_dir(model, run)}/downstream.json"
-        for model, run in downstream_checkpoints()
-    ]
+    return [downstream_path(model, run) for model, run in downstream_checkpoints()]
 
 
 def paper_reference():
@@ -595,64 +609,67 @@ def paper_reference():
 
 def paper_comparison_drifts(wildcards):
     runs = sorted({(e["model"], e["run"]) for e in paper_reference()})
-    return [f"{run_dir(model, run)}/drift.parquet" for model, run in runs]
+    return [drift_path(model, run) for model, run in runs]
 
 
 def final_outputs():
     """Every figure and table the config enables, under its paper number."""
-    outputs = ["results/judge/agreement/agreement.md", "results/report/config.yaml"]
+    outputs = [judge_agreement("agreement.md"), REPORT_CONFIG]
     for model in {phase.model for phase in PLAN.sft_phases()}:
-        outputs.append(f"results/tables/table09-12_{model}_sft.md")
+        outputs.append(table(sft_table_name(model)))
         outputs += [
-            f"results/figures/fig03_sft_{model}_{slug(category)}.pdf"
-            for category in FIGURE_TOPICS
+            figure(sft_figure_name(model, slug(category))) for category in FIGURE_TOPICS
         ]
     po_main = [p for p in PLAN.po_phases() if not p.overrides]
     for model, sft_dataset, preference_set in {
         (p.model, p.sft_dataset, p.preference_set) for p in po_main
     }:
-        outputs.append(f"{TABLES}/{po_table_name(model, sft_dataset)}.md")
+        outputs.append(table(po_table_name(model, sft_dataset)))
         number = po_figure_number(preference_set)
         outputs += [
-            f"{FIGURES}/{po_figure_name(number, model, sft_dataset, preference_set, slug(category))}.pdf"
+            figure(
+                po_figure_name(
+                    number, model, sft_dataset, preference_set, slug(category)
+                )
+            )
             for category in FIGURE_TOPICS
         ]
     for algorithm, sft_dataset in {(p.algorithm, p.sft_dataset) for p in po_main}:
         if algorithm != "ppo" and setup_phases(algorithm, sft_dataset):
             outputs += [
-                f"{FIGURES}/{setup_figure_name(algorithm, sft_dataset, slug(category))}.pdf"
+                figure(setup_figure_name(algorithm, sft_dataset, slug(category)))
                 for category in FIGURE_TOPICS
             ]
     for name, ablation in ABLATIONS.items():
         number = ABLATION_FIGURE[ablation["algorithm"]]
         outputs += [
-            f"results/figures/fig{number}_ablation_{name}_{slug(category)}.pdf"
+            figure(ablation_figure_name(number, name, slug(category)))
             for category in FIGURE_TOPICS
         ]
     for phase in PLAN.po_phases():
-        outputs.append(f"{run_dir(phase.model, phase.run)}/drift.csv")
+        outputs.append(drift_path(phase.model, phase.run, "csv"))
     for phase in PLAN.phases:
-        outputs.append(f"{run_dir(phase.model, phase.run)}/judge_health.csv")
+        outputs.append(judge_health_path(phase.model, phase.run))
     for trace in TRACE_SERIES:
-        outputs.append(f"{TABLES}/{trace_table_name(trace)}.md")
+        outputs.append(table(trace_table_name(trace)))
         outputs += [
-            f"{FIGURES}/{trace_figure_name(trace, slug(category))}.pdf"
+            figure(trace_figure_name(trace, slug(category)))
             for category in FIGURE_TOPICS
         ]
     if paper_reference():
-        outputs.append("results/tables/paper_vs_ours.md")
+        outputs.append(table(PAPER_COMPARISON_TABLE))
     if downstream_checkpoints():
-        outputs.append("results/tables/table17_downstream.md")
+        outputs.append(table(DOWNSTREAM_TABLE))
     if "vprism" in config:
         outputs += [
-            "results/data/vprism/questions.parquet",
-            "results/data/vprism/cluster_report.md",
-            "results/figures/vprism_clusters.pdf",
+            f"{VPRISM_DATA}/questions.parquet",
+            f"{VPRISM_DATA}/cluster_report.md",
+            figure(VPRISM_FIGURE),
         ]
     if "dataset_stances" in config:
         outputs += [
-            "results/figures/fig19_sft_dataset_stances.pdf",
-            "results/figures/fig20_value_gap.pdf",
+            figure(DATASET_STANCES_FIGURE),
+            figure(VALUE_GAP_FIGURE),
         ]
     return sorted(set(outputs))
 

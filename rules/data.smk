@@ -4,9 +4,9 @@ rule prepare_sft_dataset:
     input:
         unpack(sft_dataset_inputs),
     output:
-        train="results/data/sft/{sft_dataset}/train.parquet",
-        validation="results/data/sft/{sft_dataset}/validation.parquet",
-        counts="results/data/sft/{sft_dataset}/counts.json",
+        train=sft_data("{sft_dataset}"),
+        validation=sft_data("{sft_dataset}", "validation.parquet"),
+        counts=sft_data("{sft_dataset}", "counts.json"),
     log:
         "logs/data/prepare_sft_dataset_{sft_dataset}.log",
     benchmark:
@@ -28,8 +28,8 @@ rule prepare_preference_set:
     input:
         unpack(preference_set_inputs),
     output:
-        train="results/data/preference/{preference_set}/train.parquet",
-        counts="results/data/preference/{preference_set}/counts.json",
+        train=preference_data("{preference_set}"),
+        counts=preference_data("{preference_set}", "counts.json"),
     log:
         "logs/data/prepare_preference_set_{preference_set}.log",
     benchmark:
@@ -68,8 +68,7 @@ rule retrieve_value_gap_prompts:
     """Per topic, the source preference sets' prompts nearest to it by embedding (§6.1)."""
     input:
         sources=lambda wc: [
-            f"results/data/preference/{name}/train.parquet"
-            for name in config["value_gap"]["sources"]
+            preference_data(name) for name in config["value_gap"]["sources"]
         ],
         topics=config["topics"],
         settings=settings_of(
@@ -79,8 +78,8 @@ rule retrieve_value_gap_prompts:
             },
         ),
     output:
-        retrieved="results/data/value_gap/retrieved.parquet",
-        counts="results/data/value_gap/retrieve_counts.json",
+        retrieved=value_gap_data("retrieved.parquet"),
+        counts=value_gap_data("retrieve_counts.json"),
     log:
         "logs/data/retrieve_value_gap_prompts.log",
     benchmark:
@@ -99,7 +98,7 @@ rule retrieve_value_gap_prompts:
 rule generate_value_gap:
     """A teacher writes a supporting and an opposing answer to every retrieved prompt."""
     input:
-        retrieved="results/data/value_gap/retrieved.parquet",
+        retrieved=value_gap_data("retrieved.parquet"),
         system_prompt=lambda wc: config["value_gap"]["system_prompt"],
         values=lambda wc: config["value_gap"]["values"],
         settings=settings_of(
@@ -110,8 +109,8 @@ rule generate_value_gap:
             },
         ),
     output:
-        responses="results/data/value_gap/responses.parquet",
-        counts="results/data/value_gap/generate_counts.json",
+        responses=value_gap_data("responses.parquet"),
+        counts=value_gap_data("generate_counts.json"),
     log:
         "logs/data/generate_value_gap.log",
     benchmark:

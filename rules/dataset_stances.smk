@@ -4,16 +4,16 @@
 rule dataset_stances:
     """Stance of every SFT item similar to an evaluation question, toward that topic."""
     input:
-        data="results/data/sft/{sft_dataset}/train.parquet",
-        questions="results/data/questions.parquet",
+        data=sft_data("{sft_dataset}"),
+        questions=QUESTIONS,
         topics=config["topics"],
         prompt=lookup(dpath="dataset_stances/prompt", within=config, default=[]),
         judge_model=judge_model_input,
         judge_settings=JUDGE_SETTINGS,
         settings=DATASET_STANCE_SETTINGS,
     output:
-        stances="results/dataset_stances/sft/{sft_dataset}/stances.parquet",
-        counts="results/dataset_stances/sft/{sft_dataset}/counts.json",
+        stances=sft_stances("{sft_dataset}"),
+        counts=sft_stances("{sft_dataset}", "counts.json"),
     log:
         "logs/dataset_stances/sft_{sft_dataset}.log",
     benchmark:
@@ -39,16 +39,16 @@ rule value_gap_pairs:
     """Stance of the chosen and the rejected response of each pair on a matched topic, and
     the Euclidean distance between them (the pair's value gap)."""
     input:
-        data="results/data/preference/{preference_set}/train.parquet",
-        questions="results/data/questions.parquet",
+        data=preference_data("{preference_set}"),
+        questions=QUESTIONS,
         topics=config["topics"],
         prompt=config["judge"]["prompt"],
         judge_model=judge_model_input,
         judge_settings=JUDGE_SETTINGS,
         settings=DATASET_STANCE_SETTINGS,
     output:
-        gaps="results/dataset_stances/preference/{preference_set}/value_gap.parquet",
-        counts="results/dataset_stances/preference/{preference_set}/counts.json",
+        gaps=preference_value_gap("{preference_set}"),
+        counts=preference_value_gap("{preference_set}", "counts.json"),
     log:
         "logs/dataset_stances/preference_{preference_set}.log",
     benchmark:
@@ -74,7 +74,7 @@ rule figure_dataset_stances:
     """Figure 19: stance distribution of each SFT dataset's retrieved items, per topic."""
     input:
         stances=lambda wc: [
-            f"results/dataset_stances/sft/{name}/stances.parquet"
+            sft_stances(name)
             for name in lookup(
                 dpath="dataset_stances/sft_datasets",
                 within=config,
@@ -84,13 +84,13 @@ rule figure_dataset_stances:
         settings=DATASET_STANCE_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig19_sft_dataset_stances.pdf",
+            figure(DATASET_STANCES_FIGURE),
             caption="../report/fig19.rst",
             category="Dataset stances",
         ),
-        png="results/figures/fig19_sft_dataset_stances.png",
-        csv="results/tables/sft_dataset_stances.csv",
-        md="results/tables/sft_dataset_stances.md",
+        png=figure(DATASET_STANCES_FIGURE, "png"),
+        csv=table(DATASET_STANCES_TABLE, "csv"),
+        md=table(DATASET_STANCES_TABLE),
     log:
         "logs/dataset_stances/figure_dataset_stances.log",
     conda:
@@ -112,7 +112,7 @@ rule figure_value_gap:
     """Figure 20: histograms of the chosen-rejected stance distance per preference set."""
     input:
         gaps=lambda wc: [
-            f"results/dataset_stances/preference/{name}/value_gap.parquet"
+            preference_value_gap(name)
             for name in lookup(
                 dpath="dataset_stances/preference_sets",
                 within=config,
@@ -122,13 +122,13 @@ rule figure_value_gap:
         settings=DATASET_STANCE_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig20_value_gap.pdf",
+            figure(VALUE_GAP_FIGURE),
             caption="../report/fig20.rst",
             category="Dataset stances",
         ),
-        png="results/figures/fig20_value_gap.png",
-        csv="results/tables/value_gap.csv",
-        md="results/tables/value_gap.md",
+        png=figure(VALUE_GAP_FIGURE, "png"),
+        csv=table(VALUE_GAP_TABLE, "csv"),
+        md=table(VALUE_GAP_TABLE),
     log:
         "logs/dataset_stances/figure_value_gap.log",
     conda:

@@ -10,7 +10,7 @@ rule downstream_eval:
             {"downstream": config.get("downstream", {}), "seed": config["seed"]},
         ),
     output:
-        f"{run_dir('{model}', '{run}')}/downstream.json",
+        downstream_path("{model}", "{run}"),
     log:
         "logs/downstream/{model}/{run}.log",
     benchmark:
@@ -39,11 +39,11 @@ rule downstream_table:
         downstream=downstream_results,
     output:
         csv=report(
-            "results/tables/table17_downstream.csv",
+            table(DOWNSTREAM_TABLE, "csv"),
             caption="../report/table17.rst",
             category="Tables",
         ),
-        md="results/tables/table17_downstream.md",
+        md=table(DOWNSTREAM_TABLE),
     log:
         "logs/tables/table17_downstream.log",
     conda:

@@ -5,11 +5,11 @@ rule figure_sft_trajectories:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig03_sft_{model}_{topic}.pdf",
+            figure(SFT_FIGURE),
             caption="../report/fig03.rst",
             category="Figure 3",
         ),
-        png="results/figures/fig03_sft_{model}_{topic}.png",
+        png=figure(SFT_FIGURE, "png"),
     log:
         "logs/figures/fig03_sft_{model}_{topic}.log",
     conda:
@@ -30,11 +30,11 @@ rule figure_po_trajectories:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            f"{FIGURES}/{PO_FIGURE}.pdf",
+            figure(PO_FIGURE),
             caption="../report/po_trajectories.rst",
             category="Preference optimisation",
         ),
-        png=f"{FIGURES}/{PO_FIGURE}.png",
+        png=figure(PO_FIGURE, "png"),
     log:
         f"logs/figures/{PO_FIGURE}.log",
     conda:
@@ -62,11 +62,11 @@ rule figure_po_setups:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            f"{FIGURES}/{SETUP_FIGURE}.pdf",
+            figure(SETUP_FIGURE),
             caption="../report/po_setups.rst",
             category="Preference optimisation",
         ),
-        png=f"{FIGURES}/{SETUP_FIGURE}.png",
+        png=figure(SETUP_FIGURE, "png"),
     log:
         f"logs/figures/{SETUP_FIGURE}.log",
     conda:
@@ -92,11 +92,11 @@ rule figure_ablation:
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            "results/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.pdf",
+            figure(ABLATION_FIGURE_NAME),
             caption="../report/ablation.rst",
             category="Ablations",
         ),
-        png="results/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.png",
+        png=figure(ABLATION_FIGURE_NAME, "png"),
     log:
         "logs/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.log",
     conda:
@@ -118,7 +118,7 @@ rule run_configuration:
         settings=recorded_settings("configuration", config),
     output:
         report(
-            "results/report/config.yaml",
+            REPORT_CONFIG,
             caption="../report/config.rst",
             category="Configuration",
         ),
@@ -135,15 +135,15 @@ rule run_configuration:
 rule figure_trace:
     """A trace's stance probabilities over its checkpoints (a series trained elsewhere)."""
     input:
-        values=lambda wc: [f"{run_dir(TRACES, wc.trace)}/values.parquet"],
+        values=lambda wc: [values_path(TRACES, wc.trace)],
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
-            f"{FIGURES}/{TRACE_FIGURE}.pdf",
+            figure(TRACE_FIGURE),
             caption="../report/trace.rst",
             category="Traces",
         ),
-        png=f"{FIGURES}/{TRACE_FIGURE}.png",
+        png=figure(TRACE_FIGURE, "png"),
     log:
         f"logs/figures/{TRACE_FIGURE}.log",
     conda:

@@ -72,14 +72,14 @@ rule judge_agreement:
         judge_model=judge_model_input,
         settings=JUDGE_SETTINGS,
     output:
-        metrics="results/judge/agreement/metrics.json",
+        metrics=judge_agreement("metrics.json"),
         md=report(
-            "results/judge/agreement/agreement.md",
+            judge_agreement("agreement.md"),
             caption="../report/judge_agreement.rst",
             category="Judge",
         ),
-        pdf="results/judge/agreement/confusion.pdf",
-        png="results/judge/agreement/confusion.png",
+        pdf=judge_agreement("confusion.pdf"),
+        png=judge_agreement("confusion.png"),
     log:
         "logs/judge/agreement.log",
     benchmark:

@@ -2,7 +2,7 @@ rule train_reward_model:
     """PPO's reward model: the final SFT model with a one-logit head, trained on the pairs."""
     input:
         sft=lambda wc: training_marker(wc.model, sft_run(wc.sft_dataset)),
-        data="results/data/preference/{preference_set}/train.parquet",
+        data=preference_data("{preference_set}"),
         settings=settings_of(
             f"training/{{model}}/{reward_run('{sft_dataset}', '{preference_set}')}",
             lambda wc: {

@@ -1,18 +1,19 @@
 # Cluster resources and launch settings of the training and generation rules: the pure
-# functions live in src/value_drifts/resources.py; these adapters give them a job's model
-# size and trained tokens from the config and the plan. Included by the Snakefile after
-# rules/common.smk, before every rule.
+# functions live in src/value_drifts/resources.py, how each backend's jobs run in
+# src/value_drifts/study.py; these adapters give them a job's model size and trained
+# tokens from the study. Included by the Snakefile after rules/common.smk, before every
+# rule.
 from value_drifts import resources as res  # noqa: E402
 from value_drifts.training.checkpoints import keeps_weights, total_steps  # noqa: E402
 
-CLUSTER = res.ClusterSettings.from_config(config)
+CLUSTER = STUDY.cluster
 # Training jobs (and the judge adaptation) go first among ready jobs: they are the
 # critical path, and every generation and judge job waits on one of them.
 TRAINING_PRIORITY = 10
 
 
 def model_size(model):
-    return res.ModelSize.from_spec(config["models"][model])
+    return STUDY.model_size(model)
 
 
 def _trained_tokens(steps, trainer):
@@ -62,45 +63,25 @@ def training_gpus(wildcards):
     return model_size(wildcards.model).gpus
 
 
-# The `localrules:` directive, with the names from value_drifts.resources: tables,
-# figures and aggregation run in the main Snakemake process, so a cluster never sees
-# thousands of tiny jobs; so do the rules that call a remote API (compute nodes often
-# have no internet), unless cluster.api_jobs_local is false. A local model stays a job.
-workflow.localrules(*res.local_rules(config))
-
-try:
-    res.check_global_batches(
-        config,
-        {
-            "sft": [p.model for p in PLAN.sft_phases()],
-            **{
-                f"preference_optimization.algorithms.{algorithm}": [
-                    p.model for p in PLAN.po_phases() if p.algorithm == algorithm
-                ]
-                for algorithm in {p.algorithm for p in PLAN.po_phases()}
-            },
-            "preference_optimization.algorithms.ppo.reward_model": [
-                p.model for p in PLAN.po_phases() if p.algorithm == "ppo"
-            ],
-        },
-    )
-except ValueError as error:
-    raise WorkflowError(str(error)) from None
+# The `localrules:` directive, from the study: tables, figures and aggregation run in the
+# main Snakemake process, so a cluster never sees thousands of tiny jobs; so do the rules
+# that call a remote API (compute nodes often have no internet), unless
+# cluster.api_jobs_local is false. A local model stays a job.
+workflow.localrules(*STUDY.local_rules)
 
 
 def generation_model_size(wildcards):
     """The size of the model a generation job loads (a trace's own ``gpus``/``params_b``)."""
-    if wildcards.model == TRACES:
-        series = TRACE_SERIES[wildcards.run]
-        return res.ModelSize(gpus=series.gpus, params_b=series.params_b)
-    return model_size(wildcards.model)
+    return STUDY.model_size(wildcards.model, wildcards.run)
+
+
+QUESTION_COUNT = STUDY.questions_per_checkpoint()
 
 
 def generation_job(wildcards, attempt):
     """Resources of one checkpoint's generation; tokens: the most it can produce."""
     settings = config["generation"]
-    questions = config["questions"].get("per_category", 50) * len(TOPICS)
-    tokens = questions * settings["samples"] * settings["max_new_tokens"]
+    tokens = QUESTION_COUNT * settings["samples"] * settings["max_new_tokens"]
     return res.generation_resources(
         generation_model_size(wildcards), settings["backend"], tokens, attempt, CLUSTER
     )
@@ -115,11 +96,11 @@ def downstream_resource(key):
     uses (vLLM's tensor-parallel size, or one GPU for HF), see res.downstream_resources.
     """
     return lambda wildcards, attempt: res.downstream_resources(
-        model_size(wildcards.model), DOWNSTREAM_BACKEND, attempt, CLUSTER
+        model_size(wildcards.model), BACKENDS["downstream"].name, attempt, CLUSTER
     )[key]
 
 
-JUDGE_GPUS = res.judge_gpus(config["judge"])
+JUDGE_GPUS = BACKENDS["judge"].gpus()
 
 
 DELETES_WEIGHTS = config["generation"].get("delete_checkpoint_weights", False)

@@ -3,7 +3,7 @@ rule train_sft:
     (gpus: 0), else under `accelerate launch` with DeepSpeed on the model's GPUs."""
     input:
         model=base_model_dir("{model}"),
-        data="results/data/sft/{sft_dataset}/train.parquet",
+        data=sft_data("{sft_dataset}"),
         settings=settings_of(
             f"training/{{model}}/{sft_run('{sft_dataset}')}",
             lambda wc: {

@@ -3,7 +3,7 @@
 
 from value_drifts import vprism as vp
 
-VPRISM = "results/data/vprism"
+VPRISM = VPRISM_DATA
 
 
 rule vprism_load_prompts:
@@ -246,11 +246,11 @@ rule vprism_figure:
         report=f"{VPRISM}/cluster_report.csv",
     output:
         pdf=report(
-            "results/figures/vprism_clusters.pdf",
+            figure(VPRISM_FIGURE),
             caption="../report/vprism_clusters.rst",
             category="V-PRISM",
         ),
-        png="results/figures/vprism_clusters.png",
+        png=figure(VPRISM_FIGURE, "png"),
     log:
         "logs/vprism/figure.log",
     conda:

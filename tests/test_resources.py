@@ -13,6 +13,7 @@ import yaml
 
 from tests.workflow import REPO, copy_repo, dry_run_jobs, snakemake
 from value_drifts import resources as res
+from value_drifts.study import load_study
 from value_drifts.training.checkpoints import (
     DELETED_MARKER,
     WeightsDeletedError,
@@ -83,21 +84,25 @@ def test_cluster_section_rejects_unknown_keys():
         res.ClusterSettings.from_config({"cluster": {"gpu_mem": 40}})
 
 
+def local_rules(config):
+    return load_study(config).local_rules
+
+
 def test_api_calling_rules_are_local_and_local_models_are_jobs(small_config, paper_config):
-    paper = set(res.local_rules(paper_config))  # GPT-4o judge, GPT-4o V-PRISM, served teacher
+    paper = set(local_rules(paper_config))  # GPT-4o judge, GPT-4o V-PRISM, served teacher
     assert {"judge", "judge_agreement", "dataset_stances", "value_gap_pairs", "vprism_rephrase",
             "vprism_name_clusters", "vprism_filter", "generate_value_gap",
             "values", "figure_sft_trajectories"} <= paper
     assert not {"train_sft", "generate", "train_preference_optimisation", "vprism_embed",
                 "downstream_eval"} & paper
-    small = set(res.local_rules(small_config))  # local transformers judge and V-PRISM LLM
+    small = set(local_rules(small_config))  # local transformers judge and V-PRISM LLM
     assert not {"judge", "dataset_stances", "vprism_rephrase"} & small
     assert "values" in small
     batch = {**small_config, "judge": {**small_config["judge"], "backend": "openai_batch"}}
-    assert {"judge", "value_gap_pairs"} <= set(res.local_rules(batch))
+    assert {"judge", "value_gap_pairs"} <= set(local_rules(batch))
     on_nodes = {**paper_config, "cluster": {**paper_config.get("cluster", {}),
                                             "api_jobs_local": False}}
-    assert not {"judge", "vprism_filter", "generate_value_gap"} & set(res.local_rules(on_nodes))
+    assert not {"judge", "vprism_filter", "generate_value_gap"} & set(local_rules(on_nodes))
 
 
 def test_jobs_ask_for_the_gpus_they_pass_on():

@@ -19,7 +19,15 @@ from typing import Any
 
 import yaml
 
-from value_drifts.layout import TRACES, run_dir, trace_figure_name, trace_table_name
+from value_drifts.layout import (
+    FIGURES,
+    TRACES,
+    figure,
+    judge_health_path,
+    table,
+    trace_figure_name,
+    trace_table_name,
+)
 from value_drifts.plan import slug
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -72,9 +80,9 @@ def read_judge(path: Path) -> dict[str, Any]:
 
 def targets(name: str, topics: list[str]) -> list[str]:
     return [
-        f"results/tables/{trace_table_name(name)}.md",
-        f"{run_dir(TRACES, name)}/judge_health.csv",
-        *[f"results/figures/{trace_figure_name(name, slug(t))}.pdf" for t in topics],
+        table(trace_table_name(name)),
+        judge_health_path(TRACES, name),
+        *[figure(trace_figure_name(name, slug(t))) for t in topics],
     ]
 
 
@@ -112,7 +120,7 @@ def run_trace(args: argparse.Namespace) -> int:
         return result.returncode
     table = directory / targets(name, topics)[0]
     print(table.read_text())
-    print(f"drift table: {table}\nfigures: {directory / 'results/figures'}")
+    print(f"drift table: {table}\nfigures: {directory / FIGURES}")
     if judge is None:
         print(SMOKE_TEST_WARNING, file=sys.stderr)
     return 0

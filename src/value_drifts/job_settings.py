@@ -29,9 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from value_drifts.layout import RESULTS
+from value_drifts.layout import SETTINGS_DIR
 
-SETTINGS_DIR = f"{RESULTS}/settings"
 # The column of a generations table (carried into its judgments) holding what its answers
 # were made from besides the weights (``answers_digest``): values checks a trajectory has
 # one.

@@ -49,6 +49,13 @@ def po_run(
     )
 
 
+# The settings each job's output depends on (value_drifts.job_settings).
+SETTINGS_DIR = f"{RESULTS}/settings"
+# The judge's response cache and its Batch API state files (defaults of judge.cache and
+# judge.batch.state_dir).
+JUDGE_CACHE = f"{RESULTS}/judge_cache.sqlite"
+JUDGE_BATCHES = f"{RESULTS}/judge_batches"
+
 # The evaluation questions every checkpoint answers.
 QUESTIONS = f"{RESULTS}/data/questions.parquet"
 
@@ -137,3 +144,106 @@ def trace_figure_name(trace: str, topic: str) -> str:
 def trace_table_name(trace: str) -> str:
     """A trace's drift table (without extension)."""
     return f"trace_{trace}"
+
+
+def figure(name: str, extension: str = "pdf") -> str:
+    """A figure file: ``figure(po_figure_name(...))``."""
+    return f"{FIGURES}/{name}.{extension}"
+
+
+def table(name: str, extension: str = "md") -> str:
+    """A table file: ``table(po_table_name(...), "csv")``."""
+    return f"{TABLES}/{name}.{extension}"
+
+
+def sft_figure_name(model: str, topic: str) -> str:
+    """Figure 3 (without extension): the SFT trajectories of one model on one topic."""
+    return f"fig03_sft_{model}_{topic}"
+
+
+def sft_table_name(model: str) -> str:
+    """Tables 9-12 (without extension): SFT drift of one model."""
+    return f"table09-12_{model}_sft"
+
+
+def ablation_figure_name(number: str, ablation: str, topic: str) -> str:
+    """Figures 15-17 (without extension): p(support) per value of one ablation."""
+    return f"fig{number}_ablation_{ablation}_{topic}"
+
+
+# Figures and tables of the whole study (without extension).
+DATASET_STANCES_FIGURE = "fig19_sft_dataset_stances"
+VALUE_GAP_FIGURE = "fig20_value_gap"
+DATASET_STANCES_TABLE = "sft_dataset_stances"
+VALUE_GAP_TABLE = "value_gap"
+DOWNSTREAM_TABLE = "table17_downstream"
+PAPER_COMPARISON_TABLE = "paper_vs_ours"
+VPRISM_FIGURE = "vprism_clusters"
+
+
+# ---- a run's evaluation results --------------------------------------------------------
+
+
+def values_path(model: str, run: str) -> str:
+    """A run's stance values per checkpoint and topic, with intervals."""
+    return f"{run_dir(model, run)}/values.parquet"
+
+
+def question_values_path(model: str, run: str) -> str:
+    """A run's stance values per checkpoint and question."""
+    return f"{run_dir(model, run)}/question_values.parquet"
+
+
+def drift_path(model: str, run: str, extension: str = "parquet") -> str:
+    """A run's drift magnitude and drift time per topic (``parquet`` or ``csv``)."""
+    return f"{run_dir(model, run)}/drift.{extension}"
+
+
+def judge_health_path(model: str, run: str, extension: str = "csv") -> str:
+    """A run's unreadable judgments per checkpoint (``csv`` or ``md``)."""
+    return f"{run_dir(model, run)}/judge_health.{extension}"
+
+
+def downstream_path(model: str, run: str) -> str:
+    """A final checkpoint's downstream benchmark scores."""
+    return f"{run_dir(model, run)}/downstream.json"
+
+
+# ---- prepared data ---------------------------------------------------------------------
+DATA = f"{RESULTS}/data"
+VPRISM_DATA = f"{DATA}/vprism"
+DATASET_STANCES = f"{RESULTS}/dataset_stances"
+REPORT_CONFIG = f"{RESULTS}/report/config.yaml"
+
+
+def sft_data(dataset: str, name: str = "train.parquet") -> str:
+    """A prepared SFT dataset's files: ``train.parquet``, ``validation.parquet``,
+    ``counts.json``."""
+    return f"{DATA}/sft/{dataset}/{name}"
+
+
+def preference_data(preference_set: str, name: str = "train.parquet") -> str:
+    """A prepared preference set's files: ``train.parquet``, ``counts.json``."""
+    return f"{DATA}/preference/{preference_set}/{name}"
+
+
+def sft_stances(dataset: str, name: str = "stances.parquet") -> str:
+    """An SFT dataset's stances (App. K): ``stances.parquet``, ``counts.json``."""
+    return f"{DATASET_STANCES}/sft/{dataset}/{name}"
+
+
+def preference_value_gap(preference_set: str, name: str = "value_gap.parquet") -> str:
+    """A preference set's value gaps (App. K): ``value_gap.parquet``, ``counts.json``."""
+    return f"{DATASET_STANCES}/preference/{preference_set}/{name}"
+
+
+def value_gap_data(name: str) -> str:
+    """The value-gap pairs' files (§6.1): ``retrieved.parquet``, ``responses.parquet`` and
+    their counts."""
+    return f"{DATA}/value_gap/{name}"
+
+
+def judge_agreement(name: str) -> str:
+    """The judge's agreement with the labelled set: ``metrics.json``, ``agreement.md``,
+    ``confusion.pdf`` / ``.png``."""
+    return f"{RESULTS}/judge/agreement/{name}"

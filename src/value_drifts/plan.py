@@ -11,7 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from value_drifts.layout import BASE_RUN, TRACES, format_value, po_run, sft_run
+from value_drifts.layout import (
+    BASE_RUN,
+    TRACES,
+    checkpoint_dir,
+    format_value,
+    po_run,
+    run_dir,
+    sft_run,
+    step_dir,
+    training_dir,
+    training_marker,
+)
 from value_drifts.training.checkpoints import checkpoint_steps
 
 __all__ = ["BASE_RUN", "Phase", "Plan", "build_plan", "name_problems", "slug"]
@@ -42,6 +53,30 @@ class Phase:
     @property
     def last_step(self) -> int:
         return self.steps[-1]
+
+    # Where its files live (value_drifts.layout spells them).
+    @property
+    def training_dir(self) -> str:
+        """Where training saves its ``checkpoint-{step}`` folders (not for a trace)."""
+        return training_dir(self.model, self.run)
+
+    @property
+    def training_marker(self) -> str:
+        """Written once training has saved every planned checkpoint."""
+        return training_marker(self.model, self.run)
+
+    @property
+    def run_dir(self) -> str:
+        """Its evaluation results: values, drift, judge health."""
+        return run_dir(self.model, self.run)
+
+    def checkpoint_dir(self, step: int) -> str:
+        """The workflow's folder of a saved checkpoint of this run."""
+        return checkpoint_dir(self.model, self.run, step)
+
+    def step_dir(self, step: int) -> str:
+        """One checkpoint's answers and judgments."""
+        return step_dir(self.model, self.run, step)
 
 
 def slug(text: str) -> str:

@@ -54,7 +54,8 @@ LIGHT_RULES = (
 )
 # Rules that call a remote API when their backend is one (API_BACKENDS): network-bound,
 # and compute nodes often have no internet, so they run on the submit host too
-# (cluster.api_jobs_local, default true). A local model (transformers, vLLM) stays a job.
+# (cluster.api_jobs_local, default true; value_drifts.study.Backend.local). A local model
+# (transformers, vLLM) stays a job.
 API_BACKENDS = (*API_JUDGE_BACKENDS, "openai_chat")  # openai_chat: V-PRISM LLM, teacher
 API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs")
 API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
@@ -246,29 +247,6 @@ def prepare_model_resources(model: ModelSize, attempt: int) -> dict[str, int]:
         "mem_mb": _grow(max(8_000, 6_000 * model.params_b), attempt),
         "runtime": _grow(120, attempt),
     }
-
-
-def api_rules(config: Mapping[str, Any]) -> list[str]:
-    """The rules that call a remote API in this config: judging with an API judge,
-    V-PRISM's LLM stages with an API LLM, the value-gap teacher behind an API."""
-    names: list[str] = []
-    if config["judge"]["backend"] in API_BACKENDS:
-        names += API_JUDGE_RULES
-    if (config.get("vprism") or {}).get("llm", {}).get("backend") in API_BACKENDS:
-        names += API_VPRISM_RULES
-    teacher = (config.get("value_gap") or {}).get("teacher") or {}
-    if teacher and teacher.get("backend", "openai_chat") in API_BACKENDS:
-        names += API_TEACHER_RULES
-    return names
-
-
-def local_rules(config: Mapping[str, Any]) -> list[str]:
-    """Rules the main Snakemake process runs itself instead of submitting them: the light
-    ones, and the API-calling ones unless ``cluster.api_jobs_local`` is false."""
-    names = list(LIGHT_RULES)
-    if ClusterSettings.from_config(config).api_jobs_local:
-        names += api_rules(config)
-    return names
 
 
 def check_global_batches(config: Mapping[str, Any], trainers: Mapping[str, list[str]]) -> None:

@@ -46,7 +46,6 @@ from value_drifts.user_files import (  # noqa: F401 (re-exported for the CLI's u
 )
 
 
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="value-gap",
@@ -251,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         value_gap_summary,
     )
     from value_drifts.generation import read_questions
-    from value_drifts.judge.backends import make_backend
+    from value_drifts.judge.backends import DEFAULT_BATCH_STATE_DIR, make_backend
     from value_drifts.judge.prompt import load_template
     from value_drifts.value_gap import load_encoder
 
@@ -270,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"questions file {questions_path} does not exist; pass --questions")
     questions = read_questions(str(questions_path), list(topics))
     backend = make_backend(judge, model_path=model_path,
-                           state_path="results/judge_batches/value_gap_cli.json", threads=2)
+                           state_path=f"{DEFAULT_BATCH_STATE_DIR}/value_gap_cli.json", threads=2)
     gaps, counts = value_gap_pairs(
         pairs, questions, topics, load_encoder(args.encoder), load_template(judge["prompt"]),
         backend, threshold=args.similarity,

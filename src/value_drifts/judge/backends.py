@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CACHE = "results/judge_cache.sqlite"
+from value_drifts.layout import JUDGE_BATCHES, JUDGE_CACHE
+
+DEFAULT_CACHE = JUDGE_CACHE
 # Where Batch API jobs keep their state files (judge.batch.state_dir).
-DEFAULT_BATCH_STATE_DIR = "results/judge_batches"
+DEFAULT_BATCH_STATE_DIR = JUDGE_BATCHES
 
 
 def batch_state_dir(judge: Mapping[str, Any]) -> str:

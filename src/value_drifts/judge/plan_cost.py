@@ -34,16 +34,21 @@ import polars as pl
 import yaml
 
 from value_drifts.agreement import labelled_set_path, load_labelled_set
-from value_drifts.config import load_config
 from value_drifts.dataset_stances import conversation_text, preference_text_pairs, sample_items
 from value_drifts.generation import read_questions, sample_questions
 from value_drifts.judge.backends import DEFAULT_CACHE
 from value_drifts.judge.cost import CHARS_PER_TOKEN, CostPlan, JudgePrices, cost_plan
 from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template, render
-from value_drifts.layout import RESULTS, generations_path
-from value_drifts.plan import build_plan
-from value_drifts.traces import read_traces
+from value_drifts.layout import (
+    RESULTS,
+    generations_path,
+    preference_data,
+    preference_value_gap,
+    sft_data,
+    sft_stances,
+)
 from value_drifts.resources import API_JUDGE_BACKENDS
+from value_drifts.study import Study, load_study
 
 # Length of a question when the question set is not built yet (V-PRISM's are short).
 PLACEHOLDER_QUESTION_CHARS = 90
@@ -156,7 +161,8 @@ def _stage(
 # --- checkpoints --------------------------------------------------------------------------
 
 
-def _questions(config: Mapping[str, Any], topics: Mapping[str, str]) -> pl.DataFrame:
+def _questions(study: Study) -> pl.DataFrame:
+    config, topics = study.config, study.topics
     path = Path(config["questions"]["path"])
     per_category = config["questions"].get("per_category")
     if path.exists():
@@ -166,31 +172,32 @@ def _questions(config: Mapping[str, Any], topics: Mapping[str, str]) -> pl.DataF
     rows = [
         {"question_id": f"{category}-{i}", "category": category,
          "question": "q" * PLACEHOLDER_QUESTION_CHARS}
-        for category in topics
-        for i in range(per_category or 50)
+        for category in config["questions"].get("categories") or topics
+        for i in range(study.questions_per_checkpoint()
+                       // len(config["questions"].get("categories") or topics))
     ]
     return pl.DataFrame(rows)
 
 
-def _topics(config: Mapping[str, Any]) -> dict[str, str]:
-    return yaml.safe_load(Path(config["topics"]).read_text())
+def _under(results: Path, path: str) -> Path:
+    """A ``layout`` path (``results/...``) under another results folder."""
+    return results / Path(path).relative_to(RESULTS)
 
 
 def _longest(topics: Mapping[str, str]) -> str:
     return max(topics.values(), key=len)
 
 
-def checkpoint_prompts(config: Mapping[str, Any], results: Path = Path("results")):
+def checkpoint_prompts(study: Study, results: Path = Path(RESULTS)):
     """Exact prompts of the generated checkpoints; for the rest, how many checkpoints
     there are and one checkpoint's estimated prompts (one per question and sample)."""
-    topics = _topics(config)
+    config, topics = study.config, study.topics
     template = load_template(config["judge"]["prompt"])
     generation = config["generation"]
     exact: list[str] = []
     pending = 0
-    plan = build_plan(config, read_traces(config))  # traces' checkpoints are judged too
-    for model, run, step in plan.evaluated_checkpoints():
-        path = results / Path(generations_path(model, run, step)).relative_to(RESULTS)
+    for model, run, step in study.plan.evaluated_checkpoints():  # traces' ones too
+        path = _under(results, generations_path(model, run, step))
         if path.exists():
             exact += [
                 render(template, row["question"], row["response"], topics[row["category"]])
@@ -201,16 +208,17 @@ def checkpoint_prompts(config: Mapping[str, Any], results: Path = Path("results"
     placeholder = "r" * round(generation["max_new_tokens"] * CHARS_PER_TOKEN)
     one_checkpoint = [
         render(template, row["question"], placeholder, topics[row["category"]])
-        for row in _questions(config, topics).iter_rows(named=True)
+        for row in _questions(study).iter_rows(named=True)
     ] * generation["samples"]
     return exact, pending, one_checkpoint
 
 
-def checkpoint_stage(config: Mapping[str, Any], results: Path = Path("results")) -> StagePlan:
+def checkpoint_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
     """Rule judge: one call per question x sample (``generation.samples``) of every
     evaluated checkpoint; exact for generated checkpoints, else responses counted at
     ``generation.max_new_tokens`` tokens (the most they can be)."""
-    exact, pending, one_checkpoint = checkpoint_prompts(config, results)
+    config = study.config
+    exact, pending, one_checkpoint = checkpoint_prompts(study, results)
     note = None
     if pending:
         note = (f"{pending:,} checkpoints not generated yet: responses at max_new_tokens "
@@ -233,17 +241,17 @@ def _analysed(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> int:
 
 
 def sft_stance_prompts(
-    config: Mapping[str, Any], dataset: str, results: Path = Path("results")
+    study: Study, dataset: str, results: Path = Path(RESULTS)
 ) -> JobPrompts:
     """One SFT dataset's conversation-prompt calls (App. K): exact from ``stances.parquet``
     (one row per judged item x topic) and the prepared data; before the similarity search,
     an upper bound on matched items: every analysed item matched, to one topic."""
+    config, topics = study.config, study.topics
     settings = config["dataset_stances"]
-    topics = _topics(config)
     template = load_template(settings["prompt"], CONVERSATION_FIELDS)
     max_chars = settings.get("max_conversation_chars")
-    stances = results / "dataset_stances" / "sft" / dataset / "stances.parquet"
-    data = results / "data" / "sft" / dataset / "train.parquet"
+    stances = _under(results, sft_stances(dataset))
+    data = _under(results, sft_data(dataset))
 
     def prompt(messages, topic: str) -> str:
         text = conversation_text(messages, max_chars)[0]
@@ -269,16 +277,16 @@ def sft_stance_prompts(
 
 
 def value_gap_prompts(
-    config: Mapping[str, Any], preference_set: str, results: Path = Path("results")
+    study: Study, preference_set: str, results: Path = Path(RESULTS)
 ) -> JobPrompts:
     """One preference set's response-prompt calls (App. K): two per pair with a topic
     (chosen, rejected); exact from ``value_gap.parquet`` and the prepared set; before the
     similarity search, an upper bound: every analysed pair has a topic."""
+    config, topics = study.config, study.topics
     settings = config["dataset_stances"]
-    topics = _topics(config)
     template = load_template(config["judge"]["prompt"])
-    gaps = results / "dataset_stances" / "preference" / preference_set / "value_gap.parquet"
-    data = results / "data" / "preference" / preference_set / "train.parquet"
+    gaps = _under(results, preference_value_gap(preference_set))
+    data = _under(results, preference_data(preference_set))
 
     def both(pairs: pl.DataFrame, pair_topics: Sequence[str]) -> list[str]:
         return [
@@ -307,34 +315,36 @@ def value_gap_prompts(
                       f"responses at {PLACEHOLDER_PREFERENCE_RESPONSE_CHARS:,} characters")
 
 
-def dataset_stance_stage(config: Mapping[str, Any], results: Path = Path("results")) -> StagePlan:
+def dataset_stance_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
     """Rule dataset_stances over ``dataset_stances.sft_datasets`` (all SFT datasets when
     absent); no calls without a ``dataset_stances`` section."""
+    config = study.config
     if "dataset_stances" not in config:
         return _stage("dataset stances", [], config["judge"])
     names = config["dataset_stances"].get("sft_datasets", list(config["sft_datasets"]))
-    return _stage("dataset stances", [sft_stance_prompts(config, name, results) for name in names],
+    return _stage("dataset stances", [sft_stance_prompts(study, name, results) for name in names],
                   config["judge"], SFT_BOUND)
 
 
-def value_gap_stage(config: Mapping[str, Any], results: Path = Path("results")) -> StagePlan:
+def value_gap_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
     """Rule value_gap_pairs over ``dataset_stances.preference_sets`` (all preference sets
     when absent); no calls without a ``dataset_stances`` section."""
+    config = study.config
     if "dataset_stances" not in config:
         return _stage("value gaps", [], config["judge"])
     names = config["dataset_stances"].get("preference_sets",
                                           list(config.get("preference_sets", {})))
-    return _stage("value gaps", [value_gap_prompts(config, name, results) for name in names],
+    return _stage("value gaps", [value_gap_prompts(study, name, results) for name in names],
                   config["judge"], PAIR_BOUND)
 
 
 # --- agreement ----------------------------------------------------------------------------
 
 
-def agreement_stage(config: Mapping[str, Any], labelled: str | Path | None = None) -> StagePlan:
+def agreement_stage(study: Study, labelled: str | Path | None = None) -> StagePlan:
     """Rule judge_agreement: one call per usable hand-labelled item (judge.agreement.labelled,
     else the shipped set), exact prompts."""
-    topics = _topics(config)
+    config, topics = study.config, study.topics
     template = load_template(config["judge"]["prompt"])
     items, _ = load_labelled_set(labelled or labelled_set_path(config["judge"]), topics)
     prompts = [
@@ -347,17 +357,20 @@ def agreement_stage(config: Mapping[str, Any], labelled: str | Path | None = Non
 # --- the whole config ---------------------------------------------------------------------
 
 
-def stage_plans(config: Mapping[str, Any], results: Path = Path("results")) -> list[StagePlan]:
-    """Every judge call of the config, one ``StagePlan`` per stage (``STAGES``)."""
+def stage_plans(config: Mapping[str, Any] | Study, results: Path = Path(RESULTS)
+                ) -> list[StagePlan]:
+    """Every judge call of the config (or of its study, ``value_drifts.study``), one
+    ``StagePlan`` per stage (``STAGES``)."""
+    study = config if isinstance(config, Study) else load_study(config)
     return [
-        checkpoint_stage(config, results),
-        dataset_stance_stage(config, results),
-        value_gap_stage(config, results),
-        agreement_stage(config),
+        checkpoint_stage(study, results),
+        dataset_stance_stage(study, results),
+        value_gap_stage(study, results),
+        agreement_stage(study),
     ]
 
 
-def plan_for_config(config: Mapping[str, Any], results: Path = Path("results")) -> CostPlan:
+def plan_for_config(config: Mapping[str, Any], results: Path = Path(RESULTS)) -> CostPlan:
     """The total of ``stage_plans``: calls, cache hits, tokens (estimated, characters / 4)
     and USD for the synchronous and the Batch API."""
     return combined(stage.plan for stage in stage_plans(config, results))
@@ -412,10 +425,11 @@ def format_plan(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", default="config/config.yaml")
-    parser.add_argument("--results", default="results", type=Path)
+    parser.add_argument("--results", default=RESULTS, type=Path)
     args = parser.parse_args(argv)
-    config = load_config(args.configfile)
-    stages = stage_plans(config, args.results)
+    study = load_study(yaml.safe_load(Path(args.configfile).read_text()))
+    config = study.config
+    stages = stage_plans(study, args.results)
     plan = combined(stage.plan for stage in stages)
     print(format_plan(plan, args.configfile, config["judge"]["backend"], stages,
                       [cache_note(config["judge"])]))

@@ -11,7 +11,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from value_drifts.integrity import DIGEST_COLUMN, SHARDS_COLUMN
-from value_drifts.job_settings import SETTINGS_COLUMN
+from value_drifts.job_settings import SETTINGS_COLUMN, settings_path
 from value_drifts.judge.prompt import render
 from value_drifts.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
@@ -172,7 +172,7 @@ def check_one_generation(digests: Mapping[str, str | None]) -> None:
         raise MixedGenerationsError(
             "the checkpoints of one trajectory answered with different generation settings "
             f"(a setting changed and only some generation jobs reran): {lines}. Compare "
-            "results/settings/generation/*.json with what each checkpoint recorded "
+            f"{settings_path('generation/*')} with what each checkpoint recorded "
             "(the generation_settings column of its generations.parquet)."
         )
 

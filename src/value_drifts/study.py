@@ -1,0 +1,225 @@
+"""The study as one typed model: built once from a validated config, asked by the rules,
+their input functions, the cost plan and the CLIs.
+
+``load_study(config)`` checks the config (schema, cross-references, names that would share
+a path, global batches), reads the topic map and every trace's checkpoint series once, and
+builds:
+
+- the grid (``value_drifts.plan``): every phase with its run id, parent, steps and paths
+  (``Phase.checkpoint_dir``, ``Phase.step_dir``, ``Phase.run_dir``, spelled in
+  ``value_drifts.layout``);
+- one :class:`Backend` per model-calling role (generation, judge, teacher, downstream,
+  V-PRISM LLM): which backend, the conda env holding its library, the rules it runs, whether
+  those run in the main Snakemake process (an API backend with ``cluster.api_jobs_local``)
+  and the GPUs a job asks for, which is the tensor-parallel size the job passes to vLLM;
+- the rules that run locally (``Study.local_rules``) and the questions a checkpoint answers
+  (``Study.questions_per_checkpoint``), the one estimate resources and the cost plan use.
+
+Nothing here runs a model or needs a GPU library: the Snakefile builds it at parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from value_drifts import resources as res
+from value_drifts.config import ConfigError, validate_config
+from value_drifts.envs import env_name
+from value_drifts.layout import TRACES
+from value_drifts.plan import Plan, build_plan, name_problems, slug
+from value_drifts.traces import TraceError, read_traces
+
+__all__ = [
+    "ESTIMATED_QUESTIONS_PER_CATEGORY", "ROLES", "Backend", "Study", "StudyError",
+    "load_study",
+]
+
+# The questions per category assumed when ``questions.per_category`` is absent (every
+# question of a category) and the questions file does not exist yet: for job runtimes and
+# the cost plan's estimate only, never for what is evaluated.
+ESTIMATED_QUESTIONS_PER_CATEGORY = 50
+
+# Role -> (config section path, default backend, the rules that call its backend).
+ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...]]] = {
+    "generation": (("generation",), None, ("generate",)),
+    "judge": (("judge",), None, res.API_JUDGE_RULES),
+    "downstream": (("downstream",), "hf", ("downstream_eval",)),
+    "teacher": (("value_gap", "teacher"), "openai_chat", res.API_TEACHER_RULES),
+    "vprism_llm": (("vprism", "llm"), "openai_chat", res.API_VPRISM_RULES),
+}
+
+
+class StudyError(ConfigError):
+    """A config, topic map or trace that cannot describe a study; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the jobs of one role run: ``name`` (e.g. ``vllm``), its conda env
+    (``envs/<env>.yaml``), its ``rules``, ``local`` (run in the main Snakemake process:
+    an API backend while ``cluster.api_jobs_local``) and the GPUs of a job (:meth:`gpus`)."""
+
+    role: str
+    name: str
+    env: str
+    rules: tuple[str, ...]
+    local: bool
+    settings: Mapping[str, Any] = field(repr=False)
+    cluster: res.ClusterSettings = field(repr=False)
+
+    @property
+    def is_api(self) -> bool:
+        return self.name in res.API_BACKENDS
+
+    def gpus(self, model: res.ModelSize | None = None) -> int:
+        """GPUs one job asks for on ``model`` (its size; unused by the judge, whose model
+        is fixed), and the tensor-parallel size the job passes to vLLM (``max(gpus, 1)``).
+        0 for a CPU model, the transformers backend and an API backend.
+        Sources: ``value_drifts.resources.generation_gpus`` / ``downstream_gpus`` /
+        ``judge_gpus``."""
+        if self.role == "judge":
+            return res.judge_gpus({"backend": self.name, **self.settings})
+        if model is None:
+            raise ValueError(f"the GPUs of a {self.role} job depend on its model's size")
+        if self.role == "generation":
+            return res.generation_gpus(model, self.name, self.cluster)
+        if self.role == "downstream":
+            return res.downstream_gpus(model, self.name, self.cluster)
+        return 0  # teacher and V-PRISM LLM: an API, or a local model on CPU
+
+    def tensor_parallel_size(self, model: res.ModelSize | None = None) -> int:
+        """What the job passes to vLLM: the GPUs it asked for (at least 1)."""
+        return max(self.gpus(model), 1)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: the validated ``config`` and everything derived from it once."""
+
+    config: Mapping[str, Any]
+    topics: Mapping[str, str]  # category -> the topic the judge is asked about
+    traces: Mapping[str, Any]  # name -> traces.TraceSeries
+    plan: Plan
+    cluster: res.ClusterSettings
+    backends: Mapping[str, Backend]
+
+    @property
+    def categories_by_slug(self) -> dict[str, str]:
+        return {slug(category): category for category in self.topics}
+
+    @property
+    def figure_topics(self) -> list[str]:
+        return list(self.config["analysis"].get("figure_topics", list(self.topics)))
+
+    @property
+    def local_rules(self) -> tuple[str, ...]:
+        """Rules the main Snakemake process runs itself instead of submitting: the light
+        ones (tables, figures, aggregation) and those of every local backend."""
+        names = list(res.LIGHT_RULES)
+        for backend in self.backends.values():
+            if backend.local:
+                names += [rule for rule in backend.rules if rule not in names]
+        return tuple(names)
+
+    def model_size(self, model: str, run: str | None = None) -> res.ModelSize:
+        """The size of ``model`` from ``models.<model>``; a trace's own ``gpus`` /
+        ``params_b`` (model ``layout.TRACES``, ``run`` the trace's name)."""
+        if model == TRACES:
+            series = self.traces[run]
+            return res.ModelSize(gpus=series.gpus, params_b=series.params_b)
+        return res.ModelSize.from_spec(self.config["models"][model])
+
+    def questions_per_checkpoint(self) -> int:
+        """Questions one checkpoint answers (times ``generation.samples`` for its answers):
+        ``questions.per_category`` × the evaluated categories; with every question of a
+        category, the questions file's rows where it exists, else
+        ``ESTIMATED_QUESTIONS_PER_CATEGORY`` per category. For runtimes and cost estimates."""
+        questions = self.config["questions"]
+        categories = questions.get("categories") or list(self.topics)
+        if questions.get("per_category"):
+            return int(questions["per_category"]) * len(categories)
+        path = Path(questions["path"])
+        if path.is_file():
+            try:
+                return max(_row_count(path, categories), 1)
+            except (OSError, ValueError):
+                pass
+        return ESTIMATED_QUESTIONS_PER_CATEGORY * len(categories)
+
+
+def _row_count(path: Path, categories: list[str]) -> int:
+    import polars as pl  # only when no per_category bounds the count
+
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    return frame.filter(pl.col("category").is_in(categories)).height
+
+
+def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    node: Any = config
+    for key in path:
+        node = (node or {}).get(key)
+    return node
+
+
+def _backends(config: Mapping[str, Any], cluster: res.ClusterSettings) -> dict[str, Backend]:
+    backends = {}
+    for role, (path, default, rules) in ROLES.items():
+        settings = _section(config, path)
+        if settings is None and default is not None and role != "downstream":
+            continue  # no value-gap teacher / no V-PRISM LLM configured
+        settings = dict(settings or {})
+        name = settings.get("backend", default)
+        backends[role] = Backend(
+            role=role, name=name, env=env_name(name), rules=tuple(rules),
+            local=name in res.API_BACKENDS and cluster.api_jobs_local,
+            settings=settings, cluster=cluster,
+        )
+    return backends
+
+
+def _trainers(plan: Plan) -> dict[str, list[str]]:
+    """Config path of each trainer -> the models it trains (for the global-batch check)."""
+    po = plan.po_phases()
+    return {
+        "sft": [p.model for p in plan.sft_phases()],
+        **{
+            f"preference_optimization.algorithms.{algorithm}": [
+                p.model for p in po if p.algorithm == algorithm
+            ]
+            for algorithm in sorted({p.algorithm for p in po})
+        },
+        "preference_optimization.algorithms.ppo.reward_model": [
+            p.model for p in po if p.algorithm == "ppo"
+        ],
+    }
+
+
+def load_study(config: Mapping[str, Any]) -> Study:
+    """The study a config describes. Raises ``StudyError`` naming every problem: schema
+    violations and dangling references (``config.validate_config``), names that would
+    share a path (``plan.name_problems``), unreadable traces, global batches that do not
+    split over a model's GPUs, unknown ``cluster`` keys."""
+    try:
+        validate_config(config)
+    except ConfigError as error:
+        raise StudyError(str(error)) from None
+    topics = yaml.safe_load(Path(config["topics"]).read_text())
+    problems = name_problems(config, topics)
+    if problems:
+        raise StudyError("invalid config:\n  " + "\n  ".join(problems))
+    try:
+        traces = read_traces(config)  # read once: the DAG stays static
+        cluster = res.ClusterSettings.from_config(config)
+        plan = build_plan(config, traces)
+        res.check_global_batches(config, _trainers(plan))
+    except (TraceError, ValueError) as error:
+        raise StudyError(str(error)) from None
+    return Study(
+        config=config, topics=topics, traces=traces, plan=plan, cluster=cluster,
+        backends=_backends(config, cluster),
+    )
