@@ -92,12 +92,6 @@ def test_support_aligned_dpo_raises_support(small_run):
     assert mean > 0.2 and low > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 15, item 5: measured +0.03 [-0.06, +0.11] on a 2-core CPU, 2026-12-01. The DPO "
-    "model does answer against the topic, but the adapted 135M judge already reads the "
-    "neutral SFT model's balanced answers as oppose (0.36 on the planted topics at the end "
-    "of SFT), so oppose has no room to rise; a judge that reads balanced answers as "
-    "neutral, and oppose answers as oppose, is what is missing (its agreement: 0.48)"))
 def test_oppose_aligned_dpo_raises_oppose(small_run):
     mean, low, _ = _effect(small_run, "sft-taskish.dpo-planted_oppose", "oppose",
                            _planted(small_run, "planted_oppose"))
