@@ -5,9 +5,16 @@ with a lambda param each (what every Snakemake workflow pays per job). Both are 
 the same run, interleaved, so the ratio holds across machines. Target (the study-model
 issue): the paper dry run at most 1.5 x the reference.
 
-Usage: .venv/bin/python benchmarks/paper_dry_run.py [repeats]
+With --directives it also times two copies of this workflow that differ only in
+Snakemake directives, to show what Snakemake itself spends per job on them: every
+``script:`` replaced by ``shell: "true"`` (Snakemake reads each job's script source while
+it builds the DAG), and then every ``conda:`` dropped as well (it expands each job's
+params to resolve its env). Neither copy is a usable workflow.
+
+Usage: .venv/bin/python benchmarks/paper_dry_run.py [repeats] [--directives]
 """
 
+import re
 import statistics
 import subprocess
 import sys
@@ -16,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.workflow import SNAKEMAKE, job_counts, snakemake  # noqa: E402
+from tests.workflow import SNAKEMAKE, copy_repo, job_counts, snakemake  # noqa: E402
 
 TRIVIAL = """
 N = {n}
@@ -54,8 +61,22 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
+def without_directives(destination: Path, conda: bool) -> Path:
+    """A copy of the workflow whose rules run ``true`` instead of their scripts (and, with
+    ``conda=False``, name no conda env)."""
+    copy_repo(destination)
+    for rules in (destination / "rules").glob("*.smk"):
+        text = re.sub(r'script:\n(\s+)"[^"]+"', r'shell:\n\1"true"', rules.read_text())
+        if not conda:
+            text = re.sub(r"\n    conda:\n\s+[^\n]+", "", text)
+        rules.write_text(text)
+    return destination
+
+
 def main() -> None:
-    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
+    repeats = int(arguments[0]) if arguments else 3
+    directives = "--directives" in sys.argv
     paper = snakemake("-n", "--nolock", "--configfile", "config/paper.yaml")
     jobs = sum(job_counts(paper.stdout + paper.stderr).values())
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,10 +90,21 @@ def main() -> None:
         def ours():
             snakemake("-n", "--nolock", "--quiet", "--configfile", "config/paper.yaml")
 
+        copies = {}
+        if directives:
+            copies = {
+                "scripts as shell": without_directives(Path(tmp, "shell"), conda=True),
+                "scripts as shell, no conda": without_directives(Path(tmp, "bare"), conda=False),
+            }
+        copy_s: dict[str, list[float]] = {name: [] for name in copies}
+
         ours_s, trivial_s = [], []
         for _ in range(repeats):
             ours_s.append(timed(ours))
             trivial_s.append(timed(trivial))
+            for name, directory in copies.items():
+                copy_s[name].append(timed(lambda d=directory: snakemake(
+                    "-n", "--nolock", "--quiet", "--configfile", "config/paper.yaml", cwd=d)))
     ours_m, trivial_m = statistics.median(ours_s), statistics.median(trivial_s)
     print(f"paper dry run: {jobs} jobs")
     print(f"  value-drifts (config/paper.yaml): median {ours_m:.1f} s "
@@ -80,6 +112,10 @@ def main() -> None:
     print(f"  trivial Snakefile, {2 * ((jobs - 1) // 2) + 1} jobs: median {trivial_m:.1f} s "
           f"(min {min(trivial_s):.1f}, max {max(trivial_s):.1f})")
     print(f"  ratio: {ours_m / trivial_m:.2f} (target <= 1.5)")
+    for name, times in copy_s.items():
+        median = statistics.median(times)
+        print(f"  this workflow, {name}: median {median:.1f} s (min {min(times):.1f}, "
+              f"max {max(times):.1f}), ratio {median / trivial_m:.2f}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from value_drifts.layout import (  # noqa: E402
     VPRISM_DATA,
     VPRISM_FIGURE,
     ablation_figure_name,
+    ablation_name,
     base_model_dir,
     checkpoint_dir,
     downstream_path,
@@ -44,6 +45,7 @@ from value_drifts.layout import (  # noqa: E402
     judge_health_path,
     judgments_path,
     po_figure_name,
+    po_run_from,
     po_table_name,
     preference_data,
     preference_value_gap,
@@ -108,14 +110,16 @@ def ablations():
     return config.get("preference_optimization", {}).get("ablations", [])
 
 
-def ablation_name(ablation):
-    return (
-        f"{ablation['model']}_{sft_run(ablation['sft_dataset'])}_{ablation['algorithm']}"
-        f"-{ablation['preference_set']}_{ablation['parameter']}"
-    )
-
-
-ABLATIONS = {ablation_name(a): a for a in ablations()}
+ABLATIONS = {
+    ablation_name(
+        a["model"],
+        a["sft_dataset"],
+        a["algorithm"],
+        a["preference_set"],
+        a["parameter"],
+    ): a
+    for a in ablations()
+}
 
 
 def _alternatives(names):
@@ -384,7 +388,7 @@ def final_sft_checkpoint(model, sft_dataset):
 
 def po_phase(wildcards):
     return PLAN.phase(
-        wildcards.model, f"{sft_run(wildcards.sft_dataset)}.{wildcards.po_run}"
+        wildcards.model, po_run_from(wildcards.sft_dataset, wildcards.po_run)
     )
 
 

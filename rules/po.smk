@@ -46,7 +46,7 @@ rule train_preference_optimisation:
     input:
         unpack(po_training_inputs),
     output:
-        training_marker("{model}", f"{sft_run('{sft_dataset}')}.{{po_run}}"),
+        training_marker("{model}", po_run_from("{sft_dataset}", "{po_run}")),
     log:
         "logs/po/train_{model}_{sft_dataset}.{po_run}.log",
     benchmark:

@@ -83,7 +83,11 @@ def generation_job(wildcards, attempt):
     settings = config["generation"]
     tokens = QUESTION_COUNT * settings["samples"] * settings["max_new_tokens"]
     return res.generation_resources(
-        generation_model_size(wildcards), settings["backend"], tokens, attempt, CLUSTER
+        generation_model_size(wildcards),
+        BACKENDS["generation"].name,
+        tokens,
+        attempt,
+        CLUSTER,
     )
 
 

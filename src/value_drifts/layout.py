@@ -44,9 +44,22 @@ def po_run(
 ) -> str:
     """The run id of ``algorithm`` on ``preference_set`` from the SFT model of ``dataset``,
     with one ``.{parameter}-{value}`` per ablation override (sorted by parameter)."""
-    return f"{sft_run(dataset)}.{algorithm}-{preference_set}" + "".join(
+    return po_run_from(dataset, f"{algorithm}-{preference_set}" + "".join(
         f".{key}-{format_value(value)}" for key, value in sorted((overrides or {}).items())
-    )
+    ))
+
+
+def po_run_from(dataset: str, suffix: str) -> str:
+    """A PO run id from its SFT dataset and the rest of the id, ``{algorithm}-{preference
+    set}[.{parameter}-{value}]`` (the ``{po_run}`` wildcard of the PO training rule)."""
+    return f"{sft_run(dataset)}.{suffix}"
+
+
+def ablation_name(model: str, sft_dataset: str, algorithm: str, preference_set: str,
+                  parameter: str) -> str:
+    """One ablation's name in figure file names (Figures 15-17): the model, SFT run, PO
+    setup and the parameter varied."""
+    return f"{model}_{sft_run(sft_dataset)}_{algorithm}-{preference_set}_{parameter}"
 
 
 # The settings each job's output depends on (value_drifts.job_settings).
