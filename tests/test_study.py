@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from tests.workflow import REPO
-from value_drifts import resources as res
 from value_drifts.study import ESTIMATED_QUESTIONS_PER_CATEGORY, StudyError, load_study
 
 
@@ -67,6 +66,19 @@ def test_small_default_checkpoints_answer_the_questions_the_file_holds(small_con
     topics = len(load_study(config).topics)
     assert load_study(config).questions_per_checkpoint() == (
         ESTIMATED_QUESTIONS_PER_CATEGORY * topics)
+
+
+@pytest.mark.parametrize("content", [b"question_id,question\nq1,Why?\n", b"PAR1\x00\x01"],
+                         ids=["no-category-column", "half-written-parquet"])
+def test_an_unreadable_questions_file_does_not_stop_the_parse(small_config, tmp_path, content):
+    """The estimate falls back; select_questions reports the file with its reason."""
+    path = tmp_path / ("questions.csv" if content.startswith(b"question") else "q.parquet")
+    path.write_bytes(content)
+    config = copy.deepcopy(small_config)
+    config["questions"] = {"path": str(path)}
+    study = load_study(config)
+    assert study.questions_per_checkpoint() == ESTIMATED_QUESTIONS_PER_CATEGORY * len(
+        study.topics)
 
 
 def test_phases_know_their_paths(small_config):
@@ -137,4 +149,3 @@ def test_the_workflow_asks_the_study_for_how_jobs_run():
                     '.get("per_category", 50)'):
         assert retired not in rules, retired
     assert "load_study(config)" in rules
-    assert res.LIGHT_RULES[0] == "all"

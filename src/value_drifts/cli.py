@@ -11,6 +11,7 @@ the prompt), whose numbers are for smoke tests only, and says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from value_drifts.layout import (
     trace_table_name,
 )
 from value_drifts.plan import slug
+from value_drifts.study import StudyError, load_study
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SMALL_DEFAULT = CHECKOUT / "config" / "config.yaml"
@@ -104,8 +106,11 @@ def run_trace(args: argparse.Namespace) -> int:
                           args.prompt_style, name)
     config_path = directory / "trace.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    topics = config["analysis"].get("figure_topics") or list(
-        yaml.safe_load((CHECKOUT / config["topics"]).read_text()))
+    try:  # the study the workflow will build, checked before Snakemake starts
+        with contextlib.chdir(directory):  # the config's paths are relative to it
+            topics = load_study(config).figure_topics
+    except StudyError as error:
+        raise SystemExit(f"{config_path}: {error}") from None
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(CHECKOUT / "Snakefile"),
         "--directory", str(directory), "--configfile", str(config_path),

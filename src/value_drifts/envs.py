@@ -49,8 +49,9 @@ ROOT_VARIABLE = "VALUE_DRIFTS_ROOT"
 # Environments that are one stage's, whatever the backends: rules write conda_env("train").
 STAGE_ENVS = ("train", "analysis")
 # Backend name (generation.backend, judge.backend, downstream.backend,
-# value_gap.teacher.backend, vprism.llm.backend) -> the env its jobs run in. Used by the
-# rules through conda_env(config[...]["backend"]) and by tests/test_envs.py.
+# value_gap.teacher.backend, vprism.llm.backend) -> the env its jobs run in. Used by
+# value_drifts.study (each Backend's env, which the rules pass to conda_env) and by
+# tests/test_envs.py.
 BACKEND_ENVS = {
     "transformers": "transformers",
     "hf": "transformers",  # lm-eval's transformers model type (downstream.backend)
@@ -123,7 +124,7 @@ def env_name(name_or_backend: str) -> str:
 
 def conda_env(name_or_backend: str) -> str:
     """A rule's ``conda:`` path, as written in rules/*.smk (relative to the rule file):
-    ``conda_env("train")``, ``conda_env(config["judge"]["backend"])``.
+    ``conda_env("train")``, ``conda_env(BACKENDS["judge"].env)`` (value_drifts.study).
 
     Also sets ``$VALUE_DRIFTS_ROOT`` for the env files' pip section (Snakemake creates the
     envs from the process that evaluates the rules).

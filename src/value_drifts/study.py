@@ -1,5 +1,5 @@
 """The study as one typed model: built once from a validated config, asked by the rules,
-their input functions, the cost plan and the CLIs.
+their input functions, the cost plan (``judge.plan_cost``) and ``value-drifts trace``.
 
 ``load_study(config)`` checks the config (schema, cross-references, names that would share
 a path, global batches), reads the topic map and every trace's checkpoint series once, and
@@ -11,7 +11,7 @@ builds:
 - one :class:`Backend` per model-calling role (generation, judge, teacher, downstream,
   V-PRISM LLM): which backend, the conda env holding its library, the rules it runs, whether
   those run in the main Snakemake process (an API backend with ``cluster.api_jobs_local``)
-  and the GPUs a job asks for, which is the tensor-parallel size the job passes to vLLM;
+  and the GPUs a job asks for (with vLLM, the tensor-parallel size the job passes on);
 - the rules that run locally (``Study.local_rules``) and the questions a checkpoint answers
   (``Study.questions_per_checkpoint``), the one estimate resources and the cost plan use.
 
@@ -78,10 +78,10 @@ class Backend:
 
     def gpus(self, model: res.ModelSize | None = None) -> int:
         """GPUs one job asks for on ``model`` (its size; unused by the judge, whose model
-        is fixed), and the tensor-parallel size the job passes to vLLM (``max(gpus, 1)``).
-        0 for a CPU model, the transformers backend and an API backend.
-        Sources: ``value_drifts.resources.generation_gpus`` / ``downstream_gpus`` /
-        ``judge_gpus``."""
+        is fixed). With vLLM this is the tensor-parallel size the job passes on; lm-eval's
+        ``hf`` backend puts a GPU model on 1 GPU; 0 for a CPU model, a transformers
+        generation or judge, and an API backend. Sources:
+        ``value_drifts.resources.generation_gpus`` / ``downstream_gpus`` / ``judge_gpus``."""
         if self.role == "judge":
             return res.judge_gpus({"backend": self.name, **self.settings})
         if model is None:
@@ -138,7 +138,9 @@ class Study:
         """Questions one checkpoint answers (times ``generation.samples`` for its answers):
         ``questions.per_category`` × the evaluated categories; with every question of a
         category, the questions file's rows where it exists, else
-        ``ESTIMATED_QUESTIONS_PER_CATEGORY`` per category. For runtimes and cost estimates."""
+        ``ESTIMATED_QUESTIONS_PER_CATEGORY`` per category (also when the file cannot be
+        read: a half-written or malformed file is select_questions' to report, with its
+        reason). For runtimes and cost estimates."""
         questions = self.config["questions"]
         categories = questions.get("categories") or list(self.topics)
         if questions.get("per_category"):
@@ -147,7 +149,7 @@ class Study:
         if path.is_file():
             try:
                 return max(_row_count(path, categories), 1)
-            except (OSError, ValueError):
+            except Exception:  # noqa: BLE001 (polars' errors): select_questions reports it
                 pass
         return ESTIMATED_QUESTIONS_PER_CATEGORY * len(categories)
 
