@@ -44,13 +44,15 @@ __all__ = [
 # the cost plan's estimate only, never for what is evaluated.
 ESTIMATED_QUESTIONS_PER_CATEGORY = 50
 
-# Role -> (config section path, default backend, the rules that call its backend).
-ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...]]] = {
-    "generation": (("generation",), None, ("generate",)),
-    "judge": (("judge",), None, res.API_JUDGE_RULES),
-    "downstream": (("downstream",), "hf", ("downstream_eval",)),
-    "teacher": (("value_gap", "teacher"), "openai_chat", res.API_TEACHER_RULES),
-    "vprism_llm": (("vprism", "llm"), "openai_chat", res.API_VPRISM_RULES),
+# Role -> (config section path, default backend, the rules that call its backend, whether
+# the role exists without its section: a study without value_gap.teacher or vprism.llm has
+# no teacher or V-PRISM LLM, while downstream defaults to lm-eval's hf backend).
+ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...], bool]] = {
+    "generation": (("generation",), None, ("generate",), True),
+    "judge": (("judge",), None, res.API_JUDGE_RULES, True),
+    "downstream": (("downstream",), "hf", ("downstream_eval",), True),
+    "teacher": (("value_gap", "teacher"), "openai_chat", res.API_TEACHER_RULES, False),
+    "vprism_llm": (("vprism", "llm"), "openai_chat", res.API_VPRISM_RULES, False),
 }
 
 
@@ -147,18 +149,16 @@ class Study:
             return int(questions["per_category"]) * len(categories)
         path = Path(questions["path"])
         if path.is_file():
+            # what select_questions evaluates; imported here, as only this case reads a file
+            from value_drifts.generation import read_questions, sample_questions
+
             try:
-                return max(_row_count(path, categories), 1)
+                table = read_questions(str(path), list(self.topics))
+                return max(sample_questions(table, None, self.config["seed"],
+                                            questions.get("categories")).height, 1)
             except Exception:  # noqa: BLE001 (polars' errors): select_questions reports it
                 pass
         return ESTIMATED_QUESTIONS_PER_CATEGORY * len(categories)
-
-
-def _row_count(path: Path, categories: list[str]) -> int:
-    import polars as pl  # only when no per_category bounds the count
-
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
-    return frame.filter(pl.col("category").is_in(categories)).height
 
 
 def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
@@ -170,10 +170,10 @@ def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, A
 
 def _backends(config: Mapping[str, Any], cluster: res.ClusterSettings) -> dict[str, Backend]:
     backends = {}
-    for role, (path, default, rules) in ROLES.items():
+    for role, (path, default, rules, always) in ROLES.items():
         settings = _section(config, path)
-        if settings is None and default is not None and role != "downstream":
-            continue  # no value-gap teacher / no V-PRISM LLM configured
+        if settings is None and not always:
+            continue
         settings = dict(settings or {})
         name = settings.get("backend", default)
         backends[role] = Backend(

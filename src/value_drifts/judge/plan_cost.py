@@ -169,12 +169,13 @@ def _questions(study: Study) -> pl.DataFrame:
         questions = read_questions(str(path), list(topics))
         return sample_questions(questions, per_category, config["seed"],
                                 config["questions"].get("categories"))
+    categories = config["questions"].get("categories") or list(topics)
+    estimated = study.questions_per_checkpoint() // len(categories)
     rows = [
         {"question_id": f"{category}-{i}", "category": category,
          "question": "q" * PLACEHOLDER_QUESTION_CHARS}
-        for category in config["questions"].get("categories") or topics
-        for i in range(study.questions_per_checkpoint()
-                       // len(config["questions"].get("categories") or topics))
+        for category in categories
+        for i in range(estimated)
     ]
     return pl.DataFrame(rows)
 
