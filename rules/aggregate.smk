@@ -55,9 +55,7 @@ rule drift:
         conda_env("analysis")
     params:
         ci_level=config["analysis"]["ci_level"],
-        n_resamples=lookup(
-            dpath="analysis/bootstrap_resamples", within=config, default=1000
-        ),
+        n_resamples=config["analysis"]["bootstrap_resamples"],
         seed=config["seed"],
     script:
         "../workflow_scripts/drift.py"

@@ -1,3 +1,4 @@
+import copy
 import re
 import sys
 from pathlib import Path
@@ -76,12 +77,17 @@ from value_drifts.training.checkpoints import (  # noqa: E402
     upstream_change,
 )
 
+# The config as written, before the schema's defaults are filled in: the form settings
+# files were recorded in before the defaults were (recorded_settings).
+RAW_CONFIG = copy.deepcopy(config)
 # The study, built once from the validated config (value_drifts.study): its grid, topic
 # map, traces, and how each backend's jobs run. Rules and input functions ask it.
 try:
     STUDY = load_study(config)
 except StudyError as error:
     raise WorkflowError(str(error)) from None
+# Every rule reads the config with the schema's defaults filled in (config.with_defaults).
+config.update(STUDY.config)
 
 check_site_variables(workflow)  # a profile's $SLURM_ACCOUNT etc. left unset
 
@@ -170,37 +176,44 @@ ABLATION_FIGURE_NAME = ablation_figure_name(
 # throughput setting (batch size, concurrency, prices...) reruns nothing.
 
 
-def recorded_settings(name, settings):
-    """The settings file ``name`` recording the output-affecting part of ``settings``."""
-    return record_settings(settings_path(name), output_settings(settings))
+def recorded_settings(name, settings_from):
+    """The settings file ``name`` recording the output-affecting part of
+    ``settings_from(config)``. ``settings_from(RAW_CONFIG)`` is the same settings in the
+    form recorded before the schema's defaults were filled in: a results tree made then
+    stays current (job_settings.record_settings, ``earlier_forms``)."""
+    return record_settings(
+        settings_path(name),
+        output_settings(settings_from(config)),
+        earlier_forms=[output_settings(settings_from(RAW_CONFIG))],
+    )
 
 
-JUDGE_SETTINGS = recorded_settings("judge", judge_output_settings(config["judge"]))
+JUDGE_SETTINGS = recorded_settings("judge", lambda c: judge_output_settings(c["judge"]))
 ANALYSIS_SETTINGS = recorded_settings(
-    "analysis", {"analysis": config["analysis"], "seed": config["seed"]}
+    "analysis", lambda c: {"analysis": c["analysis"], "seed": c["seed"]}
 )
 DATASET_STANCE_SETTINGS = recorded_settings(
     "dataset_stances",
-    {"dataset_stances": config.get("dataset_stances", {}), "seed": config["seed"]},
+    lambda c: {"dataset_stances": c.get("dataset_stances", {}), "seed": c["seed"]},
 )
 
 
 GENERATION_SETTINGS = {
     (model, None): recorded_settings(
         f"generation/{model}",
-        {
-            "generation": config["generation"],
-            "seed": config["seed"],
-            "prompt_style": spec.get("prompt_style"),
+        lambda c, model=model: {
+            "generation": c["generation"],
+            "seed": c["seed"],
+            "prompt_style": c["models"][model]["prompt_style"],
         },
     )
-    for model, spec in config["models"].items()
+    for model in config["models"]
 } | {
     (TRACES, name): recorded_settings(
         f"generation/{TRACES}/{name}",
-        {
-            "generation": config["generation"],
-            "seed": config["seed"],
+        lambda c, series=series: {
+            "generation": c["generation"],
+            "seed": c["seed"],
             "prompt_style": series.prompt_style,
             "tokenizers": series.tokenizers,
             "revisions": series.revisions,
@@ -217,9 +230,9 @@ QUESTION_SOURCES = {
     "topics": config["topics"],
     "settings": recorded_settings(
         "data/questions",
-        {
-            "per_category": config["questions"].get("per_category"),
-            "seed": config["seed"],
+        lambda c: {
+            "per_category": c["questions"].get("per_category"),
+            "seed": c["seed"],
             # only when set, so trees made before the key existed stay current
             **({"categories": CATEGORIES} if CATEGORIES else {}),
         },
@@ -236,14 +249,14 @@ def vprism_settings(*keys):
     """The settings file of a V-PRISM stage: the vprism keys it reads, and the seed."""
     return lambda wc: recorded_settings(
         f"vprism/{'-'.join(keys)}",
-        {**{key: config["vprism"].get(key) for key in keys}, "seed": config["seed"]},
+        lambda c: {**{key: c["vprism"].get(key) for key in keys}, "seed": c["seed"]},
     )
 
 
 def settings_of(name, settings):
     """An input function giving the settings file ``name.format(**wildcards)`` for
-    ``settings(wildcards)``."""
-    return lambda wc: recorded_settings(name.format(**wc), settings(wc))
+    ``settings(wildcards, config)``."""
+    return lambda wc: recorded_settings(name.format(**wc), lambda c: settings(wc, c))
 
 
 # ---- paper numbering of figures and tables ---------------------------------------------
@@ -392,9 +405,9 @@ def po_phase(wildcards):
     )
 
 
-def po_hyperparameters(phase):
-    """The algorithm's config with the run's ablation override applied."""
-    hyper = dict(config["preference_optimization"]["algorithms"][phase.algorithm])
+def po_hyperparameters(phase, c=config):
+    """The algorithm's config (of ``c``) with the run's ablation override applied."""
+    hyper = dict(c["preference_optimization"]["algorithms"][phase.algorithm])
     hyper.update(phase.overrides)
     return hyper
 
@@ -406,10 +419,10 @@ def po_training_inputs(wildcards):
         "data": preference_data(phase.preference_set),
         "settings": recorded_settings(
             f"training/{phase.model}/{phase.run}",
-            {
+            lambda c: {
                 "algorithm": phase.algorithm,
-                "hyper": po_hyperparameters(phase),
-                "seed": config["seed"],
+                "hyper": po_hyperparameters(phase, c),
+                "seed": c["seed"],
             },
         ),
     }
@@ -425,7 +438,11 @@ def sft_dataset_inputs(wildcards):
     spec = config["sft_datasets"][wildcards.sft_dataset]
     inputs = {
         "settings": recorded_settings(
-            f"data/sft/{wildcards.sft_dataset}", {"spec": spec, "seed": config["seed"]}
+            f"data/sft/{wildcards.sft_dataset}",
+            lambda c: {
+                "spec": c["sft_datasets"][wildcards.sft_dataset],
+                "seed": c["seed"],
+            },
         )
     }
     if spec["source"] == "synthetic":
@@ -440,7 +457,10 @@ def preference_set_inputs(wildcards):
     inputs = {
         "settings": recorded_settings(
             f"data/preference/{wildcards.preference_set}",
-            {"spec": spec, "seed": config["seed"]},
+            lambda c: {
+                "spec": c["preference_sets"][wildcards.preference_set],
+                "seed": c["seed"],
+            },
         )
     }
     if spec["source"] == "synthetic_templates":

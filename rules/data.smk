@@ -73,9 +73,7 @@ rule retrieve_value_gap_prompts:
         topics=config["topics"],
         settings=settings_of(
             "data/value_gap_retrieval",
-            lambda wc: {
-                k: v for k, v in config["value_gap"].items() if k != "teacher"
-            },
+            lambda wc, c: {k: v for k, v in c["value_gap"].items() if k != "teacher"},
         ),
     output:
         retrieved=value_gap_data("retrieved.parquet"),
@@ -103,9 +101,9 @@ rule generate_value_gap:
         values=lambda wc: config["value_gap"]["values"],
         settings=settings_of(
             "data/value_gap_teacher",
-            lambda wc: {
-                "teacher": config["value_gap"]["teacher"],
-                "min_words": config["value_gap"].get("min_words"),
+            lambda wc, c: {
+                "teacher": c["value_gap"]["teacher"],
+                "min_words": c["value_gap"].get("min_words"),
             },
         ),
     output:

@@ -7,7 +7,7 @@ rule downstream_eval:
         checkpoint_input,
         settings=recorded_settings(
             "downstream",
-            {"downstream": config.get("downstream", {}), "seed": config["seed"]},
+            lambda c: {"downstream": c.get("downstream", {}), "seed": c["seed"]},
         ),
     output:
         downstream_path("{model}", "{run}"),

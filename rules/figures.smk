@@ -115,7 +115,7 @@ rule figure_ablation:
 rule run_configuration:
     """The configuration this run used, as one file for the report."""
     input:
-        settings=recorded_settings("configuration", config),
+        settings=recorded_settings("configuration", lambda c: c),
     output:
         report(
             REPORT_CONFIG,

@@ -6,10 +6,10 @@ rule adapt_local_judge:
         spec=config["judge"].get("adapt", {}).get("spec", []),
         settings=recorded_settings(
             "judge_adaptation",
-            {
-                "adapt": config["judge"].get("adapt"),
-                "base_model": config["judge"].get("base_model"),
-                "seed": config["seed"],
+            lambda c: {
+                "adapt": c["judge"].get("adapt"),
+                "base_model": c["judge"].get("base_model"),
+                "seed": c["seed"],
             },
         ),
     output:

@@ -5,10 +5,8 @@ rule prepare_base_model:
     input:
         settings=settings_of(
             "models/{model}",
-            lambda wc: {
-                k: v
-                for k, v in config["models"][wc.model].items()
-                if k != "prompt_style"
+            lambda wc, c: {
+                k: v for k, v in c["models"][wc.model].items() if k != "prompt_style"
             },
         ),
     output:

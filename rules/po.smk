@@ -5,11 +5,11 @@ rule train_reward_model:
         data=preference_data("{preference_set}"),
         settings=settings_of(
             f"training/{{model}}/{reward_run('{sft_dataset}', '{preference_set}')}",
-            lambda wc: {
-                "trainer": config["preference_optimization"]["algorithms"]["ppo"][
+            lambda wc, c: {
+                "trainer": c["preference_optimization"]["algorithms"]["ppo"][
                     "reward_model"
                 ],
-                "seed": config["seed"],
+                "seed": c["seed"],
             },
         ),
     output:

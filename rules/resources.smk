@@ -107,7 +107,7 @@ def downstream_resource(key):
 JUDGE_GPUS = BACKENDS["judge"].gpus()
 
 
-DELETES_WEIGHTS = config["generation"].get("delete_checkpoint_weights", False)
+DELETES_WEIGHTS = config["generation"]["delete_checkpoint_weights"]
 
 
 def deletes_checkpoint_weights(wildcards):

@@ -6,10 +6,10 @@ rule train_sft:
         data=sft_data("{sft_dataset}"),
         settings=settings_of(
             f"training/{{model}}/{sft_run('{sft_dataset}')}",
-            lambda wc: {
-                "trainer": config["sft"],
-                "save_steps": config["sft_datasets"][wc.sft_dataset]["save_steps"],
-                "seed": config["seed"],
+            lambda wc, c: {
+                "trainer": c["sft"],
+                "save_steps": c["sft_datasets"][wc.sft_dataset]["save_steps"],
+                "seed": c["seed"],
             },
         ),
     output:

@@ -231,8 +231,8 @@ rule build_vprism:
         runtime=10,
     params:
         per_category=lambda wc: config["vprism"]["per_category"],
-        on_shortfall=lambda wc: config["vprism"].get("on_shortfall", "warn"),
-        enforce_filter=lambda wc: config["vprism"]["filter"].get("enforce", True),
+        on_shortfall=lambda wc: config["vprism"]["on_shortfall"],
+        enforce_filter=lambda wc: config["vprism"]["filter"]["enforce"],
         seed=config["seed"],
     script:
         "../workflow_scripts/build_vprism.py"

@@ -79,6 +79,46 @@ def test_a_change_dates_the_file_now_and_a_revert_gives_back_the_first_time(tmp_
     assert path.stat().st_mtime == 5000
 
 
+def test_a_file_in_an_earlier_form_is_current_and_keeps_its_digest(tmp_path):
+    """A settings file recorded before the schema's defaults were filled in (the config as
+    written) is the same settings: nothing reruns, and its digest, which the answers made
+    from it carry, stays."""
+    path = tmp_path / "s.json"
+    written = {"generation": {"temperature": 0.7}}
+    filled = {"generation": {"temperature": 0.7, "base_prompt_suffix": "\nResponse:"}}
+    record_settings(path, written, now=1000.0)
+    os.utime(path, (500, 500))
+    before = path.read_bytes()
+    record_settings(path, filled, now=2000.0, earlier_forms=[written])
+    assert path.read_bytes() == before and path.stat().st_mtime == 500
+    assert recorded_digest(path) == settings_digest(written)
+    # without the earlier form the same call would date the file now: every job reruns
+    control = tmp_path / "control.json"
+    record_settings(control, written, now=1000.0)
+    record_settings(control, filled, now=2000.0)
+    assert control.stat().st_mtime == 2000
+
+
+def test_an_edit_after_the_migration_reruns_and_its_revert_gives_back_the_old_digest(tmp_path):
+    path = tmp_path / "s.json"
+    written, filled = {"t": 0.7}, {"t": 0.7, "suffix": "R"}
+    record_settings(path, written, now=1000.0)  # an earlier version: mtime 0
+    record_settings(path, {"t": 0.9, "suffix": "R"}, now=2000.0, earlier_forms=[{"t": 0.9}])
+    assert path.stat().st_mtime == 2000
+    assert recorded_digest(path) == settings_digest({"t": 0.9, "suffix": "R"})
+    record_settings(path, filled, now=3000.0, earlier_forms=[written])  # reverted
+    assert path.stat().st_mtime == 0 and recorded_digest(path) == settings_digest(written)
+    record_settings(path, filled, now=4000.0, earlier_forms=[written])  # and stays so
+    assert path.stat().st_mtime == 0
+
+
+def test_a_new_file_records_the_filled_form(tmp_path):
+    path = tmp_path / "s.json"
+    record_settings(path, {"t": 1, "d": 2}, now=1000.0, earlier_forms=[{"t": 1}])
+    assert recorded_digest(path) == settings_digest({"t": 1, "d": 2})
+    assert path.stat().st_mtime == 0
+
+
 def test_an_unreadable_file_is_rewritten(tmp_path):
     path = tmp_path / "s.json"
     path.write_text("{not json")

@@ -26,7 +26,7 @@ with logged(snakemake.log[0]):
         threshold=settings["min_similarity"],
         max_items=settings.get("max_items"),
         max_chars=settings.get("max_conversation_chars"),
-        chunk_size=settings.get("chunk_size", 4096),
+        chunk_size=settings["chunk_size"],
         seed=snakemake.params.seed,
         label_mass=min_label_mass(snakemake.params.judge),
     )

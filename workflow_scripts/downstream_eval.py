@@ -6,11 +6,11 @@ with logged(snakemake.log[0]):
     summary = evaluate_checkpoint(
         snakemake.params.model_path,
         settings["tasks"],
-        backend=settings.get("backend", "hf"),
+        backend=settings["backend"],
         gpus=snakemake.resources.gpu,  # what the job asked for, see res.downstream_gpus
-        num_fewshot=settings.get("num_fewshot", 5),
+        num_fewshot=settings["num_fewshot"],
         include_path=settings.get("include_path"),
-        batch_size=settings.get("batch_size", 8),
+        batch_size=settings["batch_size"],
         limit=settings.get("limit"),
         seed=snakemake.params.seed,
     )

@@ -26,7 +26,7 @@ def main():
             max_new_tokens=settings_config["max_new_tokens"],
             seed=snakemake.params.seed,
             prompt_style=snakemake.params.model["prompt_style"],
-            base_prompt_suffix=settings_config.get("base_prompt_suffix", "\nResponse:"),
+            base_prompt_suffix=settings_config["base_prompt_suffix"],
         )
         checkpoint = Path(snakemake.params.model_path)
         digest = answers_digest(snakemake.input.settings, snakemake.input.questions)
@@ -57,7 +57,7 @@ def main():
                 snakemake.params.model_path,
                 questions,
                 settings,
-                batch_size=settings_config.get("batch_size", 8),
+                batch_size=settings_config["batch_size"],
                 threads=snakemake.threads,
                 tokenizer_path=model["tokenizer"],
                 revision=model["revision"],

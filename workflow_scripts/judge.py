@@ -4,6 +4,7 @@ import polars as pl
 import yaml
 
 from value_drifts.io import logged, write_json
+from value_drifts.job_settings import recorded_settings_of
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.run import (
@@ -30,7 +31,10 @@ with logged(snakemake.log[0]):
         label_mass=min_label_mass(judge),
     )
     counts.update(backend_counts(backend))
-    fingerprint = judge_fingerprint(judge, template, getattr(backend, "identity", None))
+    fingerprint = judge_fingerprint(
+        judge, template, getattr(backend, "identity", None),
+        settings=recorded_settings_of(snakemake.input.settings),
+    )
     counts["judge_fingerprint"] = fingerprint
     print(counts)
     check_readable(counts["health"], judge, str(Path(snakemake.output.judgments).parent))

@@ -10,8 +10,8 @@ with logged(snakemake.log[0]):
     for path in snakemake.input.sources:
         source_prompts, source_counts = candidate_prompts(
             pl.read_parquet(path).to_dicts(),
-            multi_turn=value_gap.get("multi_turn", "first_turn"),
-            max_chars=value_gap.get("max_prompt_chars", 4000),
+            multi_turn=value_gap["multi_turn"],
+            max_chars=value_gap["max_prompt_chars"],
         )
         prompts += source_prompts
         counts[path] = source_counts

@@ -26,7 +26,7 @@ with logged(snakemake.log[0]):
         template=load_template(snakemake.input.prompt),
         backend=backend,
         threshold=settings["min_similarity"],
-        chunk_size=settings.get("chunk_size", 4096),
+        chunk_size=settings["chunk_size"],
         label_mass=min_label_mass(snakemake.params.judge),
     )
     # Row numbers in the prepared preference set, not in the analysed sample.

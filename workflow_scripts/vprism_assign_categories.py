@@ -20,11 +20,11 @@ with logged(snakemake.log[0]):
     descriptions = {c: [*grams, names[c]["name"]] for c, grams in ngrams.items()}
     assignments = assign_categories(
         descriptions,
-        settings.get("keywords", {}),
+        settings["keywords"],
         categories,
         overrides=settings.get("clusters"),
-        drop=settings.get("drop_clusters", []),
-        min_hits=settings.get("min_hits", 1),
+        drop=settings["drop_clusters"],
+        min_hits=settings["min_hits"],
     )
     sizes = dict(clusters.group_by("cluster").len().iter_rows())
     report = cluster_report(sizes, ngrams, names, assignments, noise=sizes.get(NOISE, 0))

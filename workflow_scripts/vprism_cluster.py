@@ -11,7 +11,7 @@ from value_drifts.vprism import (
 
 with logged(snakemake.log[0]):
     settings = dict(snakemake.params.hdbscan)
-    min_membership = settings.pop("min_membership", 0.0)
+    min_membership = settings.pop("min_membership")
     ngram_settings = snakemake.params.ngrams
     questions = pl.read_parquet(snakemake.input.questions)
     labels, membership = soft_clusters(np.load(snakemake.input.reduced), **settings)
@@ -27,8 +27,8 @@ with logged(snakemake.log[0]):
         questions["question"].to_list(),
         clusters.tolist(),
         top_k=ngram_settings["top_k"],
-        ngram_range=tuple(ngram_settings.get("ngram_range", (1, 2))),
-        stop_words=ngram_settings.get("stop_words", "english"),
+        ngram_range=tuple(ngram_settings["ngram_range"]),
+        stop_words=ngram_settings["stop_words"],
     )
     pl.DataFrame(
         [

@@ -1,14 +1,14 @@
 import polars as pl
 
 from value_drifts.io import logged, write_json
-from value_drifts.vprism import PROMPT_COLUMN, load_prism, prism_prompts
+from value_drifts.vprism import load_prism, prism_prompts
 
 with logged(snakemake.log[0]):
     source = snakemake.params.source
     dataset = load_prism(source)
     prompts, counts = prism_prompts(
         dataset,
-        prompt_column=source.get("prompt_column", PROMPT_COLUMN),
+        prompt_column=source["prompt_column"],
         conversation_types=snakemake.params.conversation_types,
     )
     if not prompts:

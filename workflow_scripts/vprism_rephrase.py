@@ -14,10 +14,10 @@ with logged(snakemake.log[0]):
         prompts,
         teacher,
         Path(snakemake.input.template).read_text(),
-        on_problem=settings.get("on_problem", "keep_original"),
-        max_length_ratio=settings.get("max_length_ratio", 3.0),
-        min_overlap=settings.get("min_overlap", 0.5),
-        only_statements=settings.get("only_statements", False),
+        on_problem=settings["on_problem"],
+        max_length_ratio=settings["max_length_ratio"],
+        min_overlap=settings["min_overlap"],
+        only_statements=settings["only_statements"],
     )
     run_counts = getattr(teacher, "last_run_counts", None)
     counts["llm"] = run_counts.as_dict() if run_counts is not None else {}

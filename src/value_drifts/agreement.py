@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 import yaml
 
+from value_drifts.config import schema_default
 from value_drifts.stance import STANCES
 
-DEFAULT_LABELLED_SET = "resources/stance_agreement.yaml"
+DEFAULT_LABELLED_SET = schema_default("judge", "agreement", "labelled")
 LABELLED_COLUMNS = ("question_id", "category", "question", "response", "sample", "stance", "kind")
 
 

@@ -1,7 +1,11 @@
-"""Load and check a workflow config: JSON-schema shape first, then cross-references."""
+"""Load and check a workflow config: JSON-schema shape first, then cross-references;
+the schema's ``default:`` values are the one place a config key's default is defined
+(``with_defaults``, ``schema_default``)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +24,14 @@ def _key_path(path) -> str:
     return ".".join(str(part) for part in path) or "<top level>"
 
 
+@functools.cache
+def _schema(schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
 def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
     """Raise ConfigError listing every schema violation and every dangling reference."""
-    schema = yaml.safe_load(schema_path.read_text())
+    schema = _schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     problems = [
         f"{_key_path(error.absolute_path)}: {error.message}"
@@ -87,3 +96,83 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = yaml.safe_load(Path(path).read_text())
     validate_config(config)
     return config
+
+
+def _filling_validator(schema: Mapping[str, Any]):
+    """A validator that, while it checks an object's ``properties``, sets every absent one
+    that has a ``default`` (the recipe of jsonschema's FAQ, "Why doesn't my schema's
+    default property set the default on my instance?"). Defaults are copied, so a filled
+    config never shares a list or mapping with the schema."""
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, subschemas, instance, schema_):
+        if isinstance(instance, dict):
+            for name, subschema in subschemas.items():
+                if isinstance(subschema, Mapping) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, subschemas, instance, schema_)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema)
+
+
+def with_defaults(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """A deep copy of ``config`` with the schema's defaults filled in: every key with a
+    ``default:`` that is absent from an object the config has (a section the config
+    leaves out stays out: its absence means the stage is off). Keys the config sets are
+    kept as they are. Validate first (``validate_config``): defaults are filled only
+    where the shape is right. Source: JSON Schema 2020-12 ``default`` (an annotation;
+    filling it is this project's choice, as Snakemake's ``validate(set_default=True)``)."""
+    filled = copy.deepcopy(dict(config))
+    for _error in _filling_validator(_schema(schema_path)).iter_errors(filled):
+        pass  # shape errors are validate_config's to report
+    return filled
+
+
+def section_with_defaults(
+    name: str, section: Mapping[str, Any], schema_path: Path = SCHEMA_PATH
+) -> dict[str, Any]:
+    """A copy of one top-level section (e.g. ``judge``) with the schema's defaults filled
+    in, as ``with_defaults`` fills it in a whole config: for code handed a section alone."""
+    schema = _schema(schema_path)
+    sub = {"$defs": schema.get("$defs", {}), **schema["properties"][name]}
+    filled = copy.deepcopy(dict(section))
+    for _error in _filling_validator(sub).iter_errors(filled):
+        pass
+    return filled
+
+
+def schema_default(*path: str, schema_path: Path = SCHEMA_PATH) -> Any:
+    """The ``default:`` the schema gives the key at ``path`` (section names, e.g.
+    ``("judge", "min_label_mass")``; a name of a by-name mapping such as ``models`` is
+    any string). For code that reads a section it was handed without the defaults
+    filled (tests, other tools): it asks here instead of spelling the value again.
+    Raises KeyError when the schema has no default there."""
+    schema = _schema(schema_path)
+    node: Mapping[str, Any] = schema
+    for key in path:
+        node = _resolve(schema, node)
+        if key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif isinstance(node.get("additionalProperties"), Mapping):
+            node = node["additionalProperties"]  # ``key`` names an entry
+        else:
+            raise KeyError(f"no schema entry for {'.'.join(path)}")
+    node = _resolve(schema, node)
+    if "default" not in node:
+        raise KeyError(f"the schema gives {'.'.join(path)} no default")
+    return copy.deepcopy(node["default"])
+
+
+def _resolve(schema: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``node`` with a local ``$ref`` (``#/$defs/...``) merged under its own keys."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    target: Any = schema
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    merged = dict(_resolve(schema, target))
+    merged["properties"] = {**merged.get("properties", {}), **node.get("properties", {})}
+    merged.update({k: v for k, v in node.items() if k not in ("$ref", "properties")})
+    return merged

@@ -13,7 +13,9 @@ fail. So a job's output-affecting settings are an input file, ``results/settings
 - rewritten with the current time when the settings change, so exactly the jobs reading
   it (and what follows them) rerun;
 - given back the time a setting was first recorded when it returns to an earlier value,
-  so reverting an edit makes the earlier outputs current again.
+  so reverting an edit makes the earlier outputs current again;
+- left as it is when it holds the same settings in an earlier form (recorded before the
+  schema's defaults were filled in: ``record_settings(..., earlier_forms)``).
 
 Throughput settings (``THROUGHPUT_KEYS``: batch sizes, concurrency, retries, timeouts,
 prices, caches, GPU counts, weight deletion, gates) never change an output and are left out.
@@ -25,7 +27,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +76,32 @@ def settings_path(name: str) -> str:
     return f"{SETTINGS_DIR}/{name}.json"
 
 
-def record_settings(path: str | Path, settings: Any, now: float | None = None) -> str:
+def record_settings(
+    path: str | Path, settings: Any, now: float | None = None, earlier_forms: Sequence[Any] = ()
+) -> str:
     """Write ``settings`` to ``path`` as described in the module docstring; returns the
     path. The file holds ``{"digest", "settings", "recorded": {digest: mtime}}``; only
     its modification time matters to the workflow. Safe to call many times and from many
-    processes: an unchanged file is only read."""
+    processes: an unchanged file is only read.
+
+    ``earlier_forms``: the same settings as earlier versions of this project recorded
+    them (before the schema's defaults were filled in: ``config.with_defaults``). A file
+    holding one of them is current and left as it is, digest included, so the digests
+    recorded with answers made from it (``answers_digest``) still match; returning to
+    such settings after an edit gives back that digest and its time."""
     path = Path(path)
     digest = settings_digest(settings)
+    forms = [digest, *(settings_digest(form) for form in earlier_forms)]
     recorded: dict[str, float] = {}
     if path.exists():
         try:
             stored = json.loads(path.read_text())
             recorded = {str(k): float(v) for k, v in stored.get("recorded", {}).items()}
-            if stored.get("digest") == digest:
+            if stored.get("digest") in forms:
                 return str(path)
         except (ValueError, AttributeError, TypeError):
             recorded = {}  # unreadable: rewrite it
+        digest = next((form for form in forms if form in recorded), digest)
         mtime = recorded.get(digest, time.time() if now is None else now)
     else:
         mtime = 0.0
@@ -103,6 +115,11 @@ def record_settings(path: str | Path, settings: Any, now: float | None = None) -
     os.utime(temporary, (mtime, mtime))
     os.replace(temporary, path)
     return str(path)
+
+
+def recorded_settings_of(path: str | Path) -> Any:
+    """The settings a settings file holds (as recorded: an earlier form stays as it was)."""
+    return json.loads(Path(path).read_text())["settings"]
 
 
 def recorded_digest(path: str | Path) -> str:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from value_drifts.config import schema_default
+
 # Training FLOPs per token relative to SFT's 6 × parameters (forward + backward): DPO runs
 # chosen and rejected through the policy and a frozen reference; PPO samples responses and
 # trains a value model beside the policy. Rough, for runtime requests only.
@@ -62,19 +64,24 @@ API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
 API_TEACHER_RULES = ("generate_value_gap",)
 
 
+def _cluster_default(key: str) -> Any:
+    return schema_default("cluster", key)
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The ``cluster`` config section; every key has a default."""
+    """The ``cluster`` config section; every key has the schema's default (described
+    there: config/schema/config.schema.yaml)."""
 
-    gpu_memory_gb: float = 80.0  # per GPU (H100: 80)
-    cpus_per_gpu: int = 8
-    cpu_threads: int = 2  # threads of a job without GPUs
-    max_runtime_min: int = 2880  # the partition's time limit
-    gpu_tflops: float = 200.0  # effective bf16 training throughput per GPU
-    cpu_tflops: float = 0.1  # measured: SmolLM2-135M SFT on 2 cores
-    generation_tokens_per_s: float = 2000.0  # vLLM, per GPU
-    cpu_generation_tokens_per_s: float = 30.0  # transformers on CPU
-    api_jobs_local: bool = True  # API-calling rules run on the submit host (API_BACKENDS)
+    gpu_memory_gb: float = _cluster_default("gpu_memory_gb")
+    cpus_per_gpu: int = _cluster_default("cpus_per_gpu")
+    cpu_threads: int = _cluster_default("cpu_threads")
+    max_runtime_min: int = _cluster_default("max_runtime_min")
+    gpu_tflops: float = _cluster_default("gpu_tflops")
+    cpu_tflops: float = _cluster_default("cpu_tflops")
+    generation_tokens_per_s: float = _cluster_default("generation_tokens_per_s")
+    cpu_generation_tokens_per_s: float = _cluster_default("cpu_generation_tokens_per_s")
+    api_jobs_local: bool = _cluster_default("api_jobs_local")  # API rules on the submit host
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClusterSettings:
@@ -93,8 +100,12 @@ class ModelSize:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> ModelSize:
-        """``models.<name>`` of the config; a model without ``gpus`` runs on CPU."""
-        return cls(gpus=int(spec.get("gpus", 0)), params_b=float(spec.get("params_b", 1.0)))
+        """``models.<name>`` of the config (a trace's spec alike); a model without
+        ``gpus`` runs on CPU. Absent keys take the schema's defaults."""
+        return cls(
+            gpus=int(spec.get("gpus", schema_default("models", "-", "gpus"))),
+            params_b=float(spec.get("params_b", schema_default("models", "-", "params_b"))),
+        )
 
 
 def _grow(value: float, attempt: int) -> int:
@@ -214,7 +225,8 @@ def judge_gpus(judge: Mapping[str, Any]) -> int:
     backend, which the job passes to vLLM as its tensor-parallel size; none otherwise
     (a local transformers judge runs on CPU, an API judge on the submit host)."""
     if judge["backend"] == "vllm":
-        return int(judge.get("tensor_parallel_size", 1))
+        default = schema_default("judge", "tensor_parallel_size")
+        return int(judge.get("tensor_parallel_size", default))
     return 0
 
 

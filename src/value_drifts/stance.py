@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from value_drifts.config import schema_default
+
 STANCES: tuple[str, ...] = ("support", "neutral", "oppose")
 
 # Whole-word variants a judge may answer with; first tokens of multi-token labels are
@@ -42,8 +44,9 @@ PLACEHOLDER_LOGPROB = -9999.0
 # An answer whose top list gives the labels less than this probability is unreadable
 # (config judge.min_label_mass); a judge job fails when more than
 # DEFAULT_MAX_UNREADABLE_SHARE of a checkpoint's answers are (judge.max_unreadable_share).
-DEFAULT_MIN_LABEL_MASS = 0.5
-DEFAULT_MAX_UNREADABLE_SHARE = 0.05
+# Both defaults are the schema's (config/schema/config.schema.yaml).
+DEFAULT_MIN_LABEL_MASS = schema_default("judge", "min_label_mass")
+DEFAULT_MAX_UNREADABLE_SHARE = schema_default("judge", "max_unreadable_share")
 OFF_LABEL_TOKENS_SHOWN = 5
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from value_drifts import resources as res
-from value_drifts.config import ConfigError, validate_config
+from value_drifts.config import ConfigError, validate_config, with_defaults
 from value_drifts.envs import env_name
 from value_drifts.layout import TRACES
 from value_drifts.plan import Plan, build_plan, name_problems, slug
@@ -101,7 +101,8 @@ class Backend:
 
 @dataclass(frozen=True)
 class Study:
-    """One study: the validated ``config`` and everything derived from it once."""
+    """One study: the validated ``config``, with the schema's defaults filled in, and
+    everything derived from it once."""
 
     config: Mapping[str, Any]
     topics: Mapping[str, str]  # category -> the topic the judge is asked about
@@ -202,7 +203,8 @@ def _trainers(plan: Plan) -> dict[str, list[str]]:
 
 
 def load_study(config: Mapping[str, Any]) -> Study:
-    """The study a config describes. Raises ``StudyError`` naming every problem: schema
+    """The study a config describes, its ``config`` a copy with the schema's defaults
+    filled in (``config.with_defaults``). Raises ``StudyError`` naming every problem: schema
     violations and dangling references (``config.validate_config``), names that would
     share a path (``plan.name_problems``), unreadable traces, global batches that do not
     split over a model's GPUs, unknown ``cluster`` keys."""
@@ -210,6 +212,7 @@ def load_study(config: Mapping[str, Any]) -> Study:
         validate_config(config)
     except ConfigError as error:
         raise StudyError(str(error)) from None
+    config = with_defaults(config)
     topics = yaml.safe_load(Path(config["topics"]).read_text())
     problems = name_problems(config, topics)
     if problems:

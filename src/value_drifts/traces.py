@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from value_drifts.config import schema_default
 from value_drifts.generation import has_tokenizer
 from value_drifts.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -63,8 +64,8 @@ def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
     common = {
         "name": name,
         "prompt_style": spec["prompt_style"],
-        "gpus": int(spec.get("gpus", 0)),
-        "params_b": float(spec.get("params_b", 1.0)),
+        "gpus": int(spec.get("gpus", schema_default("traces", "-", "gpus"))),
+        "params_b": float(spec.get("params_b", schema_default("traces", "-", "params_b"))),
     }
     if "hub_id" in spec:
         revisions = {int(step): str(rev) for step, rev in spec["revisions"].items()}

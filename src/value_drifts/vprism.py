@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from value_drifts.config import schema_default
 from value_drifts.value_gap import GenerateFn, TeacherReply, _as_reply
 
 NOISE = -1
-PROMPT_COLUMN = "opening_prompt"
+PROMPT_COLUMN = schema_default("vprism", "source", "prompt_column")
 ID_COLUMN = "conversation_id"
 REQUEST_FAILED = "request_failed"
 # What the filter keeps; "no" and malformed answers are not kept (the paper retains only

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from value_drifts.config import section_with_defaults
 from value_drifts.layout import JUDGE_BATCHES, JUDGE_CACHE
 
 DEFAULT_CACHE = JUDGE_CACHE
@@ -28,6 +29,7 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
     """
     from value_drifts.judge.cache import JudgeCache
 
+    judge = section_with_defaults("judge", judge)
     backend = judge["backend"]
     cache = JudgeCache(judge.get("cache", DEFAULT_CACHE))
     if backend == "transformers":
@@ -38,7 +40,7 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
         torch.set_num_threads(threads)
         return transformers_judge(
             model_path, cache,
-            top_logprobs=judge.get("top_logprobs", 20),
+            top_logprobs=judge["top_logprobs"],
             batch_size=judge.get("batch_size", 8),
         )
     if backend == "vllm":
@@ -46,9 +48,9 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
 
         return vllm_judge(
             model_path, cache,
-            top_logprobs=judge.get("top_logprobs", 20),
-            tensor_parallel_size=judge.get("tensor_parallel_size", 1),
-            seed=judge.get("seed", 0),
+            top_logprobs=judge["top_logprobs"],
+            tensor_parallel_size=judge["tensor_parallel_size"],
+            seed=judge["seed"],
             batch_size=judge.get("batch_size", 512),
             engine_args=judge.get("vllm", {}),
         )

@@ -34,6 +34,7 @@ import polars as pl
 import yaml
 
 from value_drifts.agreement import labelled_set_path, load_labelled_set
+from value_drifts.config import schema_default
 from value_drifts.dataset_stances import conversation_text, preference_text_pairs, sample_items
 from value_drifts.generation import read_questions, sample_questions
 from value_drifts.judge.backends import DEFAULT_CACHE
@@ -96,6 +97,12 @@ def judge_prices(judge: Mapping[str, Any]) -> JudgePrices:
                                               "output_per_million_usd": 0.0}))
 
 
+def answer_tokens(judge: Mapping[str, Any]) -> int:
+    """Output tokens of one judge call: ``judge.max_tokens`` (the schema's default when
+    the section was handed without it)."""
+    return int(judge.get("max_tokens", schema_default("judge", "max_tokens")))
+
+
 def cache_path(judge: Mapping[str, Any]) -> Path:
     """The judge cache every backend answers from: ``judge.cache``, else ``DEFAULT_CACHE``
     (relative to the working directory, as for the workflow's jobs)."""
@@ -120,14 +127,14 @@ def exact_plan(prompts: Sequence[str], judge: Mapping[str, Any]) -> CostPlan:
     """``cost_plan`` of known prompts: cache hits and repeats cost nothing; tokens are
     estimated (characters / 4), USD from ``judge.prices`` (per million tokens)."""
     return cost_plan(prompts, requests_to_send(prompts, judge), judge_prices(judge),
-                     judge.get("max_tokens", 1))
+                     answer_tokens(judge))
 
 
 def estimated_plan(stand_ins: Sequence[str], judge: Mapping[str, Any], copies: int = 1) -> CostPlan:
     """``cost_plan`` of ``copies`` x ``stand_ins`` prompts whose text is not known yet:
     every call counted as a distinct request, none cached (tokens and USD as
     ``exact_plan``)."""
-    one = cost_plan(stand_ins, stand_ins, judge_prices(judge), judge.get("max_tokens", 1))
+    one = cost_plan(stand_ins, stand_ins, judge_prices(judge), answer_tokens(judge))
     calls = len(stand_ins) * copies
     return CostPlan(
         calls=calls, distinct_requests=calls, cached=0, to_send=calls,

@@ -128,14 +128,20 @@ def judge_output_settings(judge: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def judge_fingerprint(
-    judge: Mapping[str, Any], prompt_text: str, model_identity: str | None = None
+    judge: Mapping[str, Any], prompt_text: str, model_identity: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What identifies the judge behind a judgments file: the output-affecting settings
     (``JUDGE_OUTPUT_KEYS``), the judge model's identity (a local model's file digest, as
     its cache keys use; else the configured model name), the prompt text's sha256, and a
-    short ``id`` hashing all of these. Equal ids mean the same judge read the same way."""
+    short ``id`` hashing all of these. Equal ids mean the same judge read the same way.
+
+    ``settings``: those settings as the workflow recorded them (the judge settings file,
+    ``job_settings.recorded_settings_of``), so judgments made before the schema's
+    defaults were filled in keep their id beside new ones; default
+    ``judge_output_settings(judge)``."""
     fingerprint = {
-        "settings": judge_output_settings(judge),
+        "settings": dict(settings) if settings is not None else judge_output_settings(judge),
         "model_identity": model_identity or str(judge.get("model")),
         "prompt_sha256": hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
     }
