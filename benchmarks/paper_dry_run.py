@@ -8,8 +8,10 @@ issue): the paper dry run at most 1.5 x the reference.
 With --directives it also times two copies of this workflow that differ only in
 Snakemake directives, to show what Snakemake itself spends per job on them: every
 ``script:`` replaced by ``shell: "true"`` (Snakemake reads each job's script source while
-it builds the DAG), and then every ``conda:`` dropped as well (it expands each job's
-params to resolve its env). Neither copy is a usable workflow.
+it builds the DAG), then every ``conda:`` dropped as well (it expands each job's params to
+resolve its env), and last every directive but ``input:`` and ``output:`` dropped (log,
+benchmark, resources, threads, params): the floor of this DAG's shape, jobs with several
+inputs among 40 rules. None of the copies is a usable workflow.
 
 Usage: .venv/bin/python benchmarks/paper_dry_run.py [repeats] [--directives]
 """
@@ -61,14 +63,23 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
-def without_directives(destination: Path, conda: bool) -> Path:
+def _drop(text: str, directive: str) -> str:
+    """``text`` without any rule's ``directive:`` block."""
+    return re.sub(rf"\n    {directive}:[^\n]*\n((        [^\n]*|)\n)*?(?=    \S|\S|$)", "\n", text)
+
+
+def without_directives(destination: Path, conda: bool, only_files: bool = False) -> Path:
     """A copy of the workflow whose rules run ``true`` instead of their scripts (and, with
-    ``conda=False``, name no conda env)."""
+    ``conda=False``, name no conda env; with ``only_files``, keep nothing but input and
+    output: no log, benchmark, resources, threads, params or conda)."""
     copy_repo(destination)
     for rules in (destination / "rules").glob("*.smk"):
         text = re.sub(r'script:\n(\s+)"[^"]+"', r'shell:\n\1"true"', rules.read_text())
         if not conda:
             text = re.sub(r"\n    conda:\n\s+[^\n]+", "", text)
+        if only_files:
+            for directive in ("log", "benchmark", "resources", "threads", "params", "conda"):
+                text = _drop(text, directive)
         rules.write_text(text)
     return destination
 
@@ -95,6 +106,8 @@ def main() -> None:
             copies = {
                 "scripts as shell": without_directives(Path(tmp, "shell"), conda=True),
                 "scripts as shell, no conda": without_directives(Path(tmp, "bare"), conda=False),
+                "only input and output": without_directives(
+                    Path(tmp, "files"), conda=False, only_files=True),
             }
         copy_s: dict[str, list[float]] = {name: [] for name in copies}
 
