@@ -15,6 +15,7 @@ from value_drifts.job_settings import (  # noqa: E402
     answers_digest,
     output_settings,
     record_settings,
+    recorded_settings_of,
     settings_path,
 )
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
@@ -189,6 +190,11 @@ def recorded_settings(name, settings_from):
 
 
 JUDGE_SETTINGS = recorded_settings("judge", lambda c: judge_output_settings(c["judge"]))
+# What a judge job fingerprints (judge.run.judge_fingerprint): the judge settings as their
+# file holds them, read once here, so judgments made before the schema's defaults were
+# filled in and new ones share one judge id, and a later rewrite of the file by another
+# process cannot reach a job of this one.
+JUDGE_FINGERPRINT_SETTINGS = recorded_settings_of(JUDGE_SETTINGS)
 ANALYSIS_SETTINGS = recorded_settings(
     "analysis", lambda c: {"analysis": c["analysis"], "seed": c["seed"]}
 )

@@ -56,6 +56,7 @@ rule judge:
         runtime=60,
     params:
         judge=config["judge"],
+        fingerprint_settings=JUDGE_FINGERPRINT_SETTINGS,
         model_path=judge_model_dir(),
         batch_state=f"{BATCH_STATE_DIR}/{{model}}/{{run}}/step-{{step}}.json",
     script:

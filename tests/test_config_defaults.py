@@ -20,6 +20,7 @@ from value_drifts.config import (
     validate_config,
     with_defaults,
 )
+from value_drifts.job_settings import output_settings
 from value_drifts.judge.run import judge_fingerprint, judge_output_settings
 from value_drifts.resources import ClusterSettings, ModelSize
 from value_drifts.study import load_study
@@ -126,7 +127,7 @@ def test_judgments_recorded_before_the_defaults_keep_their_judge_id():
     # filled defaults (seed, max_tokens, top_logprobs) change the id of the section alone ...
     assert judge_fingerprint(filled, template)["id"] != before
     # ... the judge job takes the settings as its settings file recorded them
-    recorded = judge_output_settings(raw)
+    recorded = output_settings(judge_output_settings(raw))
     assert judge_fingerprint(filled, template, settings=recorded)["id"] == before
 
 

@@ -14,6 +14,7 @@ from value_drifts.job_settings import (
     output_settings,
     record_settings,
     recorded_digest,
+    recorded_settings_of,
     settings_digest,
 )
 from value_drifts.training.checkpoints import (
@@ -92,6 +93,7 @@ def test_a_file_in_an_earlier_form_is_current_and_keeps_its_digest(tmp_path):
     record_settings(path, filled, now=2000.0, earlier_forms=[written])
     assert path.read_bytes() == before and path.stat().st_mtime == 500
     assert recorded_digest(path) == settings_digest(written)
+    assert recorded_settings_of(path) == written
     # without the earlier form the same call would date the file now: every job reruns
     control = tmp_path / "control.json"
     record_settings(control, written, now=1000.0)
@@ -108,6 +110,8 @@ def test_an_edit_after_the_migration_reruns_and_its_revert_gives_back_the_old_di
     assert recorded_digest(path) == settings_digest({"t": 0.9, "suffix": "R"})
     record_settings(path, filled, now=3000.0, earlier_forms=[written])  # reverted
     assert path.stat().st_mtime == 0 and recorded_digest(path) == settings_digest(written)
+    # the body is the form that digest was taken of: what the judge fingerprints
+    assert recorded_settings_of(path) == written
     record_settings(path, filled, now=4000.0, earlier_forms=[written])  # and stays so
     assert path.stat().st_mtime == 0
 
@@ -116,6 +120,7 @@ def test_a_new_file_records_the_filled_form(tmp_path):
     path = tmp_path / "s.json"
     record_settings(path, {"t": 1, "d": 2}, now=1000.0, earlier_forms=[{"t": 1}])
     assert recorded_digest(path) == settings_digest({"t": 1, "d": 2})
+    assert recorded_settings_of(path) == {"t": 1, "d": 2}
     assert path.stat().st_mtime == 0
 
 

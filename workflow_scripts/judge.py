@@ -4,7 +4,6 @@ import polars as pl
 import yaml
 
 from value_drifts.io import logged, write_json
-from value_drifts.job_settings import recorded_settings_of
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.run import (
@@ -33,7 +32,7 @@ with logged(snakemake.log[0]):
     counts.update(backend_counts(backend))
     fingerprint = judge_fingerprint(
         judge, template, getattr(backend, "identity", None),
-        settings=recorded_settings_of(snakemake.input.settings),
+        settings=snakemake.params.fingerprint_settings,
     )
     counts["judge_fingerprint"] = fingerprint
     print(counts)

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.config import schema_default
 from value_drifts.training.checkpoints import is_adapter_folder
 
 
@@ -25,7 +26,7 @@ class SamplingSettings:
     max_new_tokens: int
     seed: int
     prompt_style: str  # "base" or "chat"
-    base_prompt_suffix: str = "\nResponse:"
+    base_prompt_suffix: str = schema_default("generation", "base_prompt_suffix")
 
 
 def build_prompt(question: str, settings: SamplingSettings, tokenizer) -> str:

@@ -90,8 +90,10 @@ def record_settings(
     recorded with answers made from it (``answers_digest``) still match; returning to
     such settings after an edit gives back that digest and its time."""
     path = Path(path)
+    forms: dict[str, Any] = {}  # digest -> the settings in that form, the current one first
+    for form in (settings, *earlier_forms):
+        forms.setdefault(settings_digest(form), form)
     digest = settings_digest(settings)
-    forms = [digest, *(settings_digest(form) for form in earlier_forms)]
     recorded: dict[str, float] = {}
     if path.exists():
         try:
@@ -101,7 +103,9 @@ def record_settings(
                 return str(path)
         except (ValueError, AttributeError, TypeError):
             recorded = {}  # unreadable: rewrite it
+        # back to settings recorded before: that digest, its time and its form
         digest = next((form for form in forms if form in recorded), digest)
+        settings = forms[digest]
         mtime = recorded.get(digest, time.time() if now is None else now)
     else:
         mtime = 0.0
@@ -118,7 +122,8 @@ def record_settings(
 
 
 def recorded_settings_of(path: str | Path) -> Any:
-    """The settings a settings file holds (as recorded: an earlier form stays as it was)."""
+    """The settings a settings file holds, in the form its digest was taken of (an
+    earlier form stays as it was recorded)."""
     return json.loads(Path(path).read_text())["settings"]
 
 

@@ -42,8 +42,8 @@ class TraceSeries:
     revisions: Mapping[int, str] = field(default_factory=dict)  # step -> hub revision
     tokenizers: Mapping[int, str] = field(default_factory=dict)  # step -> tokenizer source
     skipped: Mapping[str, str] = field(default_factory=dict)  # folder -> why
-    gpus: int = 0
-    params_b: float = 1.0
+    gpus: int = schema_default("traces", "-", "gpus")
+    params_b: float = schema_default("traces", "-", "params_b")
 
     @property
     def steps(self) -> tuple[int, ...]:

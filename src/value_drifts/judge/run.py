@@ -137,9 +137,9 @@ def judge_fingerprint(
     short ``id`` hashing all of these. Equal ids mean the same judge read the same way.
 
     ``settings``: those settings as the workflow recorded them (the judge settings file,
-    ``job_settings.recorded_settings_of``), so judgments made before the schema's
-    defaults were filled in keep their id beside new ones; default
-    ``judge_output_settings(judge)``."""
+    ``job_settings.recorded_settings_of``, read when the workflow starts), so judgments
+    made before the schema's defaults were filled in keep their id beside new ones;
+    default ``judge_output_settings(judge)``."""
     fingerprint = {
         "settings": dict(settings) if settings is not None else judge_output_settings(judge),
         "model_identity": model_identity or str(judge.get("model")),
