@@ -119,6 +119,14 @@ def _filling_validator(schema: Mapping[str, Any]):
     return jsonschema.validators.extend(base, {"properties": properties})(schema)
 
 
+def _filled(schema: Mapping[str, Any], instance: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``instance`` with ``schema``'s defaults filled in."""
+    filled = copy.deepcopy(dict(instance))
+    for _error in _filling_validator(schema).iter_errors(filled):
+        pass  # shape errors are validate_config's to report
+    return filled
+
+
 def with_defaults(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """A deep copy of ``config`` with the schema's defaults filled in: every key with a
     ``default:`` that is absent from an object the config has (a section the config
@@ -126,10 +134,7 @@ def with_defaults(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) ->
     kept as they are. Validate first (``validate_config``): defaults are filled only
     where the shape is right. Source: JSON Schema 2020-12 ``default`` (an annotation;
     filling it is this project's choice, as Snakemake's ``validate(set_default=True)``)."""
-    filled = copy.deepcopy(dict(config))
-    for _error in _filling_validator(_schema(schema_path)).iter_errors(filled):
-        pass  # shape errors are validate_config's to report
-    return filled
+    return _filled(_schema(schema_path), config)
 
 
 def section_with_defaults(
@@ -138,11 +143,7 @@ def section_with_defaults(
     """A copy of one top-level section (e.g. ``judge``) with the schema's defaults filled
     in, as ``with_defaults`` fills it in a whole config: for code handed a section alone."""
     schema = _schema(schema_path)
-    sub = {"$defs": schema.get("$defs", {}), **schema["properties"][name]}
-    filled = copy.deepcopy(dict(section))
-    for _error in _filling_validator(sub).iter_errors(filled):
-        pass
-    return filled
+    return _filled({"$defs": schema.get("$defs", {}), **schema["properties"][name]}, section)
 
 
 def schema_default(*path: str, schema_path: Path = SCHEMA_PATH) -> Any:

@@ -68,6 +68,12 @@ def _cluster_default(key: str) -> Any:
     return schema_default("cluster", key)
 
 
+# The schema's defaults for a model's size and a vLLM judge's GPUs, read once.
+DEFAULT_MODEL_GPUS = schema_default("models", "-", "gpus")
+DEFAULT_MODEL_PARAMS_B = schema_default("models", "-", "params_b")
+DEFAULT_JUDGE_TENSOR_PARALLEL = schema_default("judge", "tensor_parallel_size")
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     """The ``cluster`` config section; every key has the schema's default (described
@@ -103,8 +109,8 @@ class ModelSize:
         """``models.<name>`` of the config (a trace's spec alike); a model without
         ``gpus`` runs on CPU. Absent keys take the schema's defaults."""
         return cls(
-            gpus=int(spec.get("gpus", schema_default("models", "-", "gpus"))),
-            params_b=float(spec.get("params_b", schema_default("models", "-", "params_b"))),
+            gpus=int(spec.get("gpus", DEFAULT_MODEL_GPUS)),
+            params_b=float(spec.get("params_b", DEFAULT_MODEL_PARAMS_B)),
         )
 
 
@@ -225,8 +231,7 @@ def judge_gpus(judge: Mapping[str, Any]) -> int:
     backend, which the job passes to vLLM as its tensor-parallel size; none otherwise
     (a local transformers judge runs on CPU, an API judge on the submit host)."""
     if judge["backend"] == "vllm":
-        default = schema_default("judge", "tensor_parallel_size")
-        return int(judge.get("tensor_parallel_size", default))
+        return int(judge.get("tensor_parallel_size", DEFAULT_JUDGE_TENSOR_PARALLEL))
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from value_drifts import resources as res
-from value_drifts.config import ConfigError, validate_config, with_defaults
+from value_drifts.config import ConfigError, schema_default, validate_config, with_defaults
 from value_drifts.envs import env_name
 from value_drifts.layout import TRACES
 from value_drifts.plan import Plan, build_plan, name_problems, slug
@@ -44,15 +44,18 @@ __all__ = [
 # the cost plan's estimate only, never for what is evaluated.
 ESTIMATED_QUESTIONS_PER_CATEGORY = 50
 
-# Role -> (config section path, default backend, the rules that call its backend, whether
-# the role exists without its section: a study without value_gap.teacher or vprism.llm has
-# no teacher or V-PRISM LLM, while downstream defaults to lm-eval's hf backend).
+# Role -> (config section path, its backend when the section is absent, the rules that call
+# its backend, whether the role exists without its section: a study without
+# value_gap.teacher or vprism.llm has no teacher or V-PRISM LLM, while downstream takes the
+# schema's default backend). Every section present names its backend (schema: required).
 ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...], bool]] = {
     "generation": (("generation",), None, ("generate",), True),
     "judge": (("judge",), None, res.API_JUDGE_RULES, True),
-    "downstream": (("downstream",), "hf", ("downstream_eval",), True),
-    "teacher": (("value_gap", "teacher"), "openai_chat", res.API_TEACHER_RULES, False),
-    "vprism_llm": (("vprism", "llm"), "openai_chat", res.API_VPRISM_RULES, False),
+    "downstream": (
+        ("downstream",), schema_default("downstream", "backend"), ("downstream_eval",), True
+    ),
+    "teacher": (("value_gap", "teacher"), None, res.API_TEACHER_RULES, False),
+    "vprism_llm": (("vprism", "llm"), None, res.API_VPRISM_RULES, False),
 }
 
 

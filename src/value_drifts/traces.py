@@ -32,6 +32,11 @@ class TraceError(ValueError):
     """A trace that cannot be read: a missing folder, no complete checkpoint, no tokenizer."""
 
 
+# The schema's defaults for a trace's size (traces.<name>.gpus / params_b).
+DEFAULT_GPUS = schema_default("traces", "-", "gpus")
+DEFAULT_PARAMS_B = schema_default("traces", "-", "params_b")
+
+
 @dataclass(frozen=True)
 class TraceSeries:
     """One trace as read from disk (or config, for hub revisions)."""
@@ -42,8 +47,8 @@ class TraceSeries:
     revisions: Mapping[int, str] = field(default_factory=dict)  # step -> hub revision
     tokenizers: Mapping[int, str] = field(default_factory=dict)  # step -> tokenizer source
     skipped: Mapping[str, str] = field(default_factory=dict)  # folder -> why
-    gpus: int = schema_default("traces", "-", "gpus")
-    params_b: float = schema_default("traces", "-", "params_b")
+    gpus: int = DEFAULT_GPUS
+    params_b: float = DEFAULT_PARAMS_B
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -64,8 +69,8 @@ def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
     common = {
         "name": name,
         "prompt_style": spec["prompt_style"],
-        "gpus": int(spec.get("gpus", schema_default("traces", "-", "gpus"))),
-        "params_b": float(spec.get("params_b", schema_default("traces", "-", "params_b"))),
+        "gpus": int(spec.get("gpus", DEFAULT_GPUS)),
+        "params_b": float(spec.get("params_b", DEFAULT_PARAMS_B)),
     }
     if "hub_id" in spec:
         revisions = {int(step): str(rev) for step, rev in spec["revisions"].items()}
