@@ -27,6 +27,12 @@ DATA = REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl"
 PREFERENCES = REPO / "tests/fixtures/own_data/prefs_oppose_death_penalty.jsonl"
 PROMPT_COMPLETION = REPO / "tests/fixtures/own_data/planted_death_penalty_prompt_completion.jsonl"
 LABELS = REPO / "tests/fixtures/own_data/my_labels.jsonl"
+# 20 questions on the planted topic and 3 on each of four others: with 20, one question the
+# model does not move shifts the bootstrap's lower bound by a twentieth, not a third.
+# Measured with seeds 0, 1, 2 (2-core CPU, 2026-12-04): planted support +0.70 [+0.62, +0.77],
+# +0.85 [+0.85, +0.85], +0.79 [+0.68, +0.85]; with the 3 questions of resources/ a machine
+# saw +0.57 [+0.00, +0.85].
+QUESTIONS = REPO / "tests/fixtures/own_data/questions_planted_death_penalty.csv"
 
 # The README's "Your own models, data and checkpoints" config, with this file and model.
 OWN = """
@@ -91,13 +97,13 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     for section in DROPPED:  # what the trace command also leaves out of the small default
         config.pop(section, None)
-    # your own planted topic is not one the small default evaluates: ask about every one
-    config["questions"].pop("categories")
+    # your own planted topic is not one the small default evaluates: your own questions
+    config["questions"] = {"path": str(QUESTIONS)}
     config.update(yaml.safe_load(OWN % (PREFERENCES, DATA, PROMPT_COMPLETION)))
     # a tiny random model learns the planted answer only with a large step size
     config["sft"] = {**config["sft"], "learning_rate": 3.0e-2, "epochs": 30, "max_length": 64,
                      "lr_scheduler": "constant"}
-    # two samples a question (the small default asks one): 3 questions on the planted topic
+    # two samples a question (the small default asks one)
     config["generation"] = {**config["generation"], "max_new_tokens": 16, "samples": 2,
                             "delete_checkpoint_weights": False}
     config["analysis"] = {**config["analysis"], "figure_topics": [PLANTED],
