@@ -48,14 +48,14 @@ dry-run-paper: setup
 # What judging a config will cost, before spending: make cost-plan CONFIG=config/paper.yaml
 CONFIG ?= config/config.yaml
 cost-plan: setup
-	$(BIN)/python -m value_drifts.judge.plan_cost --configfile $(CONFIG)
+	$(BIN)/value-drifts cost-plan --configfile $(CONFIG)
 
 # Each conda env's pip section (envs/*.yaml) resolves: pip's resolver in dry-run mode against
 # the package registry, in a throwaway venv of $(PYTHON) (3.11, as the envs), without this
 # machine's pip configuration (local wheels, caps); nothing is installed. Needs the network;
 # about 2.5 minutes for the five envs, resolved at once.
 check-envs: setup
-	$(BIN)/python -m value_drifts.envs --python $(PYTHON)
+	$(BIN)/value-drifts check-envs --python $(PYTHON)
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from value_drifts.metrics import bootstrap_drift
+from value_drifts.analysis.metrics import bootstrap_drift
 
 checkpoints = int(sys.argv[1]) if len(sys.argv) > 1 else 58
 rng = np.random.default_rng(0)

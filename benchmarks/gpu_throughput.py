@@ -1,6 +1,6 @@
 """GPU throughput of the two heavy stages, on a machine with CUDA GPUs.
 
-1. Generation: our vLLM backend (``value_drifts.generation.generate_vllm``: one request
+1. Generation: our vLLM backend (``value_drifts.generation.sampling.generate_vllm``: one request
    per question, ``SamplingParams(n=samples)``) against bare vLLM given the same prompts
    as plain strings in one ``LLM.generate`` call; prints generated tokens/s and
    responses/s of both, so the backend's overhead shows.
@@ -62,7 +62,7 @@ def _questions(n: int):
 def benchmark_generation(args) -> None:
     from vllm import LLM, SamplingParams
 
-    from value_drifts.generation import SamplingSettings, build_prompt, generate_vllm
+    from value_drifts.generation.sampling import SamplingSettings, build_prompt, generate_vllm
 
     settings = SamplingSettings(
         samples=args.samples, temperature=0.7, max_new_tokens=args.max_new_tokens, seed=0,
@@ -94,7 +94,7 @@ def benchmark_generation(args) -> None:
 def benchmark_training(args, gpus: int) -> None:
     import polars as pl
 
-    from value_drifts import resources as res
+    from value_drifts.core import cluster_requests as res
     from value_drifts.training.common import TrainerSettings
     from value_drifts.training.launch import TrainingJob, run_training
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.workflow import copy_repo, snakemake  # noqa: E402
+from tests.support.workflow import copy_repo, snakemake  # noqa: E402
 
 from benchmarks.cpu_reference import reference_seconds  # noqa: E402
 from benchmarks.small_default import job_times  # noqa: E402

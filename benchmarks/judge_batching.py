@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from value_drifts.base_model import convert_gguf, find_packaged_file
+from value_drifts.data.base_model import convert_gguf, find_packaged_file
 from value_drifts.judge.answers import length_sorted_windows
 from value_drifts.judge.local import SORT_WINDOW_BATCHES
 from value_drifts.judge.prompt import render

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.workflow import SNAKEMAKE, copy_repo, job_counts, snakemake  # noqa: E402
+from tests.support.workflow import SNAKEMAKE, copy_repo, job_counts, snakemake  # noqa: E402
 
 TRIVIAL = """
 N = {n}

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from value_drifts.preference import template_value_gap_pairs  # noqa: E402
+from value_drifts.data.preference_pairs import template_value_gap_pairs  # noqa: E402
 from value_drifts.training import preference  # noqa: E402
 from value_drifts.training.common import TrainerSettings  # noqa: E402
 

@@ -9,9 +9,9 @@ import yaml
 # The package lives in src/; make it importable when the workflow is run from a clone.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from value_drifts.agreement import labelled_set_path  # noqa: E402
-from value_drifts.envs import conda_env  # noqa: E402
-from value_drifts.job_settings import (  # noqa: E402
+from value_drifts.judge.agreement import labelled_set_path  # noqa: E402
+from value_drifts.core.envs import conda_env  # noqa: E402
+from value_drifts.core.job_settings import (  # noqa: E402
     answers_digest,
     output_settings,
     record_settings,
@@ -20,7 +20,7 @@ from value_drifts.job_settings import (  # noqa: E402
 )
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.judge.run import judge_output_settings  # noqa: E402
-from value_drifts.layout import (  # noqa: E402
+from value_drifts.core.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
     DATASET_STANCES_FIGURE,
@@ -69,11 +69,11 @@ from value_drifts.layout import (  # noqa: E402
     value_gap_data,
     values_path,
 )
-from value_drifts.plan import slug  # noqa: E402
-from value_drifts.study import StudyError, load_study  # noqa: E402
-from value_drifts.traces import skipped_warnings  # noqa: E402
-from value_drifts.site_settings import check_site_variables  # noqa: E402
-from value_drifts.training.checkpoints import (  # noqa: E402
+from value_drifts.core.plan import slug  # noqa: E402
+from value_drifts.core.study import StudyError, load_study  # noqa: E402
+from value_drifts.core.traces import skipped_warnings  # noqa: E402
+from value_drifts.core.site_settings import check_site_variables  # noqa: E402
+from value_drifts.core.checkpoints import (  # noqa: E402
     lost_answers_reason,
     upstream_change,
 )
@@ -81,7 +81,7 @@ from value_drifts.training.checkpoints import (  # noqa: E402
 # The config as written, before the schema's defaults are filled in: the form settings
 # files were recorded in before the defaults were (recorded_settings).
 RAW_CONFIG = copy.deepcopy(config)
-# The study, built once from the validated config (value_drifts.study): its grid, topic
+# The study, built once from the validated config (value_drifts.core.study): its grid, topic
 # map, traces, and how each backend's jobs run. Rules and input functions ask it.
 try:
     STUDY = load_study(config)
@@ -102,7 +102,7 @@ CATEGORY_BY_SLUG = STUDY.categories_by_slug
 FIGURE_TOPICS = STUDY.figure_topics
 RUN_IDS = sorted({phase.run for phase in PLAN.phases})
 BATCH_STATE_DIR = batch_state_dir(config["judge"])
-# The conda env of each backend kind (value_drifts.envs): rules whose library depends on
+# The conda env of each backend kind (value_drifts.core.envs): rules whose library depends on
 # the configured backend run in that backend's env.
 JUDGE_ENV = conda_env(BACKENDS["judge"].env)
 GENERATION_ENV = conda_env(BACKENDS["generation"].env)
@@ -148,7 +148,7 @@ wildcard_constraints:
     algorithm="ppo|dpo|simpo",
 
 
-# ---- paths: value_drifts.layout spells every run id and path ---------------------------
+# ---- paths: value_drifts.core.layout spells every run id and path ---------------------------
 
 
 def judge_model_dir():
@@ -172,7 +172,7 @@ ABLATION_FIGURE_NAME = ablation_figure_name(
 
 
 # ---- settings a job's output depends on --------------------------------------------------
-# Each is an input file (value_drifts.job_settings): with the profiles' mtime-only rerun
+# Each is an input file (value_drifts.core.job_settings): with the profiles' mtime-only rerun
 # trigger, editing a setting reruns exactly the jobs that read it, and editing a
 # throughput setting (batch size, concurrency, prices...) reruns nothing.
 
@@ -350,7 +350,7 @@ def generate_inputs(wildcards):
 
 def lost_answers():
     """``model run step: reason`` for every evaluated checkpoint whose answers a rerun
-    would lose (value_drifts.training.checkpoints.lost_answers_reason)."""
+    would lose (value_drifts.core.checkpoints.lost_answers_reason)."""
     problems, digests = [], {}
     questions = upstream_change(QUESTIONS, QUESTION_SOURCES.values())
     for model, run, step in sorted(PLAN.evaluated_checkpoints()):

@@ -1,10 +1,10 @@
 # Cluster resources and launch settings of the training and generation rules: the pure
-# functions live in src/value_drifts/resources.py, how each backend's jobs run in
-# src/value_drifts/study.py; these adapters give them a job's model size and trained
+# functions live in src/value_drifts/core/cluster_requests.py, how each backend's jobs run in
+# src/value_drifts/core/study.py; these adapters give them a job's model size and trained
 # tokens from the study. Included by the Snakefile after rules/common.smk, before every
 # rule.
-from value_drifts import resources as res  # noqa: E402
-from value_drifts.training.checkpoints import keeps_weights, total_steps  # noqa: E402
+from value_drifts.core import cluster_requests as res  # noqa: E402
+from value_drifts.core.checkpoints import keeps_weights, total_steps  # noqa: E402
 
 CLUSTER = STUDY.cluster
 # Training jobs (and the judge adaptation) go first among ready jobs: they are the

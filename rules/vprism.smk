@@ -1,7 +1,7 @@
 # V-PRISM construction from PRISM prompts (paper §3, App. A.1): every stage is a file
 # under results/data/vprism/, so a changed prompt or setting reruns only what follows it.
 
-from value_drifts import vprism as vp
+from value_drifts.data import vprism as vp
 
 VPRISM = VPRISM_DATA
 

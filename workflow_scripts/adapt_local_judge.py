@@ -2,7 +2,7 @@ import shutil
 
 import yaml
 
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 from value_drifts.judge.adapt import adaptation_rows
 from value_drifts.judge.prompt import load_template
 from value_drifts.training.common import TrainerSettings

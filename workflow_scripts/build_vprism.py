@@ -3,8 +3,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from value_drifts.io import logged, write_json
-from value_drifts.vprism import sample_per_category, shortfall_warnings
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.vprism import sample_per_category, shortfall_warnings
 
 QUESTION_COLUMNS = ["question_id", "category", "question", "prompt", "cluster", "cluster_name"]
 

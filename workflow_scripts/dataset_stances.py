@@ -1,12 +1,12 @@
 import polars as pl
 import yaml
 
-from value_drifts.dataset_stances import sft_dataset_stances
-from value_drifts.io import logged, write_json
+from value_drifts.analysis.dataset_stances import sft_dataset_stances
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.value_gap_set import load_encoder
 from value_drifts.judge.backends import backend_counts, make_backend
-from value_drifts.judge.run import check_readable, min_label_mass
 from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template
-from value_drifts.value_gap import load_encoder
+from value_drifts.judge.run import check_readable, min_label_mass
 
 with logged(snakemake.log[0]):
     settings = snakemake.params.settings

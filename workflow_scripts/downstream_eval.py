@@ -1,5 +1,5 @@
-from value_drifts.downstream import evaluate_checkpoint
-from value_drifts.io import logged, write_json
+from value_drifts.analysis.downstream import evaluate_checkpoint
+from value_drifts.core.io import logged, write_json
 
 with logged(snakemake.log[0]):
     settings = snakemake.params.downstream

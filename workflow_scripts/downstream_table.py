@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from value_drifts.downstream import downstream_markdown, downstream_table
-from value_drifts.io import logged
+from value_drifts.analysis.downstream import downstream_markdown, downstream_table
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     rows = [

@@ -1,7 +1,7 @@
 import polars as pl
 
-from value_drifts.aggregate import drift_table
-from value_drifts.io import logged
+from value_drifts.analysis.aggregate import drift_table
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     drift = drift_table(

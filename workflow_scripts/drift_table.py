@@ -2,8 +2,8 @@ from pathlib import Path
 
 import polars as pl
 
-from value_drifts.io import logged
-from value_drifts.tables import drift_markdown, stack_drifts
+from value_drifts.analysis.tables import drift_markdown, stack_drifts
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     table = stack_drifts(

@@ -1,11 +1,11 @@
 import polars as pl
 
-from value_drifts.dataset_stances import (
+from value_drifts.analysis.dataset_stances import (
     markdown_table,
     plot_stance_distributions,
     stance_distribution,
 )
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     stances = pl.concat(

@@ -1,7 +1,7 @@
 import polars as pl
 
-from value_drifts.io import logged
-from value_drifts.plots import plot_trajectories
+from value_drifts.analysis.plots import plot_trajectories
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     category = snakemake.params.category

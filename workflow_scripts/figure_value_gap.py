@@ -1,11 +1,11 @@
 import polars as pl
 
-from value_drifts.dataset_stances import (
+from value_drifts.analysis.dataset_stances import (
     markdown_table,
     plot_value_gap_histograms,
     value_gap_summary,
 )
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     names = snakemake.params.preference_sets

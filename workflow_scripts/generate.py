@@ -3,11 +3,7 @@ from pathlib import Path
 
 import polars as pl
 
-from value_drifts.generation import SamplingSettings, generate_transformers, generate_vllm
-from value_drifts.integrity import shard_columns, shard_digests
-from value_drifts.io import logged
-from value_drifts.job_settings import answers_digest
-from value_drifts.training.checkpoints import (
+from value_drifts.core.checkpoints import (
     KEPT_ANSWERS,
     SETTINGS_COLUMN,
     delete_checkpoint_weights,
@@ -15,6 +11,10 @@ from value_drifts.training.checkpoints import (
     require_weights,
     weights_deleted,
 )
+from value_drifts.core.integrity import shard_columns, shard_digests
+from value_drifts.core.io import logged
+from value_drifts.core.job_settings import answers_digest
+from value_drifts.generation.sampling import SamplingSettings, generate_transformers, generate_vllm
 
 
 def main():

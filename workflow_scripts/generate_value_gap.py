@@ -1,8 +1,8 @@
 import polars as pl
 
-from value_drifts.io import logged, write_json
-from value_drifts.teacher import make_teacher
-from value_drifts.value_gap import (
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.teacher import make_teacher
+from value_drifts.data.value_gap_set import (
     DEFAULT_RULES,
     OutputRules,
     generate_responses,

@@ -3,7 +3,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from value_drifts.io import logged, write_json
+from value_drifts.core.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.run import (

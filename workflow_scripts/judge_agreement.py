@@ -3,13 +3,13 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from value_drifts.agreement import (
+from value_drifts.core.io import logged, write_json
+from value_drifts.judge.agreement import (
     agreement_markdown,
     agreement_metrics,
     load_labelled_set,
     plot_confusion,
 )
-from value_drifts.io import logged, write_json
 from value_drifts.judge.backends import make_backend
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.run import judge_generations, min_label_mass

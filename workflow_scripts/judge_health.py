@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 from value_drifts.judge.health import health_markdown, health_table
 
 with logged(snakemake.log[0]):

@@ -3,8 +3,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from value_drifts.io import logged
-from value_drifts.paper_comparison import compare_with_paper, comparison_markdown
+from value_drifts.analysis.paper_comparison import compare_with_paper, comparison_markdown
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     reference = yaml.safe_load(Path(snakemake.input.reference).read_text())

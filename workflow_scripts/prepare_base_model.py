@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from value_drifts.base_model import (
+from value_drifts.core.io import logged
+from value_drifts.data.base_model import (
     convert_gguf,
     copy_local_model,
     download_hub_model,
     find_packaged_file,
 )
-from value_drifts.io import logged
 
 with logged(snakemake.log[0]):
     spec = snakemake.params.spec

@@ -1,9 +1,10 @@
 import polars as pl
 import yaml
 
-from value_drifts.io import logged, write_json
-from value_drifts.preference import downsample, load_hub_preference_set, template_value_gap_pairs
-from value_drifts.value_gap import pairs_from_responses, train_rows
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.datasets import downsample
+from value_drifts.data.preference_pairs import load_hub_preference_set, template_value_gap_pairs
+from value_drifts.data.value_gap_set import pairs_from_responses, train_rows
 
 with logged(snakemake.log[0]):
     spec = snakemake.params.spec

@@ -1,9 +1,9 @@
 import polars as pl
 import yaml
 
-from value_drifts.datasets import load_hub_sft_dataset
-from value_drifts.io import logged, write_json
-from value_drifts.synthetic import sft_examples
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.datasets import load_hub_sft_dataset
+from value_drifts.data.synthetic import sft_examples
 
 MESSAGES = pl.Schema({"messages": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))})
 

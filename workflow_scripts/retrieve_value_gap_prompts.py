@@ -1,8 +1,8 @@
 import polars as pl
 import yaml
 
-from value_drifts.io import logged, write_json
-from value_drifts.value_gap import candidate_prompts, load_encoder, retrieve_prompts
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.value_gap_set import candidate_prompts, load_encoder, retrieve_prompts
 
 with logged(snakemake.log[0]):
     value_gap = snakemake.params.value_gap

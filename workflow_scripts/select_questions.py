@@ -1,7 +1,7 @@
 import yaml
 
-from value_drifts.generation import read_questions, sample_questions
-from value_drifts.io import logged
+from value_drifts.core.io import logged
+from value_drifts.core.questions import read_questions, sample_questions
 
 with logged(snakemake.log[0]):
     topics = yaml.safe_load(open(snakemake.input.topics))

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from value_drifts.io import logged, write_json
-from value_drifts.training.checkpoints import saved_steps
+from value_drifts.core.checkpoints import saved_steps
+from value_drifts.core.io import logged, write_json
 from value_drifts.training.common import TrainerSettings
 from value_drifts.training.launch import TrainingJob, run_training
 

@@ -1,6 +1,6 @@
 import shutil
 
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 from value_drifts.training.common import TrainerSettings
 from value_drifts.training.launch import TrainingJob, run_training
 

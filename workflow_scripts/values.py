@@ -1,14 +1,13 @@
 import polars as pl
 
-from value_drifts.aggregate import (
+from value_drifts.analysis.aggregate import (
     judge_fingerprint_of,
-    recorded_value,
     trajectory_question_values,
     trajectory_values,
 )
-from value_drifts.integrity import integrity_notes, recorded_shards, steps_with_notes
-from value_drifts.io import logged
-from value_drifts.job_settings import SETTINGS_COLUMN
+from value_drifts.core.integrity import integrity_notes, recorded_shards, steps_with_notes
+from value_drifts.core.io import logged, recorded_value
+from value_drifts.core.job_settings import SETTINGS_COLUMN
 from value_drifts.judge.run import check_one_generation, check_one_judge
 
 with logged(snakemake.log[0]):

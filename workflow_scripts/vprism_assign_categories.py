@@ -4,8 +4,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from value_drifts.io import logged
-from value_drifts.vprism import NOISE, assign_categories, cluster_report, report_markdown
+from value_drifts.core.io import logged
+from value_drifts.data.vprism import NOISE, assign_categories, cluster_report, report_markdown
 
 with logged(snakemake.log[0]):
     settings = snakemake.params.categories

@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 
-from value_drifts.io import logged, write_json
-from value_drifts.vprism import (
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.vprism import (
     assign_from_membership,
     cluster_counts,
     cluster_ngrams,

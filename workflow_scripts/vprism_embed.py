@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 
-from value_drifts.io import logged
-from value_drifts.value_gap import embed, load_encoder
+from value_drifts.core.io import logged
+from value_drifts.data.value_gap_set import embed, load_encoder
 
 with logged(snakemake.log[0]):
     questions = pl.read_parquet(snakemake.input[0])["question"].to_list()

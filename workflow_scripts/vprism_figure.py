@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 
-from value_drifts.io import logged
-from value_drifts.vprism import plot_clusters
+from value_drifts.core.io import logged
+from value_drifts.data.vprism import plot_clusters
 
 with logged(snakemake.log[0]):
     clusters = pl.read_parquet(snakemake.input.clusters)["cluster"].to_list()

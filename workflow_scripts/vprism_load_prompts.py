@@ -1,7 +1,7 @@
 import polars as pl
 
-from value_drifts.io import logged, write_json
-from value_drifts.vprism import load_prism, prism_prompts
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.vprism import load_prism, prism_prompts
 
 with logged(snakemake.log[0]):
     source = snakemake.params.source

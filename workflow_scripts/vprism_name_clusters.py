@@ -2,9 +2,9 @@ from pathlib import Path
 
 import polars as pl
 
-from value_drifts.io import logged, write_json
-from value_drifts.teacher import make_teacher
-from value_drifts.vprism import central_questions, name_clusters
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.teacher import make_teacher
+from value_drifts.data.vprism import central_questions, name_clusters
 
 with logged(snakemake.log[0]):
     clusters = pl.read_parquet(snakemake.input.clusters)

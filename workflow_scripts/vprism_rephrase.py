@@ -2,9 +2,9 @@ from pathlib import Path
 
 import polars as pl
 
-from value_drifts.io import logged, write_json
-from value_drifts.teacher import make_teacher
-from value_drifts.vprism import rephrase_prompts
+from value_drifts.core.io import logged, write_json
+from value_drifts.data.teacher import make_teacher
+from value_drifts.data.vprism import rephrase_prompts
 
 with logged(snakemake.log[0]):
     settings = snakemake.params.rephrase

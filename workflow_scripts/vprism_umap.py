@@ -1,7 +1,7 @@
 import numpy as np
 
-from value_drifts.io import logged
-from value_drifts.vprism import reduce_dimensions
+from value_drifts.core.io import logged
+from value_drifts.data.vprism import reduce_dimensions
 
 with logged(snakemake.log[0]):
     settings = dict(snakemake.params.umap)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from value_drifts.io import logged
+from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     text = yaml.safe_dump(dict(snakemake.params.config), sort_keys=False)

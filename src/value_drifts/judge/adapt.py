@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from value_drifts.data.synthetic import balanced_sample, labelled_stance_items
 from value_drifts.judge.prompt import render
-from value_drifts.synthetic import balanced_sample, labelled_stance_items
 
 
 def adaptation_rows(

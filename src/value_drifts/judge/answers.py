@@ -6,9 +6,7 @@ Pure Python (no torch, no openai, no vllm), so each backend's environment can im
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -27,7 +25,7 @@ def merged_top(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
     log-probabilities (-9999, -inf, NaN: ``stance.is_measured``) are kept as they came
     (the cache stores raw answers) but never added: two -9999 would make a -9998.3.
     """
-    from value_drifts.stance import is_measured
+    from value_drifts.judge.stance import is_measured
 
     top: dict[str, float] = {}
     for token, logprob in pairs:
@@ -38,40 +36,6 @@ def merged_top(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
         elif is_measured(logprob):
             top[token] = logprob
     return top
-
-
-@dataclass
-class RequestCounts:
-    """What one run of requests did (a judge's ``batches`` call, a teacher call), for the
-    step's counts JSON. For a local backend a "request" is one prompt sent through the model.
-    """
-
-    prompts: int = 0
-    distinct_requests: int = 0
-    cache_hits: int = 0
-    requests_sent: int = 0
-    answered: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    retries: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, int]:
-        """Flat int counts, to merge into the judge step's counts JSON."""
-        flat = {
-            "prompts": self.prompts,
-            "distinct_requests": self.distinct_requests,
-            "cache_hits": self.cache_hits,
-            "requests_sent": self.requests_sent,
-            "answered": self.answered,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "retries": sum(self.retries.values()),
-            "failures": sum(self.failures.values()),
-        }
-        flat.update({f"retries_{reason}": n for reason, n in sorted(self.retries.items())})
-        flat.update({f"failures_{reason}": n for reason, n in sorted(self.failures.items())})
-        return flat
 
 
 def distinct_missing(

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from value_drifts.config import section_with_defaults
-from value_drifts.layout import JUDGE_BATCHES, JUDGE_CACHE
+from value_drifts.core.config import section_with_defaults
+from value_drifts.core.layout import JUDGE_BATCHES, JUDGE_CACHE
 
 DEFAULT_CACHE = JUDGE_CACHE
 # Where Batch API jobs keep their state files (judge.batch.state_dir).
@@ -27,7 +27,7 @@ def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Pa
 
     ``state_path`` is this job's Batch API state file (used by ``openai_batch`` only).
     """
-    from value_drifts.judge.cache import JudgeCache
+    from value_drifts.backends.cache import JudgeCache
 
     judge = section_with_defaults("judge", judge)
     backend = judge["backend"]

@@ -38,7 +38,13 @@ from typing import Any
 
 import openai
 
-from value_drifts.judge.cache import JudgeCache
+from value_drifts.backends.cache import JudgeCache
+from value_drifts.backends.openai_client import (
+    RequestAttemptError,
+    ServerAuthError,
+    resolve_api_key,
+    status_reason,
+)
 from value_drifts.judge.cost import estimate_tokens
 from value_drifts.judge.openai_backend import (
     BACKEND_KIND,
@@ -50,12 +56,6 @@ from value_drifts.judge.openai_backend import (
     judge_request_key,
     top_logprobs_from_body,
     uncached_requests,
-)
-from value_drifts.openai_chat import (
-    RequestAttemptError,
-    ServerAuthError,
-    resolve_api_key,
-    status_reason,
 )
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from value_drifts.stance import OFF_LABEL_TOKENS_SHOWN
+from value_drifts.judge.stance import OFF_LABEL_TOKENS_SHOWN
 
 HEALTH_COLUMNS = (
     "step", "answers", "readable", "unreadable", "readable_share", "mean_label_mass",

@@ -19,18 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from value_drifts.judge.answers import (
-    RequestCounts,
-    distinct_missing,
-    length_sorted_windows,
-    ready_prefix_end,
-)
-from value_drifts.judge.cache import JudgeCache, request_key
+from value_drifts.backends.cache import JudgeCache, RequestCounts, request_key
+from value_drifts.core.io import file_sha256
+from value_drifts.judge.answers import distinct_missing, length_sorted_windows, ready_prefix_end
 
 # Files of a checkpoint directory that are training state, not the model: they change
 # nothing a judge answers and can be large (optimizer state), so they are not hashed.
 TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
-_READ_CHUNK = 1 << 20
 # Prompts are length-sorted within runs of this many batches (see length_sorted_windows).
 SORT_WINDOW_BATCHES = 16
 
@@ -42,14 +37,6 @@ def model_files(model_dir: Path) -> list[Path]:
         path for path in Path(model_dir).iterdir()
         if path.is_file() and not path.name.startswith(TRAINING_STATE_PREFIXES)
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stat_signature(files: Sequence[Path]) -> str:

@@ -25,19 +25,18 @@ from typing import Any
 
 import openai
 
-from value_drifts.judge.answers import (  # noqa: F401 - re-exported for callers
-    RequestCounts,
-    distinct_missing,
-    merged_top,
-    ready_prefix_end,
+from value_drifts.backends.cache import (
+    JudgeCache,
+    RequestCounts,  # noqa: F401 - re-exported for callers
+    request_key,
 )
-from value_drifts.judge.cache import JudgeCache, request_key
-from value_drifts.openai_chat import (
+from value_drifts.backends.openai_client import (
     ChatClient,
     ChatConfigError,
     ChatServerSettings,
     RequestAttemptError,
 )
+from value_drifts.judge.answers import distinct_missing, merged_top, ready_prefix_end  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger(__name__)
 

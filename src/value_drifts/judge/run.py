@@ -10,13 +10,13 @@ from typing import Any, Protocol
 import polars as pl
 from tqdm.auto import tqdm
 
-from value_drifts.integrity import DIGEST_COLUMN, SHARDS_COLUMN
-from value_drifts.job_settings import SETTINGS_COLUMN, settings_path
+from value_drifts.core.integrity import DIGEST_COLUMN, SHARDS_COLUMN
+from value_drifts.core.job_settings import SETTINGS_COLUMN, settings_path
+from value_drifts.core.stances import STANCES
 from value_drifts.judge.prompt import render
-from value_drifts.stance import (
+from value_drifts.judge.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
     DEFAULT_MIN_LABEL_MASS,
-    STANCES,
     StanceReading,
     UnreadableJudgeError,
     judge_health,

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from value_drifts.backends.cache import JudgeCache
 from value_drifts.judge.answers import merged_top
-from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.local import CachedLocalJudge, model_identity, render_chat
 
 BACKEND_KIND = "transformers"

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from value_drifts.backends.cache import JudgeCache
 from value_drifts.judge.answers import merged_top
-from value_drifts.judge.cache import JudgeCache
 from value_drifts.judge.local import CachedLocalJudge, model_identity, render_chat
 
 BACKEND_KIND = "vllm_offline"

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from value_drifts.training.checkpoints import (
+from value_drifts.core.checkpoints import (
     completion_marker_callback,
     newest_complete_step,
     resumable_checkpoint,

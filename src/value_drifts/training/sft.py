@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from value_drifts.training.checkpoints import completion_marker_callback, resumable_checkpoint
+from value_drifts.core.checkpoints import completion_marker_callback, resumable_checkpoint
 from value_drifts.training.common import TrainerSettings, trl_config
 
 

@@ -1,0 +1,314 @@
+"""From judgments to values and drift tables, with polars.
+
+judgments:       one row per (question, sample) with p_support, p_neutral, p_oppose; NaN
+                 (or null) where the judge's answer was unreadable (``stance.read_stance``).
+question values: one row per (step, question) with its mean stance probabilities over its
+                 readable answers (null when it has none) and their number.
+values:          one row per (step, category, stance) with mean, CI half-width, CI bounds
+                 clipped to [0, 1], readable questions and answers, unreadable answers.
+drift:           one row per (category, stance) with magnitude and drift time, each with a
+                 bootstrap CI over questions, and a note where a number is undefined.
+
+An unreadable answer never becomes a number: it is left out of every mean and counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from value_drifts.analysis.metrics import bootstrap_drift, ci_halfwidth, drift_magnitude, drift_time
+from value_drifts.core.io import recorded_value
+from value_drifts.core.stances import STANCES
+
+PROB_COLUMNS = [f"p_{s}" for s in STANCES]
+
+
+def judge_fingerprint_of(judgments: pl.DataFrame) -> str | None:
+    """The judge fingerprint id a judgments file records (``judge.run.judge_fingerprint``);
+    None for a file without one. Raises ValueError when one file holds several."""
+    return recorded_value(judgments, "judge_fingerprint", "judge fingerprints")
+
+
+def readable_answers(columns: Sequence[str] = PROB_COLUMNS) -> pl.Expr:
+    """True for a judgment whose three stance probabilities (``columns``) are all numbers
+    (not NaN or null): a reading the judge gave, not a gap."""
+    return pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in columns])
+
+
+def without_unreadable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Probability columns set to null wherever a row is not readable, so polars' means,
+    counts and pivots skip them (polars keeps NaN in ``mean`` and ``drop_nulls``)."""
+    readable = readable_answers()
+    return frame.with_columns(
+        [pl.when(readable).then(pl.col(c)).otherwise(None).alias(c) for c in PROB_COLUMNS]
+    )
+
+
+def question_stances(judgments: pl.DataFrame) -> pl.DataFrame:
+    """Average each question's stance distribution over its readable sampled responses.
+
+    One row per (question_id, category): p_* means (null when no answer was readable),
+    ``n_answers`` readable answers and ``n_unreadable`` unreadable ones.
+    """
+    return (
+        without_unreadable(judgments)
+        .group_by(["question_id", "category"], maintain_order=True)
+        .agg(
+            *[pl.col(c).mean() for c in PROB_COLUMNS],
+            pl.col(PROB_COLUMNS[0]).count().alias("n_answers"),
+            pl.col(PROB_COLUMNS[0]).null_count().alias("n_unreadable"),
+        )
+        .with_columns(pl.col("n_answers", "n_unreadable").cast(pl.Int64))
+    )
+
+
+def topic_values(judgments: pl.DataFrame, ci_level: float) -> pl.DataFrame:
+    """v(T)_s per category and stance (paper §3): mean over the questions with a readable
+    answer, with a Student-t CI.
+
+    Columns: category, stance, value (null when no question of the category had a
+    readable answer), ci_halfwidth (unclipped: it is drift time's tolerance, see
+    ``metrics.drift_time``), ci_low / ci_high (value ∓ half-width clipped to [0, 1], the
+    bounds tables and figures show), n_questions (questions with a readable answer),
+    n_answers (readable answers), n_unreadable (unreadable answers).
+    """
+    per_question = question_stances(judgments)
+    long = per_question.unpivot(
+        index=["question_id", "category", "n_answers", "n_unreadable"], on=PROB_COLUMNS,
+        variable_name="stance", value_name="p",
+    ).with_columns(pl.col("stance").str.strip_prefix("p_"))
+    values = (
+        long.group_by(["category", "stance"], maintain_order=True)
+        .agg(
+            pl.col("p").mean().alias("value"),
+            pl.col("p").map_batches(
+                lambda s: pl.Series([ci_halfwidth(s.drop_nulls().to_list(), ci_level)]),
+                return_dtype=pl.Float64, returns_scalar=True,
+            ).alias("ci_halfwidth"),
+            pl.col("p").count().cast(pl.Int64).alias("n_questions"),
+            pl.col("n_answers").sum().cast(pl.Int64),
+            pl.col("n_unreadable").sum().cast(pl.Int64),
+        )
+        .sort(["category", "stance"])
+    )
+    return values.with_columns(clipped_bounds())
+
+
+def clipped_bounds() -> list[pl.Expr]:
+    """ci_low and ci_high: value ∓ ci_halfwidth clipped to [0, 1], where probabilities
+    live (a t-interval over few questions reaches past both); null where undefined."""
+    half = pl.col("ci_halfwidth").fill_nan(None)
+    return [
+        (pl.col("value") - half).clip(0.0, 1.0).alias("ci_low"),
+        (pl.col("value") + half).clip(0.0, 1.0).alias("ci_high"),
+    ]
+
+
+def trajectory_values(judgments_by_step: dict[int, pl.DataFrame], ci_level: float) -> pl.DataFrame:
+    """Values at every step of a phase, stacked with a ``step`` column."""
+    frames = [
+        topic_values(frame, ci_level).with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
+        for step, frame in sorted(judgments_by_step.items())
+    ]
+    return pl.concat(frames).select("step", *VALUE_COLUMNS)
+
+
+VALUE_COLUMNS = (
+    "category", "stance", "value", "ci_halfwidth", "ci_low", "ci_high",
+    "n_questions", "n_answers", "n_unreadable",
+)
+
+
+def trajectory_question_values(judgments_by_step: dict[int, pl.DataFrame]) -> pl.DataFrame:
+    """Every question's mean stance probabilities at every step of a phase (what the
+    bootstrap resamples)."""
+    return pl.concat(
+        [
+            question_stances(frame).with_columns(pl.lit(step, dtype=pl.Int64).alias("step"))
+            for step, frame in sorted(judgments_by_step.items())
+        ]
+    ).select("step", "question_id", "category", *PROB_COLUMNS, "n_answers", "n_unreadable")
+
+
+def question_matrices(
+    question_values: pl.DataFrame, category: str
+) -> tuple[list[int], list[np.ndarray], int]:
+    """(steps, one questions × steps matrix per stance, questions dropped) for a category.
+
+    Only questions with a readable answer at every step are kept (a NaN or null value
+    counts as missing), so rows stay aligned across steps and no NaN reaches the
+    bootstrap; the number dropped is returned for the log rather than hidden.
+    """
+    frame = without_unreadable(question_values.filter(pl.col("category") == category))
+    steps = sorted(frame["step"].unique().to_list())
+    matrices = []
+    dropped = 0
+    for column in PROB_COLUMNS:
+        wide = frame.pivot(on="step", index="question_id", values=column, sort_columns=True)
+        complete = wide.drop_nulls(subset=[str(step) for step in steps]).sort("question_id")
+        dropped = wide.height - complete.height
+        matrices.append(complete.select([str(step) for step in steps]).to_numpy())
+    return steps, matrices, dropped
+
+
+def drift_confidence_intervals(
+    question_values: pl.DataFrame, ci_level: float, n_resamples: int, seed: int
+) -> pl.DataFrame:
+    """Bootstrap CIs of drift magnitude and time per category and stance, over the
+    questions readable at every step (``n_bootstrap_questions`` of them)."""
+    rows = []
+    for category in sorted(question_values["category"].unique().to_list()):
+        steps, matrices, dropped = question_matrices(question_values, category)
+        if dropped:
+            print(f"{category}: {dropped} question(s) without a readable answer at some "
+                  "step left out of the bootstrap")
+        bounds = bootstrap_drift(steps, matrices, ci_level, n_resamples, seed)
+        for stance, (magnitude, time) in zip(STANCES, bounds, strict=True):
+            rows.append(
+                {
+                    "category": category,
+                    "stance": stance,
+                    "magnitude_low": magnitude[0],
+                    "magnitude_high": magnitude[1],
+                    "drift_time_low": time[0],
+                    "drift_time_high": time[1],
+                    "n_bootstrap_questions": matrices[0].shape[0],
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def undefined_note(steps: Sequence[int], values: Sequence[float | None]) -> str:
+    """Why a trajectory's drift is undefined ("" when it is defined): the steps where its
+    category had no readable answer, or a single checkpoint."""
+    missing = [step for step, v in zip(steps, values, strict=True) if v is None or math.isnan(v)]
+    if missing:
+        return "no readable answer at step " + ", ".join(str(s) for s in missing)
+    if len(steps) < 2:
+        return "one checkpoint"
+    return ""
+
+
+def integrity_note(values: pl.DataFrame) -> str:
+    """A phase's checkpoint-integrity findings (the ``checkpoint_note`` column ``values``
+    writes, see value_drifts.core.integrity), as one note; "" when there are none."""
+    if "checkpoint_note" not in values.columns:
+        return ""
+    notes = (values.filter(pl.col("checkpoint_note") != "").sort("step")
+             ["checkpoint_note"].unique(maintain_order=True).to_list())
+    return ("checkpoint integrity: " + "; ".join(notes)) if notes else ""
+
+
+def drift_table(
+    values: pl.DataFrame,
+    question_values: pl.DataFrame | None = None,
+    ci_level: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Drift magnitude and drift time per category and stance from a phase's values, with
+    bootstrap CIs when the per-question values are given.
+
+    A step whose category had no readable answer makes drift time NaN (and magnitude NaN
+    when it is the first or last step), with the reason in ``note``; checkpoints whose
+    weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``); ``n_questions`` is the
+    fewest readable questions any step had.
+    """
+    integrity = integrity_note(values)
+    rows = []
+    for (category, stance), group in values.sort("step").group_by(
+        ["category", "stance"], maintain_order=True
+    ):
+        steps = group["step"].to_list()
+        v = [math.nan if x is None else x for x in group["value"].to_list()]
+        h = [math.nan if x is None else x for x in group["ci_halfwidth"].to_list()]
+        rows.append(
+            {
+                "category": category,
+                "stance": stance,
+                "start": v[0],
+                "end": v[-1],
+                "magnitude": drift_magnitude(v[0], v[-1]),
+                "drift_time": drift_time(steps, v, h),
+                "n_checkpoints": len(steps),
+                "n_questions": (
+                    int(group["n_questions"].min()) if "n_questions" in group.columns else None
+                ),
+                "note": undefined_note(steps, v),
+                "checkpoint_integrity": integrity,
+            }
+        )
+    table = pl.DataFrame(rows, schema_overrides={"n_questions": pl.Int64}).sort(
+        ["category", "stance"]
+    )
+    if question_values is None:
+        return table
+    intervals = drift_confidence_intervals(question_values, ci_level, n_resamples, seed)
+    return table.join(intervals, on=["category", "stance"], how="left").select(
+        "category", "stance", "start", "end",
+        "magnitude", "magnitude_low", "magnitude_high",
+        "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
+        "n_questions", "n_bootstrap_questions", "note", "checkpoint_integrity",
+    )
+
+
+def question_drifts(question_values: pl.DataFrame, categories: Sequence[str],
+                    stance: str) -> pl.DataFrame:
+    """Per-question drift of one stance (its probability at the last step minus the first)
+    over ``categories``: columns question_id, category, drift. Questions missing at either
+    end, or with no readable judge answer there (NaN), are left out: an unreadable answer
+    is not a measurement."""
+    column = f"p_{stance}"
+    rows = question_values.filter(pl.col("category").is_in(list(categories)))
+    first, last = rows["step"].min(), rows["step"].max()
+    ends = [rows.filter(pl.col("step") == step).select("question_id", "category",
+                                                       pl.col(column).alias(name))
+            for step, name in ((first, "start"), (last, "end"))]
+    return (ends[0].join(ends[1], on=["question_id", "category"])
+            .select("question_id", "category", (pl.col("end") - pl.col("start")).alias("drift"))
+            .filter(pl.col("drift").is_not_null() & pl.col("drift").is_not_nan())
+            .sort("question_id"))
+
+
+def planted_effect(
+    question_values: pl.DataFrame,
+    categories: Sequence[str],
+    stance: str,
+    baseline: pl.DataFrame | None = None,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high): the drift of ``stance`` over ``categories``, as the mean of the
+    per-topic mean drifts, with a percentile bootstrap CI that resamples questions within
+    each topic (scipy.stats.bootstrap). With ``baseline`` (another run's question values
+    on the same questions), the per-question drift is this run's minus the baseline's, so
+    the effect is how much more this run moves the stance (questions paired by id).
+
+    Drift is in probability units (support/neutral/oppose shares, -1..1), as the drift
+    magnitude of section 3.2 of the paper. Raises ValueError when a category has fewer
+    than two questions.
+    """
+    drifts = question_drifts(question_values, categories, stance)
+    if baseline is not None:
+        drifts = drifts.join(question_drifts(baseline, categories, stance),
+                             on=["question_id", "category"], suffix="_baseline").select(
+            "question_id", "category", (pl.col("drift") - pl.col("drift_baseline")).alias("drift"))
+    groups = [drifts.filter(pl.col("category") == c)["drift"].to_numpy() for c in categories]
+    if min(map(len, groups)) < 2:
+        raise ValueError(f"planted effect needs at least two questions per topic: "
+                         f"{dict(zip(categories, map(len, groups), strict=True))}")
+
+    def statistic(*samples, axis=-1):
+        return np.mean([sample.mean(axis=axis) for sample in samples], axis=0)
+
+    from scipy import stats
+
+    interval = stats.bootstrap(groups, statistic, n_resamples=n_resamples,
+                               confidence_level=level, method="percentile",
+                               rng=np.random.default_rng(seed)).confidence_interval
+    return float(statistic(*groups)), float(interval.low), float(interval.high)

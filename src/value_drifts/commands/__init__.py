@@ -1,0 +1,1 @@
+"""The ``value-drifts`` command line and its subcommands."""

@@ -1,0 +1,290 @@
+"""What each job asks a cluster for, from the model's size and GPU count in config.
+
+Pure functions of config values and Snakemake's ``attempt`` (1 on the first try, then 2,
+3, ... on retries): the rules' ``resources`` callables call them, and the SLURM executor
+turns the keys into ``sbatch`` options (``gpu`` → ``--gpus``, ``cpus_per_task`` →
+``--cpus-per-task``, ``mem_mb`` → ``--mem``, ``runtime`` → ``-t`` in minutes, ``nodes`` →
+``--nodes``). Site settings (partition, account, GPU model) stay in the profile.
+
+Training of a model with ``gpus: N > 0`` runs under accelerate + DeepSpeed on N GPUs of
+one node; ``gpus: 0`` (the small default) trains on CPU with ``cpu_threads`` threads.
+Generation with vLLM takes the fewest GPUs (a power of two) whose memory holds the bf16
+weights with half of it left for the KV cache; the transformers backend runs on CPU.
+Memory grows linearly with ``attempt`` and runtime too, up to ``max_runtime_min``: a
+training job cut at the limit resumes from its last checkpoint when retried.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from value_drifts.core.config import schema_default
+
+# Training FLOPs per token relative to SFT's 6 × parameters (forward + backward): DPO runs
+# chosen and rejected through the policy and a frozen reference; PPO samples responses and
+# trains a value model beside the policy. Rough, for runtime requests only.
+TRAINING_COST = {"sft": 1.0, "reward": 2.0, "simpo": 2.0, "dpo": 2.7, "ppo": 8.0}
+# Model copies a trainer holds besides the trained one: (trained, frozen).
+TRAINING_MODELS = {"sft": (1, 0), "reward": (1, 0), "simpo": (1, 0), "dpo": (1, 1), "ppo": (2, 2)}
+ACCELERATE_CONFIGS = {2: "config/accelerate/zero2.yaml", 3: "config/accelerate/zero3.yaml"}
+API_JUDGE_BACKENDS = ("openai", "openai_batch")
+# Rules that only read and write small tables or draw figures: they run inside the main
+# Snakemake process (``localrules``), never as cluster jobs.
+LIGHT_RULES = (
+    "all",
+    "select_questions",
+    "values",
+    "judge_health",
+    "drift",
+    "sft_drift_table",
+    "po_drift_table",
+    "figure_sft_trajectories",
+    "figure_po_trajectories",
+    "figure_po_setups",
+    "figure_ablation",
+    "figure_trace",
+    "trace_drift_table",
+    "figure_dataset_stances",
+    "figure_value_gap",
+    "vprism_figure",
+    "paper_comparison",
+    "downstream_table",
+    "run_configuration",
+)
+# Rules that call a remote API when their backend is one (API_BACKENDS): network-bound,
+# and compute nodes often have no internet, so they run on the submit host too
+# (cluster.api_jobs_local, default true; value_drifts.core.study.Backend.local). A local model
+# (transformers, vLLM) stays a job.
+API_BACKENDS = (*API_JUDGE_BACKENDS, "openai_chat")  # openai_chat: V-PRISM LLM, teacher
+API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs")
+API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
+API_TEACHER_RULES = ("generate_value_gap",)
+
+
+def _cluster_default(key: str) -> Any:
+    return schema_default("cluster", key)
+
+
+# The schema's defaults for a model's size and a vLLM judge's GPUs, read once.
+DEFAULT_MODEL_GPUS = schema_default("models", "-", "gpus")
+DEFAULT_MODEL_PARAMS_B = schema_default("models", "-", "params_b")
+DEFAULT_JUDGE_TENSOR_PARALLEL = schema_default("judge", "tensor_parallel_size")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The ``cluster`` config section; every key has the schema's default (described
+    there: config/schema/config.schema.yaml)."""
+
+    gpu_memory_gb: float = _cluster_default("gpu_memory_gb")
+    cpus_per_gpu: int = _cluster_default("cpus_per_gpu")
+    cpu_threads: int = _cluster_default("cpu_threads")
+    max_runtime_min: int = _cluster_default("max_runtime_min")
+    gpu_tflops: float = _cluster_default("gpu_tflops")
+    cpu_tflops: float = _cluster_default("cpu_tflops")
+    generation_tokens_per_s: float = _cluster_default("generation_tokens_per_s")
+    cpu_generation_tokens_per_s: float = _cluster_default("cpu_generation_tokens_per_s")
+    api_jobs_local: bool = _cluster_default("api_jobs_local")  # API rules on the submit host
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ClusterSettings:
+        section = config.get("cluster") or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"cluster: unknown key(s) {unknown}")
+        return cls(**section)
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    gpus: int
+    params_b: float
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> ModelSize:
+        """``models.<name>`` of the config (a trace's spec alike); a model without
+        ``gpus`` runs on CPU. Absent keys take the schema's defaults."""
+        return cls(
+            gpus=int(spec.get("gpus", DEFAULT_MODEL_GPUS)),
+            params_b=float(spec.get("params_b", DEFAULT_MODEL_PARAMS_B)),
+        )
+
+
+def _grow(value: float, attempt: int) -> int:
+    return int(math.ceil(round(value * max(attempt, 1), 6)))  # no 400.0000001 -> 401
+
+
+def _runtime(minutes: float, attempt: int, cluster: ClusterSettings) -> int:
+    return min(_grow(minutes, attempt), cluster.max_runtime_min)
+
+
+def threads(model: ModelSize, cluster: ClusterSettings) -> int:
+    """CPU cores of a job on this model: ``cpus_per_gpu`` per GPU, or the CPU setting."""
+    return model.gpus * cluster.cpus_per_gpu if model.gpus else cluster.cpu_threads
+
+
+def zero_stage(model: ModelSize, task: str, cluster: ClusterSettings) -> int:
+    """DeepSpeed ZeRO stage: 2 (optimizer state and gradients sharded) while the model
+    states fit in half a GPU's memory, else 3 (parameters sharded as well).
+
+    Per GPU under ZeRO-2, a trained model takes 2 bytes/parameter of bf16 weights plus
+    (2 + 12)/gpus for its sharded gradients and fp32 Adam state; a frozen one 2 bytes.
+    """
+    if model.gpus < 1:
+        raise ValueError("ZeRO needs at least one GPU")
+    trained, frozen = TRAINING_MODELS[task]
+    per_param = trained * (2 + 14 / model.gpus) + frozen * 2
+    return 2 if per_param * model.params_b <= cluster.gpu_memory_gb / 2 else 3
+
+
+def accelerate_config(model: ModelSize, task: str, cluster: ClusterSettings) -> str | None:
+    """The accelerate config file a training job launches with (None: plain Python on CPU)."""
+    if model.gpus == 0:
+        return None
+    return ACCELERATE_CONFIGS[zero_stage(model, task, cluster)]
+
+
+def training_runtime_min(
+    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings
+) -> int:
+    """Minutes for ``tokens`` trained tokens at 6 × parameters FLOPs each (× the task's
+    cost), at the configured throughput, with 50% margin and 15 minutes of set-up."""
+    flops = 6 * model.params_b * 1e9 * tokens * TRAINING_COST[task]
+    per_second = (model.gpus * cluster.gpu_tflops if model.gpus else cluster.cpu_tflops) * 1e12
+    return _runtime(15 + 1.5 * flops / per_second / 60, attempt, cluster)
+
+
+def training_mem_mb(model: ModelSize, task: str, attempt: int) -> int:
+    """Host memory: each GPU process loads the model (4 bytes/parameter, fp32) once per
+    model copy it holds; on CPU the whole fp32 training state (16 bytes/parameter for
+    weights, gradients and Adam) plus activations."""
+    trained, frozen = TRAINING_MODELS[task]
+    copies = trained + frozen
+    if model.gpus:
+        return _grow(32_000 + 4_000 * model.params_b * copies * model.gpus, attempt)
+    return _grow(8_000 + 60_000 * model.params_b * copies, attempt)
+
+
+def training_resources(
+    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """Everything a training job asks for (keys as the SLURM executor reads them)."""
+    return {
+        "gpu": model.gpus,
+        "nodes": 1,
+        "cpus_per_task": threads(model, cluster),
+        "mem_mb": training_mem_mb(model, task, attempt),
+        "runtime": training_runtime_min(model, task, tokens, attempt, cluster),
+    }
+
+
+def generation_gpus(model: ModelSize, backend: str, cluster: ClusterSettings) -> int:
+    """vLLM's tensor-parallel size: the fewest GPUs (1, 2, 4, 8) holding the bf16 weights
+    in half their memory, the other half for the KV cache. 0 for the transformers
+    backend and for CPU models."""
+    if backend != "vllm" or model.gpus == 0:
+        return 0
+    weights_gb = 2 * model.params_b
+    size = 1
+    while weights_gb / size > cluster.gpu_memory_gb / 2 and size < 8:
+        size *= 2
+    return size
+
+
+def generation_resources(
+    model: ModelSize, backend: str, tokens: int, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A generation job: ``tokens`` is the most it can produce (questions × samples ×
+    max new tokens)."""
+    return inference_resources(
+        model, generation_gpus(model, backend, cluster), tokens, attempt, cluster
+    )
+
+
+def downstream_gpus(model: ModelSize, backend: str, cluster: ClusterSettings) -> int:
+    """GPUs of a downstream-evaluation job (lm-evaluation-harness): vLLM's tensor-parallel
+    size as for generation; the HF backend puts the model on one GPU (``device: cuda``)
+    for a GPU model, none for a CPU model. The job passes exactly this number to vLLM."""
+    if backend == "vllm":
+        return generation_gpus(model, backend, cluster)
+    return 1 if model.gpus else 0
+
+
+def downstream_resources(
+    model: ModelSize, backend: str, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A downstream-evaluation job: the GPUs of ``downstream_gpus``, memory as for
+    generation, 8 hours per attempt (the paper's four benchmarks, 5-shot)."""
+    resources = inference_resources(
+        model, downstream_gpus(model, backend, cluster), 0, attempt, cluster
+    )
+    resources["runtime"] = _runtime(8 * 60, attempt, cluster)
+    return resources
+
+
+def judge_gpus(judge: Mapping[str, Any]) -> int:
+    """GPUs of a judge job: ``judge.tensor_parallel_size`` (default 1) for the vLLM
+    backend, which the job passes to vLLM as its tensor-parallel size; none otherwise
+    (a local transformers judge runs on CPU, an API judge on the submit host)."""
+    if judge["backend"] == "vllm":
+        return int(judge.get("tensor_parallel_size", DEFAULT_JUDGE_TENSOR_PARALLEL))
+    return 0
+
+
+def inference_resources(
+    model: ModelSize, gpus: int, tokens: int, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A job running a model forward on ``gpus`` GPUs (0: CPU) producing up to ``tokens``
+    tokens: CPUs per GPU, host memory for the weights, runtime at the configured
+    throughput with 50% margin and 15 minutes of set-up."""
+    if gpus:
+        rate = gpus * cluster.generation_tokens_per_s
+        mem = 16_000 + 4_000 * model.params_b
+        cpus = gpus * cluster.cpus_per_gpu
+    else:
+        rate = cluster.cpu_generation_tokens_per_s
+        mem = max(8_000, 4_000 + 20_000 * model.params_b)
+        cpus = 1
+    return {
+        "gpu": gpus,
+        "nodes": 1,
+        "cpus_per_task": cpus,
+        "mem_mb": _grow(mem, attempt),
+        "runtime": _runtime(15 + 1.5 * tokens / rate / 60, attempt, cluster),
+    }
+
+
+def prepare_model_resources(model: ModelSize, attempt: int) -> dict[str, int]:
+    """Downloading (or converting) a base model on CPU: room for its fp32 weights."""
+    return {
+        "mem_mb": _grow(max(8_000, 6_000 * model.params_b), attempt),
+        "runtime": _grow(120, attempt),
+    }
+
+
+def check_global_batches(config: Mapping[str, Any], trainers: Mapping[str, list[str]]) -> None:
+    """Every trainer's global batch must split evenly over the GPUs of every model it
+    trains: per-device batch × GPUs × accumulation = global batch. ``trainers`` maps a
+    config path (e.g. ``sft`` or ``preference_optimization.algorithms.dpo``) to models."""
+    problems = []
+    for path, models in trainers.items():
+        if not models:  # a trainer that trains nothing (its section may be absent)
+            continue
+        section: Any = config
+        for key in path.split("."):
+            section = section[key]
+        for name in models:
+            gpus = max(ModelSize.from_spec(config["models"][name]).gpus, 1)
+            per_step = section["per_device_batch_size"] * gpus
+            if section["global_batch_size"] % per_step:
+                problems.append(
+                    f"{path}.global_batch_size: {section['global_batch_size']} is not a multiple"
+                    f" of per_device_batch_size {section['per_device_batch_size']} × {gpus}"
+                    f" GPU(s) of model {name}"
+                )
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))

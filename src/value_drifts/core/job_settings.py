@@ -1,0 +1,144 @@
+"""The settings each job's output depends on, recorded as files the workflow reads.
+
+Why files: the workflow reruns a job only when an input is newer than its output
+(``rerun-triggers: mtime``, set in the profiles; see README "When a job reruns"). Snakemake's
+default ``params`` and ``code`` triggers would rerun every generation job of a cluster run
+after an edit of a batch size or an upgrade of this project, and a checkpoint whose weights
+were deleted after generation cannot be regenerated: the rerun would delete its answers and
+fail. So a job's output-affecting settings are an input file, ``results/settings/<name>.json``:
+
+- written when the workflow starts (or when a job's input function first asks for it);
+- created with modification time 0 when missing, so a results tree made before the file
+  existed stays up to date;
+- rewritten with the current time when the settings change, so exactly the jobs reading
+  it (and what follows them) rerun;
+- given back the time a setting was first recorded when it returns to an earlier value,
+  so reverting an edit makes the earlier outputs current again;
+- left as it is when it holds the same settings in an earlier form (recorded before the
+  schema's defaults were filled in: ``record_settings(..., earlier_forms)``).
+
+Throughput settings (``THROUGHPUT_KEYS``: batch sizes, concurrency, retries, timeouts,
+prices, caches, GPU counts, weight deletion, gates) never change an output and are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from value_drifts.core.layout import SETTINGS_DIR
+
+# The column of a generations table (carried into its judgments) holding what its answers
+# were made from besides the weights (``answers_digest``): values checks a trajectory has
+# one.
+SETTINGS_COLUMN = "generation_settings"
+
+# Keys, at any depth of a settings mapping, that change how fast or where a job runs but
+# not what it writes. The judge's own list of output-affecting keys is
+# value_drifts.judge.run.JUDGE_OUTPUT_KEYS.
+THROUGHPUT_KEYS = frozenset({
+    "batch_size",  # generation, downstream, V-PRISM embeddings: padding only
+    "per_device_batch_size",  # training: the global batch is fixed, accumulation fills it
+    "gpus", "params_b", "threads", "num_workers",
+    "concurrency", "request_timeout_s", "max_retries", "retries", "cache", "batch",
+    "prices", "max_enqueued_tokens", "poll_interval_s",
+    "delete_checkpoint_weights",
+    "max_unreadable_share",  # a gate: a job passes or fails, its output does not change
+})
+
+
+def output_settings(value: Any) -> Any:
+    """``value`` without the throughput keys (``THROUGHPUT_KEYS``), at every depth."""
+    if isinstance(value, Mapping):
+        return {
+            str(key): output_settings(item)
+            for key, item in value.items()
+            if key not in THROUGHPUT_KEYS
+        }
+    if isinstance(value, (list, tuple)):
+        return [output_settings(item) for item in value]
+    return value
+
+
+def settings_digest(value: Any) -> str:
+    """sha256 (first 16 hex digits) of ``value`` as canonical JSON (sorted keys)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def settings_path(name: str) -> str:
+    """Where the settings called ``name`` (e.g. ``generation/smollm2-135m``) live."""
+    return f"{SETTINGS_DIR}/{name}.json"
+
+
+def record_settings(
+    path: str | Path, settings: Any, now: float | None = None, earlier_forms: Sequence[Any] = ()
+) -> str:
+    """Write ``settings`` to ``path`` as described in the module docstring; returns the
+    path. The file holds ``{"digest", "settings", "recorded": {digest: mtime}}``; only
+    its modification time matters to the workflow. Safe to call many times and from many
+    processes: an unchanged file is only read.
+
+    ``earlier_forms``: the same settings as earlier versions of this project recorded
+    them (before the schema's defaults were filled in: ``config.with_defaults``). A file
+    holding one of them is current and left as it is, digest included, so the digests
+    recorded with answers made from it (``answers_digest``) still match; returning to
+    such settings after an edit gives back that digest and its time."""
+    path = Path(path)
+    forms: dict[str, Any] = {}  # digest -> the settings in that form, the current one first
+    for form in (settings, *earlier_forms):
+        forms.setdefault(settings_digest(form), form)
+    digest = settings_digest(settings)
+    recorded: dict[str, float] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            recorded = {str(k): float(v) for k, v in stored.get("recorded", {}).items()}
+            if stored.get("digest") in forms:
+                return str(path)
+        except (ValueError, AttributeError, TypeError):
+            recorded = {}  # unreadable: rewrite it
+        # back to settings recorded before: that digest, its time and its form
+        digest = next((form for form in forms if form in recorded), digest)
+        settings = forms[digest]
+        mtime = recorded.get(digest, time.time() if now is None else now)
+    else:
+        mtime = 0.0
+    recorded.setdefault(digest, mtime)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(
+        json.dumps({"digest": digest, "settings": settings, "recorded": recorded},
+                   indent=1, sort_keys=True, default=str) + "\n"
+    )
+    os.utime(temporary, (mtime, mtime))
+    os.replace(temporary, path)
+    return str(path)
+
+
+def recorded_settings_of(path: str | Path) -> Any:
+    """The settings a settings file holds, in the form its digest was taken of (an
+    earlier form stays as it was recorded)."""
+    return json.loads(Path(path).read_text())["settings"]
+
+
+def recorded_digest(path: str | Path) -> str:
+    """The digest a settings file holds."""
+    return json.loads(Path(path).read_text())["digest"]
+
+
+def answers_digest(settings_path: str | Path, questions_path: str | Path) -> str:
+    """What a checkpoint's answers are made from besides its weights: the generation
+    settings file's digest and the questions file's sha256 (None while it does not exist),
+    as one digest. Recorded with every generations file (``SETTINGS_COLUMN``)."""
+    questions = Path(questions_path)
+    return settings_digest({
+        "settings": recorded_digest(settings_path),
+        "questions": hashlib.sha256(questions.read_bytes()).hexdigest()
+        if questions.is_file() else None,
+    })

@@ -1,0 +1,233 @@
+"""The study as one typed model: built once from a validated config, asked by the rules,
+their input functions, the cost plan (``judge.plan_cost``) and ``value-drifts trace``.
+
+``load_study(config)`` checks the config (schema, cross-references, names that would share
+a path, global batches), reads the topic map and every trace's checkpoint series once, and
+builds:
+
+- the grid (``value_drifts.core.plan``): every phase with its run id, parent, steps and paths
+  (``Phase.checkpoint_dir``, ``Phase.step_dir``, ``Phase.run_dir``, spelled in
+  ``value_drifts.core.layout``);
+- one :class:`Backend` per model-calling role (generation, judge, teacher, downstream,
+  V-PRISM LLM): which backend, the conda env holding its library, the rules it runs, whether
+  those run in the main Snakemake process (an API backend with ``cluster.api_jobs_local``)
+  and the GPUs a job asks for (with vLLM, the tensor-parallel size the job passes on);
+- the rules that run locally (``Study.local_rules``) and the questions a checkpoint answers
+  (``Study.questions_per_checkpoint``), the one estimate resources and the cost plan use.
+
+Nothing here runs a model or needs a GPU library: the Snakefile builds it at parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from value_drifts.core import cluster_requests as res
+from value_drifts.core.config import ConfigError, schema_default, validate_config, with_defaults
+from value_drifts.core.envs import env_name
+from value_drifts.core.layout import TRACES
+from value_drifts.core.plan import Plan, build_plan, name_problems, slug
+from value_drifts.core.traces import TraceError, read_traces
+
+__all__ = [
+    "ESTIMATED_QUESTIONS_PER_CATEGORY", "ROLES", "Backend", "Study", "StudyError",
+    "load_study",
+]
+
+# The questions per category assumed when ``questions.per_category`` is absent (every
+# question of a category) and the questions file does not exist yet: for job runtimes and
+# the cost plan's estimate only, never for what is evaluated.
+ESTIMATED_QUESTIONS_PER_CATEGORY = 50
+
+# Role -> (config section path, its backend when the section is absent, the rules that call
+# its backend, whether the role exists without its section: a study without
+# value_gap.teacher or vprism.llm has no teacher or V-PRISM LLM, while downstream takes the
+# schema's default backend). Every section present names its backend (schema: required).
+ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...], bool]] = {
+    "generation": (("generation",), None, ("generate",), True),
+    "judge": (("judge",), None, res.API_JUDGE_RULES, True),
+    "downstream": (
+        ("downstream",), schema_default("downstream", "backend"), ("downstream_eval",), True
+    ),
+    "teacher": (("value_gap", "teacher"), None, res.API_TEACHER_RULES, False),
+    "vprism_llm": (("vprism", "llm"), None, res.API_VPRISM_RULES, False),
+}
+
+
+class StudyError(ConfigError):
+    """A config, topic map or trace that cannot describe a study; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the jobs of one role run: ``name`` (e.g. ``vllm``), its conda env
+    (``envs/<env>.yaml``), its ``rules``, ``local`` (run in the main Snakemake process:
+    an API backend while ``cluster.api_jobs_local``) and the GPUs of a job (:meth:`gpus`)."""
+
+    role: str
+    name: str
+    env: str
+    rules: tuple[str, ...]
+    local: bool
+    settings: Mapping[str, Any] = field(repr=False)
+    cluster: res.ClusterSettings = field(repr=False)
+
+    @property
+    def is_api(self) -> bool:
+        return self.name in res.API_BACKENDS
+
+    def gpus(self, model: res.ModelSize | None = None) -> int:
+        """GPUs one job asks for on ``model`` (its size; unused by the judge, whose model
+        is fixed). With vLLM this is the tensor-parallel size the job passes on; lm-eval's
+        ``hf`` backend puts a GPU model on 1 GPU; 0 for a CPU model, a transformers
+        generation or judge, and an API backend. Sources:
+        ``value_drifts.core.cluster_requests.generation_gpus`` / ``downstream_gpus`` / ``judge_gpus``."""
+        if self.role == "judge":
+            return res.judge_gpus({"backend": self.name, **self.settings})
+        if model is None:
+            raise ValueError(f"the GPUs of a {self.role} job depend on its model's size")
+        if self.role == "generation":
+            return res.generation_gpus(model, self.name, self.cluster)
+        if self.role == "downstream":
+            return res.downstream_gpus(model, self.name, self.cluster)
+        return 0  # teacher and V-PRISM LLM: an API, or a local model on CPU
+
+    def tensor_parallel_size(self, model: res.ModelSize | None = None) -> int:
+        """What the job passes to vLLM: the GPUs it asked for (at least 1)."""
+        return max(self.gpus(model), 1)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: the validated ``config``, with the schema's defaults filled in, and
+    everything derived from it once."""
+
+    config: Mapping[str, Any]
+    topics: Mapping[str, str]  # category -> the topic the judge is asked about
+    traces: Mapping[str, Any]  # name -> traces.TraceSeries
+    plan: Plan
+    cluster: res.ClusterSettings
+    backends: Mapping[str, Backend]
+
+    @property
+    def categories_by_slug(self) -> dict[str, str]:
+        return {slug(category): category for category in self.topics}
+
+    @property
+    def figure_topics(self) -> list[str]:
+        return list(self.config["analysis"].get("figure_topics", list(self.topics)))
+
+    @property
+    def local_rules(self) -> tuple[str, ...]:
+        """Rules the main Snakemake process runs itself instead of submitting: the light
+        ones (tables, figures, aggregation) and those of every local backend."""
+        names = list(res.LIGHT_RULES)
+        for backend in self.backends.values():
+            if backend.local:
+                names += [rule for rule in backend.rules if rule not in names]
+        return tuple(names)
+
+    def model_size(self, model: str, run: str | None = None) -> res.ModelSize:
+        """The size of ``model`` from ``models.<model>``; a trace's own ``gpus`` /
+        ``params_b`` (model ``layout.TRACES``, ``run`` the trace's name)."""
+        if model == TRACES:
+            series = self.traces[run]
+            return res.ModelSize(gpus=series.gpus, params_b=series.params_b)
+        return res.ModelSize.from_spec(self.config["models"][model])
+
+    def questions_per_checkpoint(self) -> int:
+        """Questions one checkpoint answers (times ``generation.samples`` for its answers):
+        ``questions.per_category`` × the evaluated categories; with every question of a
+        category, the questions file's rows where it exists, else
+        ``ESTIMATED_QUESTIONS_PER_CATEGORY`` per category (also when the file cannot be
+        read: a half-written or malformed file is select_questions' to report, with its
+        reason). For runtimes and cost estimates."""
+        questions = self.config["questions"]
+        categories = questions.get("categories") or list(self.topics)
+        if questions.get("per_category"):
+            return int(questions["per_category"]) * len(categories)
+        path = Path(questions["path"])
+        if path.is_file():
+            # what select_questions evaluates; imported here, as only this case reads a file
+            from value_drifts.core.questions import read_questions, sample_questions
+
+            try:
+                table = read_questions(str(path), list(self.topics))
+                return max(sample_questions(table, None, self.config["seed"],
+                                            questions.get("categories")).height, 1)
+            except Exception:  # noqa: BLE001 (polars' errors): select_questions reports it
+                pass
+        return ESTIMATED_QUESTIONS_PER_CATEGORY * len(categories)
+
+
+def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    node: Any = config
+    for key in path:
+        node = (node or {}).get(key)
+    return node
+
+
+def _backends(config: Mapping[str, Any], cluster: res.ClusterSettings) -> dict[str, Backend]:
+    backends = {}
+    for role, (path, default, rules, always) in ROLES.items():
+        settings = _section(config, path)
+        if settings is None and not always:
+            continue
+        settings = dict(settings or {})
+        name = settings.get("backend", default)
+        backends[role] = Backend(
+            role=role, name=name, env=env_name(name), rules=tuple(rules),
+            local=name in res.API_BACKENDS and cluster.api_jobs_local,
+            settings=settings, cluster=cluster,
+        )
+    return backends
+
+
+def _trainers(plan: Plan) -> dict[str, list[str]]:
+    """Config path of each trainer -> the models it trains (for the global-batch check)."""
+    po = plan.po_phases()
+    return {
+        "sft": [p.model for p in plan.sft_phases()],
+        **{
+            f"preference_optimization.algorithms.{algorithm}": [
+                p.model for p in po if p.algorithm == algorithm
+            ]
+            for algorithm in sorted({p.algorithm for p in po})
+        },
+        "preference_optimization.algorithms.ppo.reward_model": [
+            p.model for p in po if p.algorithm == "ppo"
+        ],
+    }
+
+
+def load_study(config: Mapping[str, Any]) -> Study:
+    """The study a config describes, its ``config`` a copy with the schema's defaults
+    filled in (``config.with_defaults``). Raises ``StudyError`` naming every problem: schema
+    violations and dangling references (``config.validate_config``), names that would
+    share a path (``plan.name_problems``), unreadable traces, global batches that do not
+    split over a model's GPUs, unknown ``cluster`` keys."""
+    try:
+        validate_config(config)
+    except ConfigError as error:
+        raise StudyError(str(error)) from None
+    config = with_defaults(config)
+    topics = yaml.safe_load(Path(config["topics"]).read_text())
+    problems = name_problems(config, topics)
+    if problems:
+        raise StudyError("invalid config:\n  " + "\n  ".join(problems))
+    try:
+        traces = read_traces(config)  # read once: the DAG stays static
+        cluster = res.ClusterSettings.from_config(config)
+        plan = build_plan(config, traces)
+        res.check_global_batches(config, _trainers(plan))
+    except (TraceError, ValueError) as error:
+        raise StudyError(str(error)) from None
+    return Study(
+        config=config, topics=topics, traces=traces, plan=plan, cluster=cluster,
+        backends=_backends(config, cluster),
+    )

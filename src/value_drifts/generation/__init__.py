@@ -1,0 +1,1 @@
+"""Answers to the evaluation questions sampled from one checkpoint (transformers or vLLM)."""

@@ -1,0 +1,275 @@
+"""Sample responses to the evaluation questions from one checkpoint.
+
+Both backends (transformers on CPU, vLLM on GPU) write the same table: one row per
+(question, sample) with the response and the sampling settings used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from value_drifts.core.checkpoints import has_tokenizer, is_adapter_folder
+from value_drifts.core.config import schema_default
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    samples: int
+    temperature: float
+    max_new_tokens: int
+    seed: int
+    prompt_style: str  # "base" or "chat"
+    base_prompt_suffix: str = schema_default("generation", "base_prompt_suffix")
+
+
+def build_prompt(question: str, settings: SamplingSettings, tokenizer) -> str:
+    """Base models see the question plus a suffix; chat models their chat template."""
+    if settings.prompt_style == "base":
+        return question + settings.base_prompt_suffix
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def sample_seed(settings: SamplingSettings, question_number: int, sample: int) -> int:
+    """The seed of one (question, sample): ``seed + question_number * samples + sample``,
+    the stream vLLM gives sample k of request i (see ``generate_vllm``). Every answer has
+    its own random stream, so answers do not depend on batch size or batch order."""
+    return settings.seed + question_number * settings.samples + sample
+
+
+class _PerRowSampler:
+    """A transformers logits processor that draws each row's next token from that row's
+    own ``torch.Generator`` (softmax at ``temperature``; argmax at 0) and leaves only that
+    token possible, so greedy decoding then takes it. transformers' own sampling draws
+    every row from one global stream (``torch.multinomial`` in ``GenerationMixin._sample``),
+    which makes an answer depend on its batch."""
+
+    def __init__(self, generators, temperature: float):
+        self.generators = generators
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.temperature > 0:
+            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+            tokens = torch.cat([
+                torch.multinomial(probs[row], 1, generator=generator)
+                for row, generator in enumerate(self.generators)
+            ])
+        else:
+            tokens = scores.argmax(dim=-1)
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen.scatter_(1, tokens.unsqueeze(1), 0.0)
+        return chosen
+
+
+def adapter_base(model_path: str) -> str | None:
+    """The base model of a PEFT adapter folder (its ``adapter_config.json``'s
+    ``base_model_name_or_path``), or None when ``model_path`` is a full model."""
+    if not is_adapter_folder(Path(model_path)):
+        return None
+    return json.loads((Path(model_path) / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]
+
+
+def load_causal_lm(model_path: str, revision: str | None = None):
+    """A causal LM in float32 for CPU generation: a full model (a folder, or a hub id at
+    ``revision``), or a PEFT adapter folder loaded onto its base model and merged
+    (PEFT's ``PeftModel.from_pretrained`` then ``merge_and_unload``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = adapter_base(model_path)
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(
+            model_path, revision=revision, dtype=torch.float32)
+    from peft import PeftModel  # only adapter checkpoints need it
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return PeftModel.from_pretrained(model, model_path).merge_and_unload()
+
+
+def load_tokenizer(source: str, revision: str | None = None, **kwargs):
+    """The tokenizer of ``source`` (a folder or hub id); an adapter folder without one
+    gives its base model's."""
+    from transformers import AutoTokenizer
+
+    if Path(source).is_dir() and not has_tokenizer(source):
+        source = adapter_base(source) or source
+    return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
+
+
+def generate_transformers(
+    model_path: str,
+    questions: pl.DataFrame,
+    settings: SamplingSettings,
+    batch_size: int = 8,
+    threads: int = 1,
+    tokenizer_path: str | None = None,
+    revision: str | None = None,
+) -> pl.DataFrame:
+    """Sample ``settings.samples`` responses per question with transformers.
+
+    Returns one row per (question, sample), in question order. Each answer is drawn from
+    its own random stream (``sample_seed``): the same settings give the same answers at
+    any ``batch_size`` (up to float rounding of padded batches, which on CPU did not
+    change a token in tests/unit/generation/test_generation_seeding.py). The tokenizer comes from
+    ``tokenizer_path`` when given (a trace's checkpoint without one), else the model's
+    folder; a PEFT adapter folder is loaded onto its base (``load_causal_lm``)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(tokenizer_path or model_path,
+                               revision=None if tokenizer_path else revision,
+                               padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_causal_lm(model_path, revision).eval()
+    jobs = [
+        (number, row, sample)
+        for number, row in enumerate(questions.iter_rows(named=True))
+        for sample in range(settings.samples)
+    ]
+    rows = []
+    with tqdm(total=len(jobs), desc="generating", unit="response") as progress:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            generators = [
+                torch.Generator().manual_seed(sample_seed(settings, number, sample))
+                for number, _, sample in batch
+            ]
+            prompts = [build_prompt(row["question"], settings, tokenizer) for _, row, _ in batch]
+            encoded = tokenizer(
+                prompts,
+                return_tensors="pt",
+                padding=True,
+                # A chat template writes its own BOS; a base prompt gets the tokenizer's.
+                add_special_tokens=settings.prompt_style == "base",
+            )
+            with torch.inference_mode():
+                output = model.generate(
+                    **encoded,
+                    do_sample=False,  # the per-row sampler has drawn the token already
+                    logits_processor=LogitsProcessorList(
+                        [_PerRowSampler(generators, settings.temperature)]
+                    ),
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    max_new_tokens=settings.max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for (_, row, sample), text in zip(batch, texts, strict=True):
+                rows.append(
+                    {
+                        "question_id": row["question_id"],
+                        "category": row["category"],
+                        "question": row["question"],
+                        "sample": sample,
+                        "response": text.strip(),
+                    }
+                )
+            progress.update(len(batch))
+    return with_settings(pl.DataFrame(rows), settings, backend="transformers")
+
+
+def prompt_token_ids(question: str, settings: SamplingSettings, tokenizer) -> list[int]:
+    """The prompt as token ids, tokenised as the transformers backend does: a chat
+    template writes its own BOS, a base prompt gets the tokenizer's special tokens."""
+    prompt = build_prompt(question, settings, tokenizer)
+    return tokenizer(prompt, add_special_tokens=settings.prompt_style == "base")["input_ids"]
+
+
+def generate_vllm(
+    model_path: str,
+    questions: pl.DataFrame,
+    settings: SamplingSettings,
+    tensor_parallel_size: int = 1,
+    engine_args: Mapping[str, Any] | None = None,
+    tokenizer_path: str | None = None,
+    revision: str | None = None,
+) -> pl.DataFrame:
+    """Sample ``settings.samples`` responses per question with vLLM's offline engine: one
+    request per question with ``SamplingParams(n=samples)``, seeded per question so a
+    question's samples do not depend on what else is in the batch. vLLM gives sample k of a
+    request seed + k (vllm/v1/engine/parallel_sampling.py), so question number i gets
+    ``seed + i * samples``: every (question, sample) has its own random stream. (With
+    ``seed + i``, sample k+1 of question i reused sample k of question i+1's stream; the
+    real engine showed it, tests/unit/generation/test_vllm_cpu.py.)
+
+    Call it under ``if __name__ == "__main__":``: vLLM's workers may re-import the caller.
+    """
+    from vllm import LLM, SamplingParams  # lazily: vLLM is only in the generate env on GPUs
+
+    if adapter_base(model_path) is not None:
+        raise ValueError(
+            f"{model_path} is a PEFT adapter: the vLLM backend loads full models; merge it "
+            "(PEFT's merge_and_unload) or use generation.backend: transformers")
+    optional = {"tokenizer": tokenizer_path, "revision": revision}
+    llm = LLM(
+        model=model_path,
+        tensor_parallel_size=tensor_parallel_size,
+        seed=settings.seed,
+        **{key: value for key, value in optional.items() if value is not None},
+        **{"dtype": "auto", **(engine_args or {})},
+    )
+    tokenizer = llm.get_tokenizer()
+    rows = list(questions.iter_rows(named=True))
+    prompts = [
+        {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
+        for row in rows
+    ]
+    params = [
+        SamplingParams(
+            n=settings.samples,
+            temperature=settings.temperature,
+            top_p=1.0,
+            max_tokens=settings.max_new_tokens,
+            seed=sample_seed(settings, number, 0),
+            skip_special_tokens=True,
+        )
+        for number in range(len(rows))
+    ]
+    outputs = llm.generate(prompts, params)
+    if len(outputs) != len(rows):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(rows)} prompts")
+    records = []
+    for row, output in zip(rows, outputs, strict=True):
+        completions = sorted(output.outputs, key=lambda completion: completion.index)
+        if len(completions) != settings.samples:
+            raise RuntimeError(
+                f"vLLM returned {len(completions)} samples for question {row['question_id']},"
+                f" expected {settings.samples}"
+            )
+        records += [
+            {
+                "question_id": row["question_id"],
+                "category": row["category"],
+                "question": row["question"],
+                "sample": sample,
+                "response": completion.text.strip(),
+            }
+            for sample, completion in enumerate(completions)
+        ]
+    return with_settings(pl.DataFrame(records), settings, backend="vllm")
+
+
+def with_settings(frame: pl.DataFrame, settings: SamplingSettings, backend: str) -> pl.DataFrame:
+    """Record the sampling settings in every row, so a table says how it was made."""
+    recorded = {k: v for k, v in asdict(settings).items() if k != "base_prompt_suffix"}
+    return frame.with_columns(
+        pl.lit(backend).alias("backend"),
+        *[pl.lit(v).alias(k) for k, v in recorded.items()],
+    )

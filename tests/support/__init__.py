@@ -1,0 +1,1 @@
+"""What the tests stand on: local servers, tiny models, the workflow runner."""

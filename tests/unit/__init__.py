@@ -1,0 +1,1 @@
+"""Tests of the package's functions, one folder per package of value_drifts."""

@@ -1,0 +1,167 @@
+"""The vLLM generation backend against a stand-in ``vllm`` module that follows vLLM's
+offline API (``LLM(model=..., tensor_parallel_size=..., seed=...)``, ``get_tokenizer()``,
+``generate(prompts, sampling_params)`` returning one ``RequestOutput`` per prompt, in
+order, whose ``outputs`` are ``CompletionOutput(index, text, token_ids, ...)``): it writes
+the same table as the transformers backend, which runs for real on a tiny model."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+import polars as pl
+import pytest
+
+from tests.support.tiny_model import build_tiny_model
+from value_drifts.generation.sampling import (
+    SamplingSettings,
+    generate_transformers,
+    generate_vllm,
+    prompt_token_ids,
+)
+
+QUESTIONS = pl.DataFrame(
+    {
+        "question_id": ["q1", "q2", "q3"],
+        "category": ["Abortion", "Abortion", "Immigration Policies"],
+        "question": ["Should abortion be legal?", "Is it murder?", "Open borders?"],
+    }
+)
+
+
+@dataclass
+class CompletionOutput:  # vllm.outputs.CompletionOutput
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestOutput:  # vllm.outputs.RequestOutput (the fields read here)
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    prompt_logprobs: None
+    outputs: list[CompletionOutput]
+    finished: bool = True
+
+
+@dataclass
+class SamplingParams:  # vllm.SamplingParams: only real argument names are accepted
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    max_tokens: int | None = 16
+    skip_special_tokens: bool = True
+    stop: list[str] = field(default_factory=list)
+
+
+class FakeLLM:
+    instances: list[FakeLLM] = []
+
+    def __init__(self, model, tensor_parallel_size=1, seed=0, dtype="auto", **engine_args):
+        from transformers import AutoTokenizer
+
+        self.model, self.tensor_parallel_size, self.seed = model, tensor_parallel_size, seed
+        self.dtype, self.engine_args = dtype, engine_args
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.calls = []
+        FakeLLM.instances.append(self)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        assert len(params) == len(prompts)
+        self.calls.append((prompts, params))
+        results = []
+        for number, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+            # Out of index order, as vLLM may finish a request's samples in any order.
+            outputs = [
+                CompletionOutput(i, f" answer {number}.{i} (seed {p.seed}) ", [1, 2], -1.0, None, "stop")
+                for i in reversed(range(p.n))
+            ]
+            results.append(RequestOutput(str(number), None, prompt["prompt_token_ids"], None, outputs))
+        return results
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = FakeLLM, SamplingParams
+    FakeLLM.instances.clear()
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+SETTINGS = SamplingSettings(samples=3, temperature=0.7, max_new_tokens=4, seed=5, prompt_style="chat")
+
+
+def test_vllm_sends_one_request_per_question_with_the_sampling_settings(fake_vllm, tiny_model):
+    generate_vllm(tiny_model, QUESTIONS, SETTINGS, tensor_parallel_size=4,
+                  engine_args={"gpu_memory_utilization": 0.8})
+    (llm,) = FakeLLM.instances
+    assert (llm.model, llm.tensor_parallel_size, llm.seed) == (tiny_model, 4, 5)
+    assert llm.engine_args == {"gpu_memory_utilization": 0.8}
+    ((prompts, params),) = llm.calls
+    assert len(prompts) == QUESTIONS.height
+    assert [(p.n, p.temperature, p.max_tokens, p.top_p) for p in params] == [(3, 0.7, 4, 1.0)] * 3
+    assert [p.seed for p in params] == [5, 8, 11]  # per question: seed + i * samples
+    # The prompt tokens are the chat template's, as the transformers backend feeds them.
+    expected = prompt_token_ids("Should abortion be legal?", SETTINGS, llm.tokenizer)
+    assert prompts[0]["prompt_token_ids"] == expected
+    assert llm.tokenizer.decode(expected).count("<|im_start|>user") == 1
+
+
+def test_base_prompts_get_the_suffix_and_special_tokens(fake_vllm, tiny_model):
+    base = SamplingSettings(samples=1, temperature=0.7, max_new_tokens=4, seed=0, prompt_style="base")
+    generate_vllm(tiny_model, QUESTIONS, base)
+    ((prompts, _),) = FakeLLM.instances[0].calls
+    text = FakeLLM.instances[0].tokenizer.decode(prompts[2]["prompt_token_ids"])
+    assert text.endswith("Open borders?\nResponse:")
+
+
+def test_vllm_table_equals_the_transformers_format(fake_vllm, tiny_model, tmp_path):
+    vllm_table = generate_vllm(tiny_model, QUESTIONS, SETTINGS, tensor_parallel_size=1)
+    reference = generate_transformers(tiny_model, QUESTIONS, SETTINGS, batch_size=9)
+    vllm_table.write_parquet(tmp_path / "vllm.parquet")
+    reference.write_parquet(tmp_path / "transformers.parquet")
+    written = pl.read_parquet(tmp_path / "vllm.parquet")
+    assert written.schema == pl.read_parquet(tmp_path / "transformers.parquet").schema
+    assert written.height == reference.height == QUESTIONS.height * SETTINGS.samples
+    assert written.group_by("question_id").agg(pl.col("sample").sort()).sort("question_id")[
+        "sample"
+    ].to_list() == [[0, 1, 2]] * 3
+    # Samples are stored in vLLM's index order, stripped, with the settings recorded.
+    first = written.filter(pl.col("question_id") == "q1").sort("sample")["response"].to_list()
+    assert first == ["answer 0.0 (seed 5)", "answer 0.1 (seed 5)", "answer 0.2 (seed 5)"]
+    settings = written.select("backend", "samples", "temperature", "max_new_tokens", "seed",
+                              "prompt_style").unique()
+    assert settings.rows() == [("vllm", 3, 0.7, 4, 5, "chat")]
+    assert reference["backend"].unique().to_list() == ["transformers"]
+
+
+def test_a_missing_sample_is_an_error(fake_vllm, tiny_model, monkeypatch):
+    original = FakeLLM.generate
+
+    def short(self, prompts, sampling_params=None, use_tqdm=True):
+        results = original(self, prompts, sampling_params)
+        results[1].outputs.pop()
+        return results
+
+    monkeypatch.setattr(FakeLLM, "generate", short)
+    with pytest.raises(RuntimeError, match="2 samples for question q2, expected 3"):
+        generate_vllm(tiny_model, QUESTIONS, SETTINGS)

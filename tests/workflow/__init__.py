@@ -1,0 +1,1 @@
+"""Tests that run Snakemake on the workflow (dry runs, the small run, SLURM)."""

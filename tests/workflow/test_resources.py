@@ -1,0 +1,303 @@
+"""Cluster resources per job, local rules, pinned conda environments, and deleting
+checkpoint weights once generated without Snakemake rerunning anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.support.workflow import REPO, copy_repo, dry_run_jobs, snakemake
+from value_drifts.core import cluster_requests as res
+from value_drifts.core.checkpoints import (
+    DELETED_MARKER,
+    WeightsDeletedError,
+    delete_checkpoint_weights,
+    keeps_weights,
+    require_weights,
+)
+from value_drifts.core.study import load_study
+
+CLUSTER = res.ClusterSettings()
+LLAMA3_3B = res.ModelSize(gpus=4, params_b=3.2)
+LLAMA3_8B = res.ModelSize(gpus=8, params_b=8.0)
+SMOL = res.ModelSize(gpus=0, params_b=0.135)
+
+
+# ---- pure resource functions -------------------------------------------------------------
+
+
+def test_training_asks_for_the_models_gpus_and_scales_with_size():
+    small = res.training_resources(LLAMA3_3B, "sft", 10**9, 1, CLUSTER)
+    large = res.training_resources(LLAMA3_8B, "sft", 10**9, 1, CLUSTER)
+    assert (small["gpu"], small["cpus_per_task"], small["nodes"]) == (4, 32, 1)
+    assert (large["gpu"], large["cpus_per_task"]) == (8, 64)
+    assert small["mem_mb"] == 32_000 + 4_000 * 3.2 * 4
+    assert large["mem_mb"] > small["mem_mb"]
+    # 6 × 3.2e9 × 1e9 FLOPs at 4 × 200 TFLOP/s = 400 min, × 1.5 + 15 min of set-up
+    assert small["runtime"] == 615
+
+
+def test_cpu_models_get_cpu_only_resources():
+    job = res.training_resources(SMOL, "sft", 6 * 8 * 128, 1, CLUSTER)
+    assert job["gpu"] == 0 and job["cpus_per_task"] == CLUSTER.cpu_threads == 2
+    assert 16_000 <= job["mem_mb"] <= 17_000  # measured peak 4.4 GB (SFT) to 8.4 GB (PPO)
+    assert res.generation_resources(SMOL, "vllm", 10**6, 1, CLUSTER)["gpu"] == 0
+    assert res.generation_resources(LLAMA3_3B, "transformers", 10**6, 1, CLUSTER)["gpu"] == 0
+
+
+def test_retries_grow_memory_and_runtime_up_to_the_limit():
+    first, second = (res.training_resources(LLAMA3_3B, "dpo", 10**8, a, CLUSTER) for a in (1, 2))
+    assert second["mem_mb"] == 2 * first["mem_mb"]
+    assert 2 * first["runtime"] - 1 <= second["runtime"] <= 2 * first["runtime"]
+    huge = res.training_resources(LLAMA3_3B, "ppo", 10**12, 3, CLUSTER)
+    assert huge["runtime"] == CLUSTER.max_runtime_min  # then resumes from its checkpoint
+    assert res.generation_resources(LLAMA3_8B, "vllm", 10**6, 2, CLUSTER)["mem_mb"] == 2 * (
+        16_000 + 4_000 * 8
+    )
+
+
+def test_preference_optimisation_costs_more_than_sft():
+    sft, dpo, ppo = (res.training_runtime_min(LLAMA3_3B, t, 10**9, 1, CLUSTER) for t in ("sft", "dpo", "ppo"))
+    assert sft < dpo < ppo
+    assert res.training_mem_mb(LLAMA3_3B, "ppo", 1) > res.training_mem_mb(LLAMA3_3B, "sft", 1)
+
+
+@pytest.mark.parametrize(
+    ("params_b", "gpu_memory_gb", "expected"),
+    [(3.2, 80, 1), (8.2, 80, 1), (8.2, 16, 4), (70, 80, 4), (70, 40, 8), (400, 80, 8)],
+)
+def test_generation_tensor_parallel_size_by_size(params_b, gpu_memory_gb, expected):
+    cluster = res.ClusterSettings(gpu_memory_gb=gpu_memory_gb)
+    model = res.ModelSize(gpus=8, params_b=params_b)
+    assert res.generation_gpus(model, "vllm", cluster) == expected
+
+
+def test_cluster_section_rejects_unknown_keys():
+    assert res.ClusterSettings.from_config({}) == CLUSTER
+    assert res.ClusterSettings.from_config({"cluster": {"gpu_memory_gb": 40}}).gpu_memory_gb == 40
+    with pytest.raises(ValueError, match="gpu_mem"):
+        res.ClusterSettings.from_config({"cluster": {"gpu_mem": 40}})
+
+
+def local_rules(config):
+    return load_study(config).local_rules
+
+
+def test_api_calling_rules_are_local_and_local_models_are_jobs(small_config, paper_config):
+    paper = set(local_rules(paper_config))  # GPT-4o judge, GPT-4o V-PRISM, served teacher
+    assert {"judge", "judge_agreement", "dataset_stances", "value_gap_pairs", "vprism_rephrase",
+            "vprism_name_clusters", "vprism_filter", "generate_value_gap",
+            "values", "figure_sft_trajectories"} <= paper
+    assert not {"train_sft", "generate", "train_preference_optimisation", "vprism_embed",
+                "downstream_eval"} & paper
+    small = set(local_rules(small_config))  # local transformers judge and V-PRISM LLM
+    assert not {"judge", "dataset_stances", "vprism_rephrase"} & small
+    assert "values" in small
+    batch = {**small_config, "judge": {**small_config["judge"], "backend": "openai_batch"}}
+    assert {"judge", "value_gap_pairs"} <= set(local_rules(batch))
+    on_nodes = {**paper_config, "cluster": {**paper_config.get("cluster", {}),
+                                            "api_jobs_local": False}}
+    assert not {"judge", "vprism_filter", "generate_value_gap"} & set(local_rules(on_nodes))
+
+
+def test_jobs_ask_for_the_gpus_they_pass_on():
+    small, large = LLAMA3_3B, LLAMA3_8B
+    assert res.downstream_gpus(large, "vllm", CLUSTER) == res.generation_gpus(
+        large, "vllm", CLUSTER) == 1  # 16 GB of weights fit half an 80 GB GPU
+    assert res.downstream_gpus(large, "hf", CLUSTER) == 1  # not the 8 training GPUs
+    assert res.downstream_gpus(SMOL, "hf", CLUSTER) == 0
+    big = res.ModelSize(gpus=8, params_b=70.0)
+    assert res.downstream_gpus(big, "vllm", CLUSTER) == 4
+    assert res.downstream_resources(big, "vllm", 1, CLUSTER)["gpu"] == 4
+    assert res.downstream_resources(small, "hf", 2, CLUSTER)["runtime"] == 16 * 60
+    assert res.judge_gpus({"backend": "vllm", "tensor_parallel_size": 4}) == 4
+    assert res.judge_gpus({"backend": "vllm"}) == 1
+    assert res.judge_gpus({"backend": "openai"}) == res.judge_gpus({"backend": "transformers"}) == 0
+
+
+# ---- the paper's plan through the SLURM profile ------------------------------------------
+
+JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+
+
+def _dry_run_jobs(output: str) -> list[dict]:
+    """Each job block of a dry run: rule, wildcards and resources as printed."""
+    jobs, current = [], None
+    for line in output.splitlines():
+        if match := JOB_HEADER.match(line.strip()):
+            current = {"rule": match.group(1), "wildcards": {}, "resources": {}}
+            jobs.append(current)
+        elif current is not None and ":" in line:
+            key, _, value = line.strip().partition(": ")
+            if key in ("wildcards", "resources"):
+                current[key] = dict(item.split("=", 1) for item in value.split(", "))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def paper_jobs():
+    env = {**os.environ, "SLURM_PARTITION": "gpu", "SLURM_ACCOUNT": "proj"}
+    targets = [
+        "results/models/llama3-8b/sft-alpaca/training.json",
+        "results/llama3-3b/sft-wildchat.ppo-ultrafeedback/step-100/generations.parquet",
+        "results/qwen3-4b/sft-alpaca.dpo-hh_rlhf/drift.parquet",
+    ]
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--profile", "slurm", *targets,
+         "--configfile", "config/paper.yaml"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _dry_run_jobs(result.stdout + result.stderr)
+
+
+def _job(jobs, rule, **wildcards):
+    matches = [
+        j for j in jobs
+        if j["rule"] == rule and all(j["wildcards"].get(k) == v for k, v in wildcards.items())
+    ]
+    assert matches, f"no {rule} job with {wildcards}"
+    return matches[0]["resources"]
+
+
+def test_paper_training_jobs_request_the_models_gpus(paper_jobs):
+    sft_8b = _job(paper_jobs, "train_sft", model="llama3-8b", sft_dataset="alpaca")
+    assert (sft_8b["gpu"], sft_8b["cpus_per_task"], sft_8b["nodes"]) == ("8", "64", "1")
+    assert sft_8b["slurm_partition"] == "gpu" and sft_8b["slurm_account"] == "proj"
+    sft_3b = _job(paper_jobs, "train_sft", model="llama3-3b", sft_dataset="wildchat")
+    assert (sft_3b["gpu"], sft_3b["cpus_per_task"]) == ("4", "32")
+    assert int(sft_8b["mem_mb"]) > int(sft_3b["mem_mb"]) > 8000  # above the profile default
+    assert 60 < int(sft_3b["runtime"]) <= 2880
+    ppo = _job(paper_jobs, "train_preference_optimisation", model="llama3-3b",
+               po_run="ppo-ultrafeedback")
+    assert ppo["gpu"] == "4"
+    reward = _job(paper_jobs, "train_reward_model", model="llama3-3b")
+    assert reward["gpu"] == "4"
+
+
+def test_paper_generation_uses_one_gpu_per_checkpoint(paper_jobs):
+    generate = _job(paper_jobs, "generate", model="llama3-3b",
+                    run="sft-wildchat.ppo-ultrafeedback", step="100")
+    assert (generate["gpu"], generate["cpus_per_task"]) == ("1", "8")
+    # CPU-side jobs keep the profile's defaults and no GPU.
+    data = _job(paper_jobs, "prepare_sft_dataset", sft_dataset="alpaca")
+    assert "gpu" not in data and data["mem_mb"] == "16000"
+    base = _job(paper_jobs, "prepare_base_model", model="llama3-8b")
+    assert "gpu" not in base and int(base["mem_mb"]) >= 48000
+
+
+def test_paper_light_rules_are_local():
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(configfiles=[REPO / "config/paper.yaml"]),
+            snakefile=REPO / "Snakefile",
+            workdir=REPO,
+        )
+        workflow = workflow_api._workflow  # noqa: SLF001 - the loaded Snakefile
+        local = set(workflow._localrules)  # noqa: SLF001
+        defined = {rule.name for rule in workflow.rules}
+    assert local <= defined, f"local rules that do not exist: {local - defined}"
+    assert {"values", "drift", "judge", "judge_agreement", "sft_drift_table", "all"} <= local
+    assert not {"train_sft", "train_preference_optimisation", "generate", "prepare_base_model"} & local
+
+
+# Conda environments: tests/workflow/test_envs.py.
+
+
+# ---- deleting checkpoint weights once generated ------------------------------------------
+
+
+def test_only_intermediate_checkpoints_lose_their_weights(tmp_path):
+    assert keeps_weights("base", 0, 0)
+    assert keeps_weights("sft-wildchat", 5994, 5994)  # final SFT: PO starts from it
+    assert not keeps_weights("sft-wildchat", 500, 5994)
+    checkpoint = tmp_path / "checkpoint-2"
+    for name in ("model.safetensors", "optimizer.pt", "rng_state.pth", "config.json",
+                 "tokenizer.json", "trainer_state.json", "global_step2/zero_pp_rank_0.pt"):
+        (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint / name).write_text("0123456789")
+    deleted = delete_checkpoint_weights(checkpoint)
+    assert sorted(deleted) == ["global_step2", "model.safetensors", "optimizer.pt", "rng_state.pth"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "config.json", "tokenizer.json", "trainer_state.json", DELETED_MARKER,
+    ]
+    assert delete_checkpoint_weights(checkpoint) == []  # idempotent
+    with pytest.raises(WeightsDeletedError, match="rerun its training"):
+        require_weights(checkpoint)
+    require_weights(tmp_path)  # a directory with its weights: no error
+
+
+@pytest.fixture(scope="module")
+def generated_repo(tmp_path_factory):
+    """A repo copy whose SFT run 'taskish' is on disk (a tiny model as every checkpoint),
+    after the real generate rule ran for step 3 and the final step 6 with deletion on."""
+    from tests.support.tiny_model import build_tiny_model
+    from value_drifts.core.questions import read_questions, sample_questions
+
+    repo = copy_repo(tmp_path_factory.mktemp("delete") / "repo")
+    for benchmark in (repo / "benchmarks").rglob("*.tsv"):  # a local run's, older than ours
+        benchmark.unlink()
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    config["generation"].update(delete_checkpoint_weights=True, samples=1, max_new_tokens=4)
+    (repo / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    model = "results/models/smollm2-135m"
+    build_tiny_model(repo / model / "base")
+    sft = repo / "results/data/sft/taskish"
+    sft.mkdir(parents=True)
+    pl.DataFrame({"messages": [[{"role": "user", "content": "x"}]]}).write_parquet(sft / "train.parquet")
+    pl.DataFrame({"messages": [[{"role": "user", "content": "x"}]]}).write_parquet(sft / "validation.parquet")
+    (sft / "counts.json").write_text("{}")
+    topics = yaml.safe_load((repo / "config/topics.yaml").read_text())
+    questions = read_questions(str(repo / config["questions"]["path"]), list(topics))
+    questions = sample_questions(questions, config["questions"].get("per_category"), config["seed"],
+                                 config["questions"].get("categories"))
+    questions.write_parquet(repo / "results/data/questions.parquet")
+    for step in (3, 6):
+        build_tiny_model(repo / model / f"sft-taskish/checkpoint-{step}")
+        (repo / model / f"sft-taskish/checkpoint-{step}/trainer_state.json").write_text("{}")
+        (repo / model / f"sft-taskish/checkpoint-{step}/optimizer.pt").write_text("x")
+    (repo / model / "sft-taskish/training.json").write_text('{"steps": [3, 6]}')
+    # Outputs newer than their inputs, in DAG order, as a real run leaves them.
+    now = time.time()
+    order = [repo / model / "base", *sft.iterdir(), repo / "results/data/questions.parquet",
+             repo / model / "sft-taskish/training.json"]
+    for offset, path in enumerate(order):
+        os.utime(path, (now + offset, now + offset))
+
+    targets = [f"results/smollm2-135m/sft-taskish/step-{s}/generations.parquet" for s in (3, 6)]
+    planned = dry_run_jobs(*targets, "--rerun-triggers", "mtime", cwd=repo)
+    assert planned == {"generate": 2}, planned  # only generation runs for real
+    snakemake("--cores", "1", *targets, "--rerun-triggers", "mtime", cwd=repo, timeout=600)
+    return repo, targets
+
+
+def test_generation_deletes_intermediate_weights_and_keeps_the_final(generated_repo):
+    repo, _ = generated_repo
+    run = repo / "results/models/smollm2-135m/sft-taskish"
+    assert not (run / "checkpoint-3/model.safetensors").exists()
+    assert not (run / "checkpoint-3/optimizer.pt").exists()
+    assert (run / "checkpoint-3/config.json").exists()
+    assert (run / f"checkpoint-3/{DELETED_MARKER}").exists()
+    assert (run / "checkpoint-6/model.safetensors").exists()  # final: PO starts here
+    table = pl.read_parquet(repo / "results/smollm2-135m/sft-taskish/step-3/generations.parquet")
+    assert table.height == 66 and table["sample"].unique().to_list() == [0]
+
+
+def test_nothing_reruns_after_deletion(generated_repo):
+    repo, targets = generated_repo
+    result = snakemake("-n", *targets, "results/models/smollm2-135m/sft-taskish/training.json",
+                       "--rerun-triggers", "mtime", cwd=repo)
+    assert "Nothing to be done" in result.stdout + result.stderr
