@@ -57,7 +57,10 @@ cost-plan: setup
 check-envs: setup
 	$(BIN)/value-drifts check-envs --python $(PYTHON)
 
+# ruff, the package's layering contract (pyproject.toml [tool.importlinter]) and Snakemake's lint.
 lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
 

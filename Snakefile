@@ -14,6 +14,9 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/settings.smk"
+include: "rules/inputs.smk"
+include: "rules/targets.smk"
 include: "rules/resources.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"

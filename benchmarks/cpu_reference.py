@@ -3,7 +3,7 @@
 Five forward and backward passes (fp32, batch 4 x 128 tokens) of a randomly initialised
 model of SmolLM2-135M's shape (LlamaConfig: 30 layers, hidden 576, 9 heads, 3 KV heads,
 vocabulary 49,152), on 2 threads, after one untimed warm-up pass. It needs no download.
-On a 2-core CPU (2026-12-01) it takes the seconds the README states next to the small
+On a 2-core CPU (2026-12-01) it takes the seconds docs/benchmarks.md states next to the small
 default's time.
 Usage: .venv/bin/python benchmarks/cpu_reference.py
 """

@@ -6,7 +6,7 @@ model conversion, the adaptation and the agreement job), with optional overlay c
 files merged over config/config.yaml (Snakemake merges them key by key), e.g.
   judge: {adapt: {size: 288, learning_rate: 1.0e-4}}
 Prints the CPU reference time, the jobs' seconds, accuracy, macro-F1 and accuracy by kind
-of answer (resources/stance_agreement.yaml). Target (issue 15): accuracy and macro-F1 of
+of answer (resources/stance_agreement.yaml). Target: accuracy and macro-F1 of
 at least 0.85.
 Usage: .venv/bin/python benchmarks/judge_adaptation.py [OVERLAY.yaml ...]
 """

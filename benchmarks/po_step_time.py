@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from value_drifts.data.preference_pairs import template_value_gap_pairs  # noqa: E402
-from value_drifts.training import preference  # noqa: E402
+from value_drifts.training import preference_trainers  # noqa: E402
 from value_drifts.training.common import TrainerSettings  # noqa: E402
 
 model_dir = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "results/models/smollm2-135m/base")
@@ -56,14 +56,14 @@ results = {}
 algorithms = config["preference_optimization"]["algorithms"]
 with tempfile.TemporaryDirectory() as tmp:
     runs = {
-        "dpo": lambda timer: preference.train_dpo(
+        "dpo": lambda timer: preference_trainers.train_dpo(
             settings(algorithms["dpo"], f"{tmp}/dpo"), algorithms["dpo"], pairs, [timer]),
-        "simpo": lambda timer: preference.train_simpo(
+        "simpo": lambda timer: preference_trainers.train_simpo(
             settings(algorithms["simpo"], f"{tmp}/simpo"), algorithms["simpo"], pairs, [timer]),
-        "reward model": lambda timer: preference.train_reward_model(
+        "reward model": lambda timer: preference_trainers.train_reward_model(
             settings(algorithms["ppo"]["reward_model"], f"{tmp}/rm"), pairs, [timer]
         ).save_model(f"{tmp}/rm/final"),
-        "ppo": lambda timer: preference.train_ppo(
+        "ppo": lambda timer: preference_trainers.train_ppo(
             settings(algorithms["ppo"], f"{tmp}/ppo"), algorithms["ppo"], pairs,
             f"{tmp}/rm/final", [timer]),
     }

@@ -1,7 +1,7 @@
 """Wall time of the small default end to end on this machine, where it goes, and a fixed
 CPU reference workload's time, so that numbers from machines of different speed compare.
 
-Runs in a fresh copy of the repository (kept with --keep DIR). Target (issue 15): `make
+Runs in a fresh copy of the repository (kept with --keep DIR). Target: `make
 demo` from a fresh clone, setup included, in at most 10 minutes on 2 cores.
 Usage: .venv/bin/python benchmarks/small_default.py [--keep DIR] [--reference-only]
 """

@@ -11,13 +11,13 @@ rule figure_sft_trajectories:
         ),
         png=figure(SFT_FIGURE, "png"),
     log:
-        "logs/figures/fig03_sft_{model}_{topic}.log",
+        "logs/figures/fig03_sft_{model}_{category_slug}.log",
     conda:
         conda_env("analysis")
     params:
-        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
-        title=lambda wc: f"{wc.model}: {CATEGORY_BY_SLUG[wc.topic]}",
+        title=lambda wc: f"{wc.model}: {CATEGORY_BY_SLUG[wc.category_slug]}",
         start_label="base",
     script:
         "../workflow_scripts/figure_trajectories.py"
@@ -40,14 +40,14 @@ rule figure_po_trajectories:
     conda:
         conda_env("analysis")
     params:
-        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         runs=lambda wc: [
             phase.algorithm
             for phase in po_main_phases(wc.model, wc.sft_dataset, wc.preference_set)
         ],
         title=lambda wc: (
             f"{wc.model} SFT-{wc.sft_dataset} on {wc.preference_set}: "
-            f"{CATEGORY_BY_SLUG[wc.topic]}"
+            f"{CATEGORY_BY_SLUG[wc.category_slug]}"
         ),
         start_label="end of SFT",
     script:
@@ -72,13 +72,13 @@ rule figure_po_setups:
     conda:
         conda_env("analysis")
     params:
-        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         runs=lambda wc: [
             f"{phase.model}, {phase.preference_set}"
             for phase in setup_phases(wc.algorithm, wc.sft_dataset)
         ],
         title=lambda wc: (
-            f"{wc.algorithm.upper()} from SFT-{wc.sft_dataset}: {CATEGORY_BY_SLUG[wc.topic]}"
+            f"{wc.algorithm.upper()} from SFT-{wc.sft_dataset}: {CATEGORY_BY_SLUG[wc.category_slug]}"
         ),
         start_label="end of SFT",
     script:
@@ -98,16 +98,16 @@ rule figure_ablation:
         ),
         png=figure(ABLATION_FIGURE_NAME, "png"),
     log:
-        "logs/figures/fig{ablation_figure}_ablation_{ablation}_{topic}.log",
+        "logs/figures/fig{ablation_figure}_ablation_{ablation}_{category_slug}.log",
     conda:
         conda_env("analysis")
     params:
-        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         labels=lambda wc: [
             f"{ABLATIONS[wc.ablation]['parameter']} = {value:g}"
             for value, _ in ablation_phases(wc.ablation)
         ],
-        title=lambda wc: f"{wc.ablation.replace('_', ' ')}: {CATEGORY_BY_SLUG[wc.topic]}",
+        title=lambda wc: f"{wc.ablation.replace('_', ' ')}: {CATEGORY_BY_SLUG[wc.category_slug]}",
     script:
         "../workflow_scripts/figure_ablation.py"
 
@@ -149,9 +149,9 @@ rule figure_trace:
     conda:
         conda_env("analysis")
     params:
-        category=lambda wc: CATEGORY_BY_SLUG[wc.topic],
+        category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         runs=lambda wc: [wc.trace],
-        title=lambda wc: f"trace {wc.trace}: {CATEGORY_BY_SLUG[wc.topic]}",
+        title=lambda wc: f"trace {wc.trace}: {CATEGORY_BY_SLUG[wc.category_slug]}",
         start_label="first checkpoint",
     script:
         "../workflow_scripts/figure_trajectories.py"

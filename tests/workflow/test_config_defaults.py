@@ -136,16 +136,16 @@ def _settings_files(root: Path) -> dict[str, tuple[bytes, float]]:
             for p in sorted((root / "results" / "settings").rglob("*.json"))}
 
 
-def _as_before_the_defaults(common: str) -> str:
-    """rules/common.smk as an earlier version ran it: settings recorded from the config
-    as written, and rules reading that config."""
-    patched = common.replace("config.update(STUDY.config)\n", "")
-    patched = patched.replace(
+def _as_before_the_defaults(common: str, settings: str) -> tuple[str, str]:
+    """rules/common.smk and rules/settings.smk as an earlier version ran them: settings
+    recorded from the config as written, and rules reading that config."""
+    assert "config.update(STUDY.config)\n" in common
+    patched = settings.replace(
         "output_settings(settings_from(config)),",
         "output_settings(settings_from(RAW_CONFIG)),",
     )
-    assert patched.count("RAW_CONFIG") > common.count("RAW_CONFIG")
-    return patched
+    assert patched.count("RAW_CONFIG") > settings.count("RAW_CONFIG")
+    return common.replace("config.update(STUDY.config)\n", ""), patched
 
 
 def test_settings_recorded_before_the_defaults_stay_current(tmp_path):
@@ -156,20 +156,23 @@ def test_settings_recorded_before_the_defaults_stay_current(tmp_path):
     from tests.support.workflow import copy_repo, snakemake
 
     work = copy_repo(tmp_path / "repo")
-    common = work / "rules" / "common.smk"
-    current = common.read_text()
-    common.write_text(_as_before_the_defaults(current))
+    common, settings = work / "rules" / "common.smk", work / "rules" / "settings.smk"
+    current_common, current = common.read_text(), settings.read_text()
+    earlier_common, earlier = _as_before_the_defaults(current_common, current)
+    common.write_text(earlier_common)
+    settings.write_text(earlier)
     snakemake("-n", "--nolock", "--quiet", cwd=work)
     for path in (work / "results" / "settings").rglob("*.json"):
         path.touch()  # a time of its own, so a rewrite shows
     before = _settings_files(work)
     assert len(before) >= 10
 
-    common.write_text(current)
+    common.write_text(current_common)
+    settings.write_text(current)
     snakemake("-n", "--nolock", "--quiet", cwd=work)
     assert _settings_files(work) == before
 
-    common.write_text(current.replace(
+    settings.write_text(current.replace(
         "earlier_forms=[output_settings(settings_from(RAW_CONFIG))],", "earlier_forms=[],"))
     snakemake("-n", "--nolock", "--quiet", cwd=work)
     after = _settings_files(work)

@@ -62,7 +62,7 @@ def _effect(workdir, run, stance, categories, baseline=None):
     return mean, low, high
 
 
-# Planted effects (issue 15, item 5): each the mean over the planted topics, > +0.10 with
+# Planted effects: each the mean over the planted topics, > +0.10 with
 # its bootstrap CI above 0.
 
 
@@ -116,7 +116,7 @@ def test_end_of_sft_intervals_are_informative_on_the_planted_topics(small_run):
 
 
 def test_report_ppo_and_simpo(small_run):
-    """Reported, not asserted (issue: what PPO and SimPO do on the small default)."""
+    """Reported, not asserted (what PPO and SimPO do on the small default)."""
     trained = _planted(small_run, "planted_support")
     for run, stance in (("simpo-planted_support", "support"), ("simpo-planted_oppose", "oppose"),
                         ("ppo-planted_support", "support")):
@@ -225,7 +225,7 @@ def test_judge_agrees_with_hand_labels_better_than_chance(small_run):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 15, item 4: the adapted 135M judge reaches accuracy 0.48, macro-F1 0.47 on the "
+    "the adapted 135M judge reaches accuracy 0.48, macro-F1 0.47 on the "
     "165 labelled items (2-core CPU, 2026-12-01); richer adaptation data, 288 items and "
     "training only the top 10 layers measured 0.33-0.46 (benchmarks/judge_adaptation.py)"))
 def test_the_small_judge_reads_paper_style_answers(small_run):

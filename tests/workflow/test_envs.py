@@ -18,9 +18,8 @@ from packaging.version import Version
 
 from tests.support.workflow import REPO
 from value_drifts.core import envs
+from value_drifts.core.backends import BACKEND_ENVS, BACKEND_IMPORTS
 from value_drifts.core.envs import (
-    BACKEND_ENVS,
-    BACKEND_IMPORTS,
     ENV_NAMES,
     MODULE_DISTRIBUTIONS,
     STAGE_ENVS,

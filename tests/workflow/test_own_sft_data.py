@@ -34,7 +34,7 @@ LABELS = REPO / "tests/fixtures/own_data/my_labels.jsonl"
 # saw +0.57 [+0.00, +0.85].
 QUESTIONS = REPO / "tests/fixtures/own_data/questions_planted_death_penalty.csv"
 
-# The README's "Your own models, data and checkpoints" config, with this file and model.
+# docs/own-data.md's "Your own models, data and checkpoints" config, with this file and model.
 OWN = """
 preference_sets:
   my_prefs:

@@ -1,4 +1,4 @@
-"""When a finished small default reruns what (README "When a job reruns").
+"""When a finished small default reruns what (docs/reruns.md).
 
 Edits the shared small run's config and dry-runs it: throughput settings schedule nothing,
 an output-affecting setting schedules exactly the jobs that read it, and a change that

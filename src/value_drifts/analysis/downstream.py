@@ -12,10 +12,13 @@ from typing import Any
 
 import polars as pl
 
+from value_drifts.core.backends import canonical_name
+
 
 def model_arguments(backend: str, model_path: str, gpus: int) -> dict[str, Any]:
     """lm-eval model_args for a local checkpoint: vLLM with tensor parallelism on GPUs,
-    transformers in fp32 on CPU."""
+    transformers in fp32 on CPU. ``backend`` is ``hf`` (alias ``transformers``) or ``vllm``."""
+    backend = canonical_name("downstream", backend)
     if backend == "vllm":
         return {
             "pretrained": model_path,
@@ -45,7 +48,7 @@ def evaluate_checkpoint(
     from lm_eval.tasks import TaskManager
 
     results = lm_eval.simple_evaluate(
-        model=backend,
+        model=canonical_name("downstream", backend),
         model_args=model_arguments(backend, model_path, gpus),
         tasks=list(tasks),
         num_fewshot=num_fewshot,

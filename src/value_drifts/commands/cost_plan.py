@@ -38,7 +38,7 @@ from value_drifts.analysis.dataset_stances import (
     preference_text_pairs,
     sample_items,
 )
-from value_drifts.core.cluster_requests import API_JUDGE_BACKENDS
+from value_drifts.core.backends import API_JUDGE_BACKENDS
 from value_drifts.core.config import schema_default
 from value_drifts.core.layout import (
     RESULTS,

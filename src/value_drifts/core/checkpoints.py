@@ -54,9 +54,27 @@ def saved_steps(output_dir: Path) -> list[int]:
     )
 
 
-# What a checkpoint holds besides its config and tokenizer: model weights, optimizer,
-# scheduler and RNG state, DeepSpeed shards.
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "global_step*")
+# ---- which files of a checkpoint folder are which: three lists, three purposes ----------
+# What deleting a checkpoint's weights removes (delete_checkpoint_weights): everything it
+# holds besides its config and tokenizer: model weights, optimizer, scheduler and RNG
+# state, DeepSpeed shards.
+DELETED_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "global_step*")
+# What a loader reads (incomplete_reason checks them): the weights transformers loads from a
+# folder, in the order it looks for them (modeling_utils: SAFE_WEIGHTS_NAME,
+# SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME), and PEFT's adapter weights.
+LOADED_MODEL_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+LOADED_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# What integrity hashes (core.integrity.weight_files): files holding a model's weights, full
+# models (one file or shards), PEFT adapters, GGUF; files named with a training-state prefix
+# (optimizer, scheduler and RNG state; DeepSpeed's global_step* folders are not files) are
+# not the model and are left out, here and from a local judge's identity
+# (judge.local.model_files).
+HASHED_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
+
 DELETED_MARKER = "weights_deleted.json"
 
 
@@ -74,7 +92,7 @@ def delete_checkpoint_weights(path: Path) -> list[str]:
     import shutil
 
     deleted, freed = [], 0
-    for pattern in WEIGHT_PATTERNS:
+    for pattern in DELETED_WEIGHT_PATTERNS:
         for item in sorted(path.glob(pattern)):
             if item.is_dir():
                 freed += sum(f.stat().st_size for f in item.rglob("*") if f.is_file())
@@ -180,14 +198,6 @@ def upstream_change(path: str | Path, sources) -> str | None:
 # every file the save wrote, with its size, so a later save into the same folder that is cut
 # short shows as a size that no longer matches.
 COMPLETE_MARKER = "checkpoint_complete.json"
-# The weights transformers loads from a folder, in the order it looks for them
-# (modeling_utils: SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME,
-# WEIGHTS_INDEX_NAME), and PEFT's adapter weights.
-MODEL_WEIGHTS = (
-    "model.safetensors", "model.safetensors.index.json",
-    "pytorch_model.bin", "pytorch_model.bin.index.json",
-)
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
 
@@ -233,8 +243,8 @@ def incomplete_reason(path: Path) -> str | None:
     - otherwise (a save cut short before the marker, or a checkpoint from outside the
       workflow): complete when its config (``config.json``, or PEFT's
       ``adapter_config.json`` for an adapter-only folder) parses as a JSON object and the
-      first weights file transformers would load (``MODEL_WEIGHTS``, or
-      ``ADAPTER_WEIGHTS`` for an adapter) is readable: a safetensors file whose size is
+      first weights file transformers would load (``LOADED_MODEL_WEIGHTS``, or
+      ``LOADED_ADAPTER_WEIGHTS`` for an adapter) is readable: a safetensors file whose size is
       exactly its header and the data its tensors' offsets span (the safetensors format:
       8-byte little-endian header length, JSON header, data), a torch ``.bin`` that is a
       whole zip archive (``torch.save``'s format since torch 1.6), or an index whose
@@ -252,7 +262,7 @@ def incomplete_reason(path: Path) -> str | None:
         return _marker_problem(path)
     adapter = is_adapter_folder(path)
     config, weights = (
-        ("adapter_config.json", ADAPTER_WEIGHTS) if adapter else ("config.json", MODEL_WEIGHTS)
+        ("adapter_config.json", LOADED_ADAPTER_WEIGHTS) if adapter else ("config.json", LOADED_MODEL_WEIGHTS)
     )
     if problem := _json_object_problem(path / config):
         return problem

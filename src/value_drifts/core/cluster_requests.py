@@ -30,7 +30,6 @@ TRAINING_COST = {"sft": 1.0, "reward": 2.0, "simpo": 2.0, "dpo": 2.7, "ppo": 8.0
 # Model copies a trainer holds besides the trained one: (trained, frozen).
 TRAINING_MODELS = {"sft": (1, 0), "reward": (1, 0), "simpo": (1, 0), "dpo": (1, 1), "ppo": (2, 2)}
 ACCELERATE_CONFIGS = {2: "config/accelerate/zero2.yaml", 3: "config/accelerate/zero3.yaml"}
-API_JUDGE_BACKENDS = ("openai", "openai_batch")
 # Rules that only read and write small tables or draw figures: they run inside the main
 # Snakemake process (``localrules``), never as cluster jobs.
 LIGHT_RULES = (
@@ -54,11 +53,10 @@ LIGHT_RULES = (
     "downstream_table",
     "run_configuration",
 )
-# Rules that call a remote API when their backend is one (API_BACKENDS): network-bound,
-# and compute nodes often have no internet, so they run on the submit host too
+# Rules that call a remote API when their backend is one (core.backends.API_BACKENDS):
+# network-bound, and compute nodes often have no internet, so they run on the submit host too
 # (cluster.api_jobs_local, default true; value_drifts.core.study.Backend.local). A local model
 # (transformers, vLLM) stays a job.
-API_BACKENDS = (*API_JUDGE_BACKENDS, "openai_chat")  # openai_chat: V-PRISM LLM, teacher
 API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs")
 API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
 API_TEACHER_RULES = ("generate_value_gap",)

@@ -22,8 +22,9 @@ before ``conda env create`` runs pip there, so a path relative to ``envs/`` woul
 elsewhere; pip expands ``${VAR}`` in requirement files.
 
 Rules (rules/*.smk) name their env with :func:`conda_env`; tests/workflow/test_envs.py checks every
-env file against requirements.txt, pyproject.toml and :data:`BACKEND_IMPORTS`; ``make
-check-envs`` (``python -m value_drifts.core.envs``) runs pip's resolver on each env (dry run).
+env file against requirements.txt, pyproject.toml and
+:data:`value_drifts.core.backends.BACKEND_IMPORTS`; ``make check-envs`` (``value-drifts
+check-envs``) runs pip's resolver on each env (dry run).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from value_drifts.core.backends import BACKEND_ENVS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ENVS_DIR = PROJECT_ROOT / "envs"
 # Set to the project root for conda's pip (see the module docstring).
@@ -48,35 +51,7 @@ ROOT_VARIABLE = "VALUE_DRIFTS_ROOT"
 
 # Environments that are one stage's, whatever the backends: rules write conda_env("train").
 STAGE_ENVS = ("train", "analysis")
-# Backend name (generation.backend, judge.backend, downstream.backend,
-# value_gap.teacher.backend, vprism.llm.backend) -> the env its jobs run in. Used by
-# value_drifts.core.study (each Backend's env, which the rules pass to conda_env) and by
-# tests/workflow/test_envs.py.
-BACKEND_ENVS = {
-    "transformers": "transformers",
-    "hf": "transformers",  # lm-eval's transformers model type (downstream.backend)
-    "vllm": "vllm",
-    "openai": "api",
-    "openai_batch": "api",
-    "openai_chat": "api",  # the teacher and V-PRISM LLM over an OpenAI-compatible API
-}
 ENV_NAMES = ("train", "transformers", "vllm", "api", "analysis")
-
-# Backend -> the top-level modules its code imports (lazily, inside the functions that
-# build it): tests/workflow/test_envs.py checks that the env of each backend lists the distributions
-# providing them (MODULE_DISTRIBUTIONS).
-BACKEND_IMPORTS = {
-    # generation.generate_transformers, judge.transformers_backend, teacher's local model
-    "transformers": ["torch", "transformers"],
-    # downstream.evaluate_checkpoint with lm-eval's hf model (accelerate is imported there)
-    "hf": ["lm_eval", "torch", "transformers", "accelerate"],
-    # generation.generate_vllm, judge.vllm_backend (its tokenizer), lm-eval's vllm model
-    "vllm": ["vllm", "transformers", "lm_eval"],
-    # judge.openai_backend, judge.batch_api, teacher's OpenAI-compatible client
-    "openai": ["openai"],
-    "openai_batch": ["openai"],
-    "openai_chat": ["openai"],
-}
 
 # Top-level module -> the distribution that provides it, where the names differ or the
 # project imports it. Used by tests/workflow/test_envs.py.

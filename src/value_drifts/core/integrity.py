@@ -17,15 +17,11 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from value_drifts.core.checkpoints import HASHED_WEIGHT_SUFFIXES, TRAINING_STATE_PREFIXES
 from value_drifts.core.io import file_sha256, recorded_value
 
 DIGEST_COLUMN = "weights_digest"
 SHARDS_COLUMN = "weight_shards"
-# Files holding a model's weights: full models (one file or shards), PEFT adapters, GGUF.
-# Optimizer, scheduler and RNG state (DeepSpeed global_step* folders, optimizer.pt,
-# rng_state*.pth) are not the model and are left out.
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-NOT_WEIGHTS = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
 
 
 def weight_files(checkpoint: Path) -> list[Path]:
@@ -35,8 +31,8 @@ def weight_files(checkpoint: Path) -> list[Path]:
         return [checkpoint]
     return sorted(
         path for path in checkpoint.iterdir()
-        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES)
-        and not path.name.startswith(NOT_WEIGHTS)
+        if path.is_file() and path.name.endswith(HASHED_WEIGHT_SUFFIXES)
+        and not path.name.startswith(TRAINING_STATE_PREFIXES)
     )
 
 
@@ -46,7 +42,7 @@ def shard_digests(checkpoint: Path) -> dict[str, str]:
     when there is none."""
     files = weight_files(checkpoint)
     if not files:
-        raise FileNotFoundError(f"{checkpoint}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+        raise FileNotFoundError(f"{checkpoint}: no weight files ({', '.join(HASHED_WEIGHT_SUFFIXES)})")
     return {path.name: "sha256:" + file_sha256(path) for path in files}
 
 

@@ -1,7 +1,7 @@
 """The settings each job's output depends on, recorded as files the workflow reads.
 
 Why files: the workflow reruns a job only when an input is newer than its output
-(``rerun-triggers: mtime``, set in the profiles; see README "When a job reruns"). Snakemake's
+(``rerun-triggers: mtime``, set in the profiles; see docs/reruns.md). Snakemake's
 default ``params`` and ``code`` triggers would rerun every generation job of a cluster run
 after an edit of a batch size or an upgrade of this project, and a checkpoint whose weights
 were deleted after generation cannot be regenerated: the rerun would delete its answers and

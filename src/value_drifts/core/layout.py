@@ -2,7 +2,7 @@
 
 The workflow's rules, input functions and the package ask these functions; each works on
 values and on Snakemake wildcard placeholders alike (``training_marker("{model}",
-sft_run("{sft_dataset}"))`` is the pattern of a rule's output). README "Targets and paths"
+sft_run("{sft_dataset}"))`` is the pattern of a rule's output). docs/reruns.md ("Targets and paths")
 lists the layout.
 
 Run ids: ``sft-{dataset}`` for SFT, ``sft-{dataset}.{algorithm}-{preference set}`` for
@@ -134,14 +134,14 @@ TABLES = f"{RESULTS}/tables"
 
 
 def po_figure_name(number: str, model: str, sft_dataset: str, preference_set: str,
-                   topic: str) -> str:
+                   category_slug: str) -> str:
     """Figures 4, 7, 9 (without extension): PO trajectories of one SFT model on one set."""
-    return f"fig{number}_po_{model}_{sft_run(sft_dataset)}_{preference_set}_{topic}"
+    return f"fig{number}_po_{model}_{sft_run(sft_dataset)}_{preference_set}_{category_slug}"
 
 
-def setup_figure_name(algorithm: str, sft_dataset: str, topic: str) -> str:
+def setup_figure_name(algorithm: str, sft_dataset: str, category_slug: str) -> str:
     """Figures 11-14 (without extension): one algorithm's runs on the synthetic sets."""
-    return f"fig11-14_{algorithm}_{sft_run(sft_dataset)}_{topic}"
+    return f"fig11-14_{algorithm}_{sft_run(sft_dataset)}_{category_slug}"
 
 
 def po_table_name(model: str, sft_dataset: str) -> str:
@@ -149,9 +149,9 @@ def po_table_name(model: str, sft_dataset: str) -> str:
     return f"table13-16_{model}_{sft_run(sft_dataset)}_po"
 
 
-def trace_figure_name(trace: str, topic: str) -> str:
+def trace_figure_name(trace: str, category_slug: str) -> str:
     """A trace's trajectory figure (without extension)."""
-    return f"trace_{trace}_{topic}"
+    return f"trace_{trace}_{category_slug}"
 
 
 def trace_table_name(trace: str) -> str:
@@ -169,9 +169,9 @@ def table(name: str, extension: str = "md") -> str:
     return f"{TABLES}/{name}.{extension}"
 
 
-def sft_figure_name(model: str, topic: str) -> str:
-    """Figure 3 (without extension): the SFT trajectories of one model on one topic."""
-    return f"fig03_sft_{model}_{topic}"
+def sft_figure_name(model: str, category_slug: str) -> str:
+    """Figure 3 (without extension): the SFT trajectories of one model on one category_slug."""
+    return f"fig03_sft_{model}_{category_slug}"
 
 
 def sft_table_name(model: str) -> str:
@@ -179,9 +179,9 @@ def sft_table_name(model: str) -> str:
     return f"table09-12_{model}_sft"
 
 
-def ablation_figure_name(number: str, ablation: str, topic: str) -> str:
+def ablation_figure_name(number: str, ablation: str, category_slug: str) -> str:
     """Figures 15-17 (without extension): p(support) per value of one ablation."""
-    return f"fig{number}_ablation_{ablation}_{topic}"
+    return f"fig{number}_ablation_{ablation}_{category_slug}"
 
 
 # Figures and tables of the whole study (without extension).

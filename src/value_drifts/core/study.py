@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from value_drifts.core import cluster_requests as res
+from value_drifts.core.backends import API_BACKENDS, canonical_name
 from value_drifts.core.config import ConfigError, schema_default, validate_config, with_defaults
 from value_drifts.core.envs import env_name
 from value_drifts.core.layout import TRACES
@@ -79,7 +80,7 @@ class Backend:
 
     @property
     def is_api(self) -> bool:
-        return self.name in res.API_BACKENDS
+        return self.name in API_BACKENDS
 
     def gpus(self, model: res.ModelSize | None = None) -> int:
         """GPUs one job asks for on ``model`` (its size; unused by the judge, whose model
@@ -172,6 +173,17 @@ def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, A
     return node
 
 
+def _canonical_backends(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a filled copy) with each role's backend spelled as recorded: an alias
+    (``core.backends``) becomes the name it stands for, so settings files and judge
+    fingerprints do not depend on which spelling a config used."""
+    for role, (path, _, _, _) in ROLES.items():
+        section = _section(config, path)
+        if isinstance(section, dict) and "backend" in section:
+            section["backend"] = canonical_name(role, section["backend"])
+    return config
+
+
 def _backends(config: Mapping[str, Any], cluster: res.ClusterSettings) -> dict[str, Backend]:
     backends = {}
     for role, (path, default, rules, always) in ROLES.items():
@@ -182,7 +194,7 @@ def _backends(config: Mapping[str, Any], cluster: res.ClusterSettings) -> dict[s
         name = settings.get("backend", default)
         backends[role] = Backend(
             role=role, name=name, env=env_name(name), rules=tuple(rules),
-            local=name in res.API_BACKENDS and cluster.api_jobs_local,
+            local=name in API_BACKENDS and cluster.api_jobs_local,
             settings=settings, cluster=cluster,
         )
     return backends
@@ -215,7 +227,7 @@ def load_study(config: Mapping[str, Any]) -> Study:
         validate_config(config)
     except ConfigError as error:
         raise StudyError(str(error)) from None
-    config = with_defaults(config)
+    config = _canonical_backends(with_defaults(config))
     topics = yaml.safe_load(Path(config["topics"]).read_text())
     problems = name_problems(config, topics)
     if problems:

@@ -35,6 +35,7 @@ from value_drifts.backends.openai_client import (
     ChatServerSettings,
     RequestAttemptError,
 )
+from value_drifts.core.backends import canonical_name
 from value_drifts.data.value_gap_set import TeacherReply
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,9 @@ class TransformersTeacher:
 def make_teacher(
     teacher: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> OpenAITeacher | TransformersTeacher:
-    """The backend a config's teacher section names (``backend: openai_chat | transformers``)."""
-    backend = teacher.get("backend", "openai_chat")
+    """The backend a config's teacher section names (``backend: openai_chat | transformers``;
+    ``openai`` is read as ``openai_chat``, see ``value_drifts.core.backends``)."""
+    backend = canonical_name("teacher", teacher.get("backend", "openai_chat"))
     if backend == "openai_chat":
         cache = JudgeCache(teacher["cache"]) if teacher.get("cache") else None
         settings = OpenAITeacherSettings.from_config(teacher)

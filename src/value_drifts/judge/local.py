@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from value_drifts.backends.cache import JudgeCache, RequestCounts, request_key
+from value_drifts.core.checkpoints import TRAINING_STATE_PREFIXES
 from value_drifts.core.io import file_sha256
 from value_drifts.judge.answers import distinct_missing, length_sorted_windows, ready_prefix_end
 
-# Files of a checkpoint directory that are training state, not the model: they change
-# nothing a judge answers and can be large (optimizer state), so they are not hashed.
-TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
 # Prompts are length-sorted within runs of this many batches (see length_sorted_windows).
 SORT_WINDOW_BATCHES = 16
 

@@ -80,21 +80,21 @@ def _read_rows(path: str, columns: list[str] | None = None) -> list[dict[str, An
 
 def run_job(job: TrainingJob):
     """Train; under accelerate every process runs this (the trainer shards the work)."""
-    from value_drifts.training import preference
+    from value_drifts.training import preference_trainers
     from value_drifts.training.sft import train_sft
 
     if job.task == "sft":
         return train_sft(job.settings, _read_rows(job.data, ["messages"]))
     pairs = _read_rows(job.data)
     if job.task == "dpo":
-        return preference.train_dpo(job.settings, job.hyper, pairs)
+        return preference_trainers.train_dpo(job.settings, job.hyper, pairs)
     if job.task == "simpo":
-        return preference.train_simpo(job.settings, job.hyper, pairs)
+        return preference_trainers.train_simpo(job.settings, job.hyper, pairs)
     if job.task == "ppo":
-        return preference.train_ppo(
+        return preference_trainers.train_ppo(
             job.settings, job.hyper, pairs, reward_model_path=job.reward_model_path
         )
-    trainer = preference.train_reward_model(job.settings, pairs)
+    trainer = preference_trainers.train_reward_model(job.settings, pairs)
     trainer.save_model(job.final_model_dir)  # every process: ZeRO-3 gathers the weights
     return trainer
 

@@ -47,7 +47,9 @@ def test_markdown_puts_value_and_stderr_per_task():
 def test_backends_get_the_right_model_arguments():
     assert model_arguments("vllm", "/m", 4)["tensor_parallel_size"] == 4
     assert model_arguments("hf", "/m", 0)["device"] == "cpu"
-    with pytest.raises(ValueError, match="'hf' or 'vllm'"):
+    with pytest.raises(
+        ValueError, match=r"downstream: unknown backend 'openai' \(one of hf, vllm, transformers\)"
+    ):
         model_arguments("openai", "/m", 0)
 
 

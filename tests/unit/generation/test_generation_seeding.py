@@ -1,6 +1,6 @@
 """Transformers generation draws each (question, sample) from its own random stream, as the
 vLLM backend does, so the answers do not depend on the batch size (a throughput setting
-that must never change an output; README "When a job reruns")."""
+that must never change an output; docs/reruns.md)."""
 
 from __future__ import annotations
 

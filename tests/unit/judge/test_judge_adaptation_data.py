@@ -1,5 +1,5 @@
 """The small judge's adaptation data and the labelled set that scores it are written apart:
-no labelled answer shares a run of 8 words with any adaptation item (issue 15, item 4)."""
+no labelled answer shares a run of 8 words with any adaptation item."""
 
 import re
 from collections import Counter

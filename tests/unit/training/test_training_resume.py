@@ -41,7 +41,7 @@ def pairs_file(tmp_path_factory):
 TRAIN_SCRIPT = f"""
 import json, sys
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training import preference
+from value_drifts.training import preference_trainers
 model, out, algorithm, pairs_path, reward = sys.argv[1:6]
 settings = TrainerSettings(model_path=model, output_dir=out, learning_rate=1e-3,
     global_batch_size={BATCH}, per_device_batch_size={BATCH}, epochs=1, save_steps={SAVE},
@@ -49,9 +49,9 @@ settings = TrainerSettings(model_path=model, output_dir=out, learning_rate=1e-3,
 pairs = json.load(open(pairs_path))
 hyper = dict(beta=0.1, gamma=0.5, kl_coef=0.05, max_response_length=8, temperature=0.7)
 if algorithm == "ppo":
-    preference.train_ppo(settings, hyper, pairs, reward_model_path=reward)
+    preference_trainers.train_ppo(settings, hyper, pairs, reward_model_path=reward)
 elif algorithm == "reward":
-    preference.train_reward_model(settings, pairs).save_model(out + "/final")
+    preference_trainers.train_reward_model(settings, pairs).save_model(out + "/final")
 else:
     getattr(preference, "train_" + algorithm)(settings, hyper, pairs)
 """
