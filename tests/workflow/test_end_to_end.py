@@ -269,7 +269,7 @@ def test_drift_tables_carry_bootstrap_intervals(small_run):
     inside = (drift["magnitude_low"] - 1e-9 <= drift["magnitude"]) & (
         drift["magnitude"] <= drift["magnitude_high"] + 1e-9
     )
-    assert inside.mean() >= 0.9
+    assert inside.all()  # each estimate is made on the questions its interval resamples
     markdown = (small_run / "results/tables/table09-12_smollm2-135m_sft.md").read_text()
     assert "bootstrap CI" in markdown and " [" in markdown
 

@@ -135,15 +135,18 @@ def trajectory_question_values(judgments_by_step: dict[int, pl.DataFrame]) -> pl
 
 
 def question_matrices(
-    question_values: pl.DataFrame, category: str
+    question_values: pl.DataFrame, category: str, steps: Sequence[int] | None = None,
 ) -> tuple[list[int], list[np.ndarray], int]:
-    """(steps, one questions × steps matrix per stance, questions dropped) for a category.
+    """(steps, one questions × steps matrix per stance, questions dropped) for a category,
+    over ``steps`` (all of the category's steps when None).
 
-    Only questions with a readable answer at every step are kept (a NaN or null value
-    counts as missing), so rows stay aligned across steps and no NaN reaches the
-    bootstrap; the number dropped is returned for the log rather than hidden.
+    Only questions with a readable answer at every one of those steps are kept (a NaN or
+    null value counts as missing), so rows stay aligned across steps and no NaN reaches
+    the bootstrap; the number dropped is returned for the log rather than hidden.
     """
     frame = without_unreadable(question_values.filter(pl.col("category") == category))
+    if steps is not None:
+        frame = frame.filter(pl.col("step").is_in(list(steps)))
     steps = sorted(frame["step"].unique().to_list())
     matrices = []
     dropped = 0
@@ -155,31 +158,88 @@ def question_matrices(
     return steps, matrices, dropped
 
 
-def drift_confidence_intervals(
+# Fewer questions than this give no interval (NaN, with the reason in the table's note): a
+# percentile bootstrap over 1 or 2 questions has 1 or 3 distinct resample means, no interval.
+MIN_INTERVAL_QUESTIONS = 3
+MAGNITUDE_QUESTIONS = "questions readable at the first and the last step"
+DRIFT_TIME_QUESTIONS = "questions readable at every step"
+
+
+def _trajectories(steps: Sequence[int], matrices: Sequence[np.ndarray], level: float):
+    """Per stance (start, end, magnitude, drift time) of the mean over the matrix rows."""
+    out = []
+    for m in matrices:
+        if m.shape[0] == 0:
+            out.append((math.nan, math.nan, math.nan, math.nan))
+            continue
+        values = m.mean(axis=0)
+        halfwidths = ci_halfwidth(m, level, axis=0)
+        out.append((float(values[0]), float(values[-1]), drift_magnitude(values[0], values[-1]),
+                    drift_time(steps, values, halfwidths)))
+    return out
+
+
+def _intervals(steps, matrices, level, n_resamples, seed) -> np.ndarray:
+    """bootstrap_drift's bounds, NaN below MIN_INTERVAL_QUESTIONS questions."""
+    if matrices[0].shape[0] < MIN_INTERVAL_QUESTIONS:
+        return np.full((len(matrices), 2, 2), math.nan)
+    return bootstrap_drift(steps, matrices, level, n_resamples, seed)
+
+
+def drift_estimates(
     question_values: pl.DataFrame, ci_level: float, n_resamples: int, seed: int
 ) -> pl.DataFrame:
-    """Bootstrap CIs of drift magnitude and time per category and stance, over the
-    questions readable at every step (``n_bootstrap_questions`` of them)."""
+    """Drift magnitude and drift time per category and stance from per-question values,
+    each estimated on the same questions its percentile bootstrap CI resamples, so a
+    magnitude interval contains its estimate.
+
+    Magnitude (and ``start``, ``end``) is the mean over the ``n_magnitude_questions``
+    questions readable at the first and the last step; drift time is computed from the
+    step means of the ``n_bootstrap_questions`` questions readable at every step. Below
+    ``MIN_INTERVAL_QUESTIONS`` questions an interval is NaN and ``interval_note`` says
+    why. Drift time is a step function of the resampled questions, so its interval may
+    exclude its estimate; ``interval_note`` then says so. Source: paper §3 (values, drift
+    magnitude and time); scipy.stats.bootstrap (percentile method).
+    """
     rows = []
     for category in sorted(question_values["category"].unique().to_list()):
-        steps, matrices, dropped = question_matrices(question_values, category)
+        steps, full, dropped = question_matrices(question_values, category)
         if dropped:
             print(f"{category}: {dropped} question(s) without a readable answer at some "
-                  "step left out of the bootstrap")
-        bounds = bootstrap_drift(steps, matrices, ci_level, n_resamples, seed)
-        for stance, (magnitude, time) in zip(STANCES, bounds, strict=True):
-            rows.append(
-                {
-                    "category": category,
-                    "stance": stance,
-                    "magnitude_low": magnitude[0],
-                    "magnitude_high": magnitude[1],
-                    "drift_time_low": time[0],
-                    "drift_time_high": time[1],
-                    "n_bootstrap_questions": matrices[0].shape[0],
-                }
-            )
-    return pl.DataFrame(rows)
+                  "step left out of the drift-time estimate and its bootstrap")
+        ends_steps, ends, dropped_ends = (
+            (steps, full, dropped) if not dropped or len(steps) < 2
+            else question_matrices(question_values, category, (steps[0], steps[-1])))
+        time_bounds = _intervals(steps, full, ci_level, n_resamples, seed)
+        magnitude_bounds = (time_bounds if ends is full
+                            else _intervals(ends_steps, ends, ci_level, n_resamples, seed))
+        magnitudes = _trajectories(ends_steps, ends, ci_level)
+        times = _trajectories(steps, full, ci_level)
+        for index, stance in enumerate(STANCES):
+            start, end, magnitude, _ = magnitudes[index]
+            drift_time_ = times[index][3]
+            low, high = magnitude_bounds[index][0]
+            time_low, time_high = time_bounds[index][1]
+            notes = []
+            if ends[index].shape[0] < MIN_INTERVAL_QUESTIONS:
+                notes.append(f"magnitude: {ends[index].shape[0]} {MAGNITUDE_QUESTIONS}, "
+                             f"fewer than {MIN_INTERVAL_QUESTIONS}: no interval")
+            if len(steps) >= 2 and full[index].shape[0] < MIN_INTERVAL_QUESTIONS:
+                notes.append(f"drift time: {full[index].shape[0]} {DRIFT_TIME_QUESTIONS}, "
+                             f"fewer than {MIN_INTERVAL_QUESTIONS}: no interval")
+            if not math.isnan(time_low) and not time_low <= drift_time_ <= time_high:
+                notes.append("drift time outside its interval: a step function of the "
+                             "resampled questions")
+            rows.append({
+                "category": category, "stance": stance, "start": start, "end": end,
+                "magnitude": magnitude, "magnitude_low": low, "magnitude_high": high,
+                "drift_time": drift_time_, "drift_time_low": time_low,
+                "drift_time_high": time_high,
+                "n_magnitude_questions": ends[index].shape[0],
+                "n_bootstrap_questions": full[index].shape[0],
+                "interval_note": "; ".join(notes),
+            })
+    return pl.DataFrame(rows, schema_overrides={"interval_note": pl.Utf8})
 
 
 def undefined_note(steps: Sequence[int], values: Sequence[float | None]) -> str:
@@ -210,13 +270,17 @@ def drift_table(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Drift magnitude and drift time per category and stance from a phase's values, with
-    bootstrap CIs when the per-question values are given.
+    """Drift magnitude and drift time per category and stance from a phase's values; when
+    the per-question values are given, estimated on the questions their bootstrap CIs
+    resample (:func:`drift_estimates`: magnitude on ``n_magnitude_questions``, drift time
+    on ``n_bootstrap_questions``), so an estimate and its interval describe one question
+    set.
 
     A step whose category had no readable answer makes drift time NaN (and magnitude NaN
-    when it is the first or last step), with the reason in ``note``; checkpoints whose
-    weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``); ``n_questions`` is the
-    fewest readable questions any step had.
+    when it is the first or last step), with the reason in ``note``, which also says where
+    an interval is missing or a drift time lies outside its interval; checkpoints whose
+    weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``);
+    ``n_questions`` is the fewest readable questions any step had.
     """
     integrity = integrity_note(values)
     rows = []
@@ -247,12 +311,18 @@ def drift_table(
     )
     if question_values is None:
         return table
-    intervals = drift_confidence_intervals(question_values, ci_level, n_resamples, seed)
-    return table.join(intervals, on=["category", "stance"], how="left").select(
+    estimates = drift_estimates(question_values, ci_level, n_resamples, seed)
+    joined = table.drop("start", "end", "magnitude", "drift_time").join(
+        estimates, on=["category", "stance"], how="left")
+    note = (pl.when((pl.col("note") != "") & (pl.col("interval_note") != ""))
+            .then(pl.col("note") + "; " + pl.col("interval_note"))
+            .otherwise(pl.col("note") + pl.col("interval_note").fill_null("")))
+    return joined.with_columns(note.alias("note")).select(
         "category", "stance", "start", "end",
         "magnitude", "magnitude_low", "magnitude_high",
         "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
-        "n_questions", "n_bootstrap_questions", "note", "checkpoint_integrity",
+        "n_questions", "n_magnitude_questions", "n_bootstrap_questions", "note",
+        "checkpoint_integrity",
     )
 
 

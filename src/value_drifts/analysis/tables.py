@@ -41,7 +41,8 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
         f"### {title}",
         "",
         "Cells: drift magnitude M / drift time η, each with its bootstrap CI over "
-        "questions in brackets (– where a phase has one checkpoint).",
+        "questions in brackets (– where a phase has one checkpoint); each estimated on "
+        "the questions its CI resamples (readable at both ends for M, at every step for η).",
         "",
         "| category | " + " | ".join(f"{run} {stance}" for run, stance in columns) + " |",
         "|---|" + "---:|" * len(columns),

@@ -104,10 +104,13 @@ def test_a_step_without_any_readable_answer_makes_drift_undefined_with_a_reason(
     row_ = support(table)
     assert math.isnan(row_["drift_time"])
     assert row_["magnitude"] == pytest.approx(0.25)  # start and end are readable
-    assert row_["note"] == "no readable answer at step 4"
-    # every question misses step 4, so the bootstrap has nothing to resample
-    assert row_["n_bootstrap_questions"] == 0
-    assert math.isnan(row_["magnitude_low"]) and math.isnan(row_["drift_time_high"])
+    # every question misses step 4, so drift time's bootstrap has nothing to resample,
+    # while magnitude's resamples the 3 questions readable at both ends
+    assert row_["note"] == ("no readable answer at step 4; drift time: 0 questions readable "
+                            "at every step, fewer than 3: no interval")
+    assert row_["n_bootstrap_questions"] == 0 and row_["n_magnitude_questions"] == 3
+    assert math.isnan(row_["drift_time_low"]) and math.isnan(row_["drift_time_high"])
+    assert row_["magnitude_low"] <= row_["magnitude"] <= row_["magnitude_high"]
 
 
 def test_an_unreadable_end_makes_magnitude_undefined():
@@ -157,3 +160,75 @@ def test_judge_fingerprint_of_a_judgments_file():
     mixed = pl.concat([judgments.with_columns(judge_fingerprint=pl.lit(x)) for x in "ab"])
     with pytest.raises(ValueError, match="several judge fingerprints"):
         judge_fingerprint_of(mixed)
+
+
+def _random_question_values(rng, n_questions, steps, missing_share):
+    """Per-question values of one category with some answers unreadable (NaN)."""
+    rows = []
+    for step in steps:
+        for q in range(n_questions):
+            p = NAN if rng.random() < missing_share else rng.random()
+            rows.append((step, f"q{q}", "A", p, NAN if math.isnan(p) else 1 - p,
+                         NAN if math.isnan(p) else 0.0))
+    return pl.DataFrame(rows, schema=["step", "question_id", "category", *PROBS], orient="row")
+
+
+PROBS = ["p_support", "p_neutral", "p_oppose"]
+
+
+def _tables(question_values):
+    """(values, question values) as the workflow makes them, from one answer a question."""
+    by_step = {
+        step: group.drop("step").with_columns(pl.lit(0).alias("sample")).select(COLUMNS)
+        for (step,), group in question_values.group_by(["step"])
+    }
+    return trajectory_values(by_step, 0.95), trajectory_question_values(by_step)
+
+
+def test_an_estimate_and_its_interval_describe_the_same_questions():
+    """A question readable at one end only enters neither the estimate nor the bootstrap:
+    4 questions at step 0, one of them unreadable at the end. Averaging all 4 at step 0
+    and 3 at step 2 gave +0.51 while the bootstrap resampled the 3 that each move by +0.70,
+    an estimate outside its own interval [+0.70, +0.70]."""
+    qv = pl.DataFrame(
+        [(0, "q1", "A", 0.1, 0.9, 0.0), (0, "q2", "A", 0.1, 0.9, 0.0), (0, "q3", "A", 0.9, 0.1, 0.0),
+         (0, "q4", "A", 0.2, 0.8, 0.0),
+         (2, "q1", "A", 0.8, 0.2, 0.0), (2, "q2", "A", 0.8, 0.2, 0.0), (2, "q3", "A", NAN, NAN, NAN),
+         (2, "q4", "A", 0.9, 0.1, 0.0)],
+        schema=["step", "question_id", "category", *PROBS], orient="row")
+    table = drift_table(*_tables(qv), n_resamples=500)
+    row_ = support(table)
+    assert row_["n_magnitude_questions"] == 3 and row_["n_bootstrap_questions"] == 3
+    assert row_["magnitude"] == pytest.approx((0.8 + 0.8 + 0.9 - 0.1 - 0.1 - 0.2) / 3)
+    assert row_["start"] == pytest.approx(0.4 / 3) and row_["end"] == pytest.approx(2.5 / 3)
+    assert row_["magnitude_low"] <= row_["magnitude"] <= row_["magnitude_high"]
+
+
+def test_every_magnitude_interval_contains_its_estimate():
+    rng = np.random.default_rng(7)
+    outside, checked = [], 0
+    for trial in range(60):
+        qv = _random_question_values(rng, int(rng.integers(3, 12)), [0, 3, 6], 0.2)
+        table = drift_table(*_tables(qv), n_resamples=200, seed=trial)
+        for r in table.iter_rows(named=True):
+            if math.isnan(r["magnitude_low"]):
+                assert "no interval" in r["note"]
+                continue
+            checked += 1
+            if not r["magnitude_low"] - 1e-12 <= r["magnitude"] <= r["magnitude_high"] + 1e-12:
+                outside.append(r)
+            if not (math.isnan(r["drift_time_low"])
+                    or r["drift_time_low"] <= r["drift_time"] <= r["drift_time_high"]):
+                assert "drift time outside its interval" in r["note"]
+    assert checked > 100 and outside == []
+
+
+def test_below_the_minimum_questions_an_interval_is_nan_with_the_reason():
+    qv = pl.DataFrame(
+        [(0, "q1", "A", 0.1, 0.9, 0.0), (0, "q2", "A", 0.2, 0.8, 0.0),
+         (2, "q1", "A", 0.8, 0.2, 0.0), (2, "q2", "A", 0.9, 0.1, 0.0)],
+        schema=["step", "question_id", "category", *PROBS], orient="row")
+    row_ = support(drift_table(*_tables(qv), n_resamples=100))
+    assert row_["magnitude"] == pytest.approx(0.7)
+    assert math.isnan(row_["magnitude_low"]) and math.isnan(row_["drift_time_high"])
+    assert "magnitude: 2 questions readable at the first and the last step, fewer than 3" in row_["note"]
