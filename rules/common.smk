@@ -75,7 +75,7 @@ from value_drifts.core.layout import (  # noqa: E402
 )
 from value_drifts.core.plan import slug  # noqa: E402
 from value_drifts.core.study import StudyError, load_study  # noqa: E402
-from value_drifts.core.traces import skipped_warnings  # noqa: E402
+from value_drifts.core.traces import octal_key_problems, skipped_warnings  # noqa: E402
 from value_drifts.core.site_settings import check_site_variables  # noqa: E402
 from value_drifts.core.checkpoints import (  # noqa: E402
     lost_answers_reason,
@@ -87,6 +87,14 @@ from value_drifts.core.checkpoints import (  # noqa: E402
 RAW_CONFIG = copy.deepcopy(config)
 # The study, built once from the validated config (value_drifts.core.study): its grid, topic
 # map, traces, and how each backend's jobs run. Rules and input functions ask it.
+# Revision keys YAML read as other numbers (0100: is octal 64): only the files' text shows it.
+_key_problems = [
+    f"{path}: {problem}"
+    for path in workflow.configfiles
+    for problem in octal_key_problems(Path(path).read_text())
+]
+if _key_problems:
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(_key_problems))
 try:
     STUDY = load_study(config)
 except StudyError as error:

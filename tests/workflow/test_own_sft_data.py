@@ -18,6 +18,7 @@ from tests.support.hash_judge import judge_config, logprobs_body
 from tests.support.loopback_http import JSONHandler, LoopbackServer
 from tests.support.tiny_model import build_tiny_model
 from tests.support.workflow import REPO, copy_repo, snakemake
+from tests.workflow.test_secrets import files_holding
 from value_drifts.commands.main import DROPPED
 
 pytestmark = pytest.mark.slow  # a real workflow run
@@ -73,9 +74,11 @@ class KeywordJudgeServer(LoopbackServer):
     """support when the response names the prompt's topic and says it supports it, oppose
     when it says it opposes it, neutral otherwise."""
 
-    def __init__(self):
+    def __init__(self, api_key: str | None = None):
         class Handler(JSONHandler):
             def do_POST(self):
+                if not self.authorised():
+                    return
                 length = int(self.headers.get("Content-Length", 0))
                 prompt = json.loads(self.rfile.read(length))["messages"][-1]["content"]
                 response = re.search(r"Response: (.*)\nTopic:", prompt, re.S).group(1).lower()
@@ -88,10 +91,18 @@ class KeywordJudgeServer(LoopbackServer):
                 top = sorted(((n, math.log(p)) for n, p in probs.items()), key=lambda x: -x[1])
                 self.send_json(200, logprobs_body("keyword-judge", top))
 
-        super().__init__(Handler)
+        super().__init__(Handler, api_key)
 
 
-def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
+# A key the judge server requires, in the environment variable the config names: it must
+# reach the server and no file the run writes (tests/workflow/test_secrets.py has the
+# configs that hold a credential themselves).
+PLANTED_KEY = "sk-planted-own-data-5f3a9c1e"
+TARGETS = ("results/tables/table09-12_tiny_sft.md", "results/judge/agreement/metrics.json",
+           "results/tables/table13-16_tiny_sft-mine_po.md")
+
+
+def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path, monkeypatch):
     repo = copy_repo(tmp_path / "value-drifts")
     build_tiny_model(repo / "tiny-base")
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -108,16 +119,16 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
                             "delete_checkpoint_weights": False}
     config["analysis"] = {**config["analysis"], "figure_topics": [PLANTED],
                           "bootstrap_resamples": 200}
-    with KeywordJudgeServer() as server:
+    monkeypatch.setenv("VALUE_DRIFTS_TEST_JUDGE_KEY", PLANTED_KEY)
+    with KeywordJudgeServer(api_key=PLANTED_KEY) as server:
         config["judge"] = {
-            **judge_config(server, "keyword-judge"),
+            **judge_config(server, "keyword-judge"), "require_api_key": True,
+            "api_key_env": "VALUE_DRIFTS_TEST_JUDGE_KEY",
             "agreement": {"labelled": str(LABELS)},  # your own labelled stance set
         }
         path = repo / "own.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        snakemake("results/tables/table09-12_tiny_sft.md", "results/judge/agreement/metrics.json",
-                  "results/tables/table13-16_tiny_sft-mine_po.md", "--cores", "2",
-                  "--configfile", str(path), cwd=repo, timeout=900)
+        snakemake(*TARGETS, "--cores", "2", "--configfile", str(path), cwd=repo, timeout=900)
     counts = json.loads((repo / "results/data/sft/mine/counts.json").read_text())
     print(counts)
     for run in ("sft-mine", "sft-mine_pc"):  # TRL's messages and prompt/completion files
@@ -150,3 +161,8 @@ def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path):
     support = by_stance["support"]
     assert support["magnitude"] < -0.10 and support["magnitude_high"] < 0
     assert pairs["train"] == 16 and pairs["rejected"] == {}
+
+    # the key reached the server (every judgment was answered) and no output holds it
+    snakemake(*TARGETS, "--report", "report.html", "--configfile", str(path), cwd=repo)
+    assert files_holding(repo, PLANTED_KEY) == []
+    assert PLANTED_KEY.encode() not in (repo / "report.html").read_bytes()

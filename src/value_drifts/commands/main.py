@@ -38,6 +38,7 @@ from value_drifts.core.layout import (
 )
 from value_drifts.core.plan import slug
 from value_drifts.core.study import StudyError, load_study
+from value_drifts.core.traces import trace_name_problem
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 SMALL_DEFAULT = CHECKOUT / "config" / "config.yaml"
@@ -100,6 +101,8 @@ def run_trace(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise SystemExit(f"{folder} is not a folder of checkpoint-N folders")
     name = args.name or trace_name(folder)
+    if problem := trace_name_problem(name):  # before anything is made from it
+        raise SystemExit(f"--name: {problem}")
     directory = Path(args.directory or f"value-drifts-{name}").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     for link in LINKED:  # the config's relative paths (topics, prompts, questions)

@@ -425,3 +425,29 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 def has_tokenizer(folder: str | Path | None) -> bool:
     """Whether ``folder`` holds a tokenizer (one of ``TOKENIZER_FILES``)."""
     return folder is not None and any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+# JSON files of a tokenizer; tokenizer.json can be tens of MB, so it is checked by its end.
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json")
+
+
+def tokenizer_problem(folder: Path) -> str | None:
+    """Why ``folder``'s tokenizer files cannot be read (None when they can, or there are
+    none): an empty JSON file, one cut short (not ending its JSON object), or a
+    tokenizer_config.json that does not parse. Checked when the workflow starts, so a cut
+    copy stops it there, naming the file, instead of failing a generation job with a bare
+    JSONDecodeError."""
+    for name in TOKENIZER_JSON:
+        file = Path(folder) / name
+        if not file.is_file():
+            continue
+        size = file.stat().st_size
+        with open(file, "rb") as handle:
+            handle.seek(max(0, size - 64))
+            tail = handle.read().rstrip()
+        if not tail.endswith(b"}"):
+            return f"{file} is empty or cut short (it does not end its JSON object)"
+        if name == "tokenizer_config.json" and (problem := _json_object_problem(file)):
+            return problem
+    return None
+

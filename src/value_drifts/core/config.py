@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from value_drifts.core.secrets import credential_problems, redact
+
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "schema" / "config.schema.yaml"
 
 
@@ -33,11 +35,13 @@ def _schema(schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
 
 
 def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    """Raise ConfigError listing every schema violation and every dangling reference."""
+    """Raise ConfigError listing every schema violation, every credential
+    (``core.secrets.credential_problems``) and every dangling reference. No message echoes
+    a credential: schema messages quote the values they reject, so they are redacted."""
     schema = _schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [
-        f"{_key_path(error.absolute_path)}: {error.message}"
+    problems = credential_problems(config) + [
+        redact(f"{_key_path(error.absolute_path)}: {error.message}")
         for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     ]
     if not problems:

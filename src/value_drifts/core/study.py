@@ -173,6 +173,46 @@ def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, A
     return node
 
 
+# datasets' builders that read local files (data_files); any other hub_id is a hub
+# repository whose data_files are paths inside it.
+LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
+
+
+def _patterns(data_files: Any) -> list[str]:
+    if isinstance(data_files, str):
+        return [data_files]
+    if isinstance(data_files, Mapping):
+        return [p for value in data_files.values() for p in _patterns(value)]
+    return [p for value in data_files or [] for p in _patterns(value)]
+
+
+def _starts_with_data(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return bool(handle.read(4096).strip())
+
+
+def data_file_problems(config: Mapping[str, Any]) -> list[str]:
+    """Local data files (``data_files`` of a ``json``/``csv``/``parquet``/... source) that
+    are missing or empty, named with their config key, so the workflow stops at start
+    instead of a data job ending in a bare StopIteration."""
+    import glob
+
+    problems = []
+    for section in ("sft_datasets", "preference_sets"):
+        for name, spec in (config.get(section) or {}).items():
+            if spec.get("hub_id") not in LOCAL_BUILDERS or not spec.get("data_files"):
+                continue
+            for pattern in _patterns(spec["data_files"]):
+                files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+                for file in files or [pattern]:
+                    path = Path(file)
+                    if not path.is_file():
+                        problems.append(f"{section}.{name}.data_files: no file {file}")
+                    elif not _starts_with_data(path):
+                        problems.append(f"{section}.{name}.data_files: {file} is empty (no rows)")
+    return problems
+
+
 def _canonical_backends(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a filled copy) with each role's backend spelled as recorded: an alias
     (``core.backends``) becomes the name it stands for, so settings files and judge
@@ -229,7 +269,7 @@ def load_study(config: Mapping[str, Any]) -> Study:
         raise StudyError(str(error)) from None
     config = _canonical_backends(with_defaults(config))
     topics = yaml.safe_load(Path(config["topics"]).read_text())
-    problems = name_problems(config, topics)
+    problems = name_problems(config, topics) + data_file_problems(config)
     if problems:
         raise StudyError("invalid config:\n  " + "\n  ".join(problems))
     try:

@@ -24,6 +24,7 @@ from value_drifts.core.checkpoints import (
     has_tokenizer,
     incomplete_reason,
     is_adapter_folder,
+    tokenizer_problem,
 )
 from value_drifts.core.config import schema_default
 
@@ -64,6 +65,56 @@ def _tokenizer_source(folder: str, start: str | None, spec: Mapping[str, Any]) -
     return spec.get("tokenizer")
 
 
+def _revisions(name: str, revisions: Mapping[Any, Any]) -> dict[int, str]:
+    """step -> revision from the config's mapping; TraceError when two keys are one step
+    (``100`` and ``'0100'``) or a key is not a step number."""
+    steps: dict[int, list[str]] = {}
+    for key in revisions:
+        try:
+            steps.setdefault(int(str(key), 10), []).append(str(key))
+        except ValueError:
+            raise TraceError(f"traces.{name}.revisions: key {key!r} is not a step number") from None
+    doubled = {step: keys for step, keys in steps.items() if len(keys) > 1}
+    if doubled:
+        raise TraceError(f"traces.{name}.revisions: several keys for one step: " + "; ".join(
+            f"step {step}: {', '.join(map(repr, keys))}" for step, keys in sorted(doubled.items())))
+    return {int(str(step), 10): str(revision) for step, revision in revisions.items()}
+
+
+def octal_key_problems(config_text: str) -> list[str]:
+    """Revision keys YAML reads as another number than they spell: ``0100:`` is octal 64
+    to YAML 1.1 (PyYAML, so Snakemake's config), ``0x10:`` hexadecimal 16. Only the file's
+    text shows it, so the workflow checks each config file it was given. Each problem
+    names the key and the number it was read as."""
+    import yaml
+
+    spelled = yaml.load(config_text, Loader=yaml.BaseLoader) or {}  # every scalar a string
+    read = yaml.safe_load(config_text) or {}
+    problems = []
+    for name, spec in (spelled.get("traces") or {}).items():
+        keys = list((spec or {}).get("revisions") or {})
+        read_keys = list(((read.get("traces") or {}).get(name) or {}).get("revisions") or {})
+        for text, value in zip(keys, read_keys, strict=False):
+            if not isinstance(value, int) or (text.isdigit() and int(text, 10) == value):
+                continue  # a quoted key, or a plain number read as itself
+            problems.append(f"traces.{name}.revisions: key {text} is read by YAML as {value}; "
+                            f"write the step as a plain number, or quote the key ('{text}')")
+    return problems
+
+
+def trace_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a trace (the schema's pattern for ``traces`` keys: it
+    becomes a path), or None."""
+    import re
+
+    from value_drifts.core.config import _schema
+
+    pattern = _schema()["properties"]["traces"]["propertyNames"]["pattern"]
+    if re.match(pattern, name):
+        return None
+    return f"trace name {name!r} is not lower-case letters, digits and hyphens ({pattern})"
+
+
 def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
     """The checkpoints of trace ``name`` (config ``traces.<name>``). Raises TraceError."""
     common = {
@@ -73,7 +124,7 @@ def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
         "params_b": float(spec.get("params_b", DEFAULT_PARAMS_B)),
     }
     if "hub_id" in spec:
-        revisions = {int(step): str(rev) for step, rev in spec["revisions"].items()}
+        revisions = _revisions(name, spec["revisions"])
         return TraceSeries(
             checkpoints={step: spec["hub_id"] for step in revisions},
             revisions=revisions,
@@ -87,18 +138,27 @@ def read_trace(name: str, spec: Mapping[str, Any]) -> TraceSeries:
         raise TraceError(f"traces.{name}.checkpoints: {folder} is not a folder")
     checkpoints: dict[int, str] = {}
     skipped: dict[str, str] = {}
+    folders: dict[int, list[str]] = {}
+    for path in sorted(folder.iterdir()):
+        match = CHECKPOINT_DIR.match(path.name)
+        if match and path.is_dir():
+            folders.setdefault(int(match.group(1)), []).append(path.name)
+    doubled = {step: names for step, names in folders.items() if len(names) > 1}
+    if doubled:
+        raise TraceError(f"traces.{name}: several folders for one step in {folder}: " + "; ".join(
+            f"step {step}: {', '.join(names)}" for step, names in sorted(doubled.items())))
     for path in sorted(folder.iterdir()):
         match = CHECKPOINT_DIR.match(path.name)
         if not match or not path.is_dir():
             continue
-        reason = incomplete_reason(path)
+        reason = incomplete_reason(path) or tokenizer_problem(path)
         if reason:
             skipped[str(path)] = reason
         else:
             checkpoints[int(match.group(1))] = str(path)
     start = spec.get("start")
     if start is not None:
-        if reason := incomplete_reason(Path(start)):
+        if reason := incomplete_reason(Path(start)) or tokenizer_problem(Path(start)):
             raise TraceError(f"traces.{name}.start: {start} is not a complete model: {reason}")
         if 0 in checkpoints:
             raise TraceError(f"traces.{name}: both start and {folder}/checkpoint-0 are step 0")

@@ -219,12 +219,15 @@ def load_hub(spec: Mapping[str, Any], columns: Sequence[str] = ()):
     ``parquet`` with local ``data_files``), reduced to the ``columns`` that exist."""
     from datasets import load_dataset
 
-    dataset = load_dataset(
-        spec["hub_id"],
-        spec.get("hub_config"),
-        data_files=spec.get("data_files"),
-        split=spec.get("split", "train"),
-    )
+    try:
+        dataset = load_dataset(
+            spec["hub_id"],
+            spec.get("hub_config"),
+            data_files=spec.get("data_files"),
+            split=spec.get("split", "train"),
+        )
+    except StopIteration:  # datasets' json builder on an empty file
+        raise ValueError(f"{spec['hub_id']} data_files {spec.get('data_files')}: no rows") from None
     keep = [c for c in columns if c in dataset.column_names]
     if keep:
         dataset = dataset.select_columns(keep)

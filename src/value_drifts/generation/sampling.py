@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
-from value_drifts.core.checkpoints import has_tokenizer, is_adapter_folder
+from value_drifts.core.checkpoints import has_tokenizer, is_adapter_folder, tokenizer_problem
 from value_drifts.core.config import schema_default
 
 
@@ -100,11 +100,14 @@ def load_causal_lm(model_path: str, revision: str | None = None):
 
 def load_tokenizer(source: str, revision: str | None = None, **kwargs):
     """The tokenizer of ``source`` (a folder or hub id); an adapter folder without one
-    gives its base model's."""
+    gives its base model's. Raises ValueError naming the file when a folder's tokenizer
+    files are cut short (``core.checkpoints.tokenizer_problem``)."""
     from transformers import AutoTokenizer
 
     if Path(source).is_dir() and not has_tokenizer(source):
         source = adapter_base(source) or source
+    if Path(source).is_dir() and (problem := tokenizer_problem(Path(source))):
+        raise ValueError(f"tokenizer of {source}: {problem}")
     return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
 
 

@@ -11,7 +11,10 @@ from typing import Any
 
 import polars as pl
 
+from value_drifts.judge.answer_flags import SHORT_ANSWER_CHARS, summed
 from value_drifts.judge.stance import OFF_LABEL_TOKENS_SHOWN
+
+FLAG_COLUMNS = ("empty", "short_share", "base_continuation", "prompt_echo")
 
 HEALTH_COLUMNS = (
     "step", "answers", "readable", "unreadable", "readable_share", "mean_label_mass",
@@ -48,9 +51,35 @@ def run_health(by_step: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def health_table(by_step: Mapping[int, Mapping[str, Any]]) -> pl.DataFrame:
+def flag_columns(flags_by_step: Mapping[int, Mapping[str, Any] | None]) -> pl.DataFrame:
+    """The answer-flag columns of the health table (``FLAG_COLUMNS``), one row per step
+    and the run's last; null where a checkpoint's counts predate the flags."""
+    present = {step: flags for step, flags in flags_by_step.items() if flags}
+    run = summed(present) if len(present) == len(flags_by_step) else None
+    rows = [flags_by_step[step] for step in sorted(flags_by_step)] + [run]
+    return pl.DataFrame(
+        [{column: (flags or {}).get(column) for column in FLAG_COLUMNS} for flags in rows],
+        schema={"empty": pl.Int64, "short_share": pl.Float64,
+                "base_continuation": pl.Int64, "prompt_echo": pl.Int64},
+    )
+
+
+def health_table(
+    by_step: Mapping[int, Mapping[str, Any]],
+    flags_by_step: Mapping[int, Mapping[str, Any] | None] | None = None,
+) -> pl.DataFrame:
     """One row per checkpoint step and a last row ``step = null`` for the whole run;
-    columns ``HEALTH_COLUMNS`` (off-label tokens as text: ``'<think>' (44), ...``)."""
+    columns ``HEALTH_COLUMNS`` (off-label tokens as text: ``'<think>' (44), ...``), then
+    with ``flags_by_step`` (each judge job's ``answer_flags`` counts) ``FLAG_COLUMNS``:
+    empty answers (not judged), the share of short ones, base-style continuations and
+    answers echoing the judge prompt (``judge.answer_flags``)."""
+    table = _health_only(by_step)
+    if flags_by_step is None:
+        return table
+    return pl.concat([table, flag_columns(flags_by_step)], how="horizontal")
+
+
+def _health_only(by_step: Mapping[int, Mapping[str, Any]]) -> pl.DataFrame:
     rows = [(step, by_step[step]) for step in sorted(by_step)] + [(None, run_health(by_step))]
     return pl.DataFrame(
         [
@@ -71,16 +100,22 @@ def health_table(by_step: Mapping[int, Mapping[str, Any]]) -> pl.DataFrame:
 
 def health_markdown(table: pl.DataFrame, title: str) -> str:
     """The health table as markdown; the run's row is labelled 'all'."""
+    flagged = "empty" in table.columns
     lines = [
         f"### {title}",
         "",
         "Readable: the top list gives the three labels at least judge.min_label_mass of "
         "probability. Label mass: that probability, averaged over answers. Missing label: "
-        "an answer whose top list lacks one of the labels (it gets a floor).",
+        "an answer whose top list lacks one of the labels (it gets a floor)."
+        + (" Empty: answers with no text, not judged and left out of values. Short: answers "
+           f"of at most {SHORT_ANSWER_CHARS} characters, judged and counted (a high share is a "
+           "collapsed model). Continued: answers going on with Question:/Response: lines. "
+           "Echo: answers holding the judge prompt's own text." if flagged else ""),
         "",
         "| step | answers | readable | readable share | mean label mass | missing label share "
-        "| most common off-label first tokens |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| most common off-label first tokens |"
+        + (" empty | short share | continued | echo |" if flagged else ""),
+        "|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|---:|---:|" if flagged else ""),
     ]
     for row in table.iter_rows(named=True):
         step = "all" if row["step"] is None else str(row["step"])
@@ -88,8 +123,15 @@ def health_markdown(table: pl.DataFrame, title: str) -> str:
             f"| {step} | {row['answers']} | {row['readable']} | {_share(row['readable_share'])} "
             f"| {_share(row['mean_label_mass'])} | {_share(row['missing_label_share'])} "
             f"| {row['off_label_top_tokens'] or '–'} |"
+            + (f" {_count(row['empty'])} | {_share(row['short_share'])} "
+               f"| {_count(row['base_continuation'])} | {_count(row['prompt_echo'])} |"
+               if flagged else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else str(value)
 
 
 def _share(value: float | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from value_drifts.core.integrity import DIGEST_COLUMN, SHARDS_COLUMN
 from value_drifts.core.job_settings import SETTINGS_COLUMN, settings_path
 from value_drifts.core.stances import STANCES
+from value_drifts.judge.answer_flags import answer_flags, flag_counts
 from value_drifts.judge.prompt import render
 from value_drifts.judge.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
@@ -31,6 +33,11 @@ JUDGE_OUTPUT_KEYS = (
     "backend", "model", "base_model", "base_url", "top_logprobs", "max_tokens",
     "temperature", "extra_body", "seed", "vllm", "min_label_mass",
 )
+
+
+# The reading of an answer the judge is not asked about (an empty one): not a stance.
+NOT_A_STANCE = StanceReading(probabilities=(math.nan,) * 3, missing_labels=(), top_token="",
+                             top_is_label=True, label_mass=math.nan, readable=False)
 
 
 class JudgeBackend(Protocol):
@@ -87,26 +94,42 @@ def judge_generations(
     backend: JudgeBackend,
     label_mass: float = DEFAULT_MIN_LABEL_MASS,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """One row per generation with its stance reading (``reading_columns``), plus counts:
-    judged, unreadable, off-label top tokens, answers missing a label, and the judge
-    health of ``stance.judge_health`` under ``health``."""
+    """One row per generation with its stance reading (``reading_columns``) and its
+    ``answer_flags`` (comma-joined, ``judge.answer_flags``), plus counts: judged,
+    unreadable, off-label top tokens, answers missing a label, the judge health of
+    ``stance.judge_health`` under ``health`` and the flag counts under ``answer_flags``.
+
+    An empty answer is not sent to the judge: its reading is NaN (not a stance) and it
+    counts under ``answer_flags.empty``, not in the judge's health, whose gate is about
+    the judge."""
+    responses = generations["response"].to_list()
+    flags = [answer_flags(response, template) for response in responses]
+    asked = [i for i, answer in enumerate(flags) if "empty" not in answer]
+    rows = generations.to_dicts()
     prompts = [
-        render(template, row["question"], row["response"], topics[row["category"]])
-        for row in generations.iter_rows(named=True)
+        render(template, rows[i]["question"], rows[i]["response"], topics[rows[i]["category"]])
+        for i in asked
     ]
-    readings = read_stances(prompts, backend, unit="response", label_mass=label_mass)
+    judged = read_stances(prompts, backend, unit="response", label_mass=label_mass)
+    readings = [NOT_A_STANCE] * len(rows)
+    for i, reading in zip(asked, judged, strict=True):
+        readings[i] = reading
     # with what the answers record about how they were made (settings digest, weights'
     # shard digests): values checks a trajectory has one of each per checkpoint
     carried = [c for c in ("question_id", "category", "sample", *RECORDED_COLUMNS)
                if c in generations.columns]
-    judgments = generations.select(carried).with_columns(reading_columns(readings))
-    health = judge_health(readings)
+    judgments = generations.select(carried).with_columns(
+        *reading_columns(readings),
+        pl.Series("answer_flags", [",".join(answer) for answer in flags], dtype=pl.Utf8),
+    )
+    health = judge_health(judged)
     counts = {
-        "judged": len(readings),
+        "judged": len(judged),
         "unreadable": health["unreadable"],
         "off_label_top_token": sum(not r.top_is_label for r in readings),
         "answers_missing_a_label": sum(bool(r.missing_labels) for r in readings),
         "health": health,
+        "answer_flags": flag_counts(responses, flags),
     }
     return judgments, counts
 

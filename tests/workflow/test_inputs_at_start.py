@@ -1,0 +1,41 @@
+"""What only the config file's text shows, and what the workflow can count, at start: a
+revision key YAML reads as another number stops the run naming the key, and an SFT-only
+study (an empty preference-optimisation grid) plans its jobs."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.support.workflow import REPO, copy_repo, job_counts, snakemake
+
+TRACE = """
+traces:
+  hub:
+    hub_id: org/model
+    prompt_style: base
+    revisions:
+      0: main
+      0100: step100
+"""
+
+
+def test_an_octal_revision_key_stops_the_workflow_naming_it(tmp_path):
+    config = (REPO / "config/config.yaml").read_text() + TRACE
+    path = tmp_path / "octal.yaml"
+    path.write_text(config)
+    result = snakemake("-n", "--configfile", str(path), cwd=copy_repo(tmp_path / "repo"),
+                       check=False)
+    assert result.returncode != 0
+    assert "traces.hub.revisions: key 0100 is read by YAML as 64" in result.stdout + result.stderr
+
+
+def test_an_empty_grid_is_an_sft_only_study(tmp_path):
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["preference_optimization"]["grid"] = []
+    path = tmp_path / "sft_only.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--forceall", "--configfile", str(path),
+                       cwd=copy_repo(tmp_path / "repo"))
+    counts = job_counts(result.stdout)
+    assert counts["train_sft"] == 2 and "train_preference_optimisation" not in counts
+    assert counts["generate"] == 5  # base, and SFT at steps 3 and 6 of each set
