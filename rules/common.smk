@@ -74,7 +74,11 @@ from value_drifts.core.layout import (  # noqa: E402
     values_path,
 )
 from value_drifts.core.plan import slug  # noqa: E402
-from value_drifts.core.study import StudyError, load_study  # noqa: E402
+from value_drifts.core.study import (  # noqa: E402
+    StudyError,
+    load_study,
+    local_data_files,
+)
 from value_drifts.core.traces import octal_key_problems, skipped_warnings  # noqa: E402
 from value_drifts.core.site_settings import check_site_variables  # noqa: E402
 from value_drifts.core.checkpoints import (  # noqa: E402

@@ -159,12 +159,14 @@ def sft_dataset_inputs(wildcards):
     }
     if spec["source"] == "synthetic":
         inputs.update(topics=config["topics"], templates=spec["templates"])
+    if files := local_data_files(spec):  # your own files: editing one reruns the set
+        inputs["data_files"] = files
     return inputs
 
 
 def preference_set_inputs(wildcards):
-    """Template pairs come from files, teacher-written pairs from the value-gap responses;
-    hub sets have no input."""
+    """Template pairs come from files, teacher-written pairs from the value-gap responses,
+    your own pairs from your local data files; hub sets have no input."""
     spec = config["preference_sets"][wildcards.preference_set]
     inputs = {
         "settings": recorded_settings(
@@ -179,6 +181,8 @@ def preference_set_inputs(wildcards):
         inputs.update(topics=config["topics"], templates=spec["templates"])
     if spec["source"] == "synthetic_value_gap":
         inputs["responses"] = value_gap_data("responses.parquet")
+    if files := local_data_files(spec):
+        inputs["data_files"] = files
     return inputs
 
 

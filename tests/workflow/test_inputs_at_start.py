@@ -39,3 +39,26 @@ def test_an_empty_grid_is_an_sft_only_study(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["train_sft"] == 2 and "train_preference_optimisation" not in counts
     assert counts["generate"] == 5  # base, and SFT at steps 3 and 6 of each set
+
+
+def test_editing_your_own_data_file_reruns_what_was_made_from_it(tmp_path):
+    """A real run of the data rule on your own TRL messages file: unchanged it plans
+    nothing; edited in place, the set is prepared again (and so is all that reads it)."""
+    import shutil
+
+    repo = copy_repo(tmp_path / "repo")
+    data = tmp_path / "mine.jsonl"
+    shutil.copy(REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl", data)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["sft_datasets"]["mine"] = {"source": "hub", "hub_id": "json", "data_files": str(data),
+                                      "format": "messages", "size": 14, "save_steps": 60}
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = "results/data/sft/mine/train.parquet"
+    snakemake(target, "--cores", "1", "--configfile", str(path), cwd=repo)
+    unchanged = snakemake("-n", target, "--configfile", str(path), cwd=repo)
+    assert job_counts(unchanged.stdout) == {}
+    data.write_text(data.read_text().replace("worst crimes", "gravest crimes"))
+    edited = snakemake("-n", target, "--configfile", str(path), cwd=repo)
+    assert job_counts(edited.stdout) == {"prepare_sft_dataset": 1}
+    assert f"input: {data}" in edited.stdout or str(data) in edited.stdout

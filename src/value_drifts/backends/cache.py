@@ -43,12 +43,17 @@ CREATE TABLE IF NOT EXISTS answers (
 
 
 def request_key(
-    prompt: str, model: str, params: Mapping[str, Any], backend: str = "openai"
+    prompt: str, model: str, params: Mapping[str, Any], backend: str = "openai",
+    endpoint: str | None = None,
 ) -> str:
-    """sha256 over everything that determines a judge answer.
+    """sha256 over everything that determines a judge answer: the prompt, the model, the
+    decoding parameters, the backend kind and, where one is set, the ``endpoint`` (the
+    server's base URL: two servers may serve one model name and answer differently).
 
     The payload is canonical JSON (sorted keys, no whitespace), so the same request
-    always hashes the same way, whatever order the parameters were given in.
+    always hashes the same way, whatever order the parameters were given in. Without an
+    endpoint (the provider's default) the payload has no endpoint field, so keys stored
+    before endpoints were keyed stay valid.
     """
     payload = {
         "version": KEY_SCHEMA_VERSION,
@@ -57,6 +62,8 @@ def request_key(
         "params": _canonical(params),
         "prompt": prompt,
     }
+    if endpoint is not None:
+        payload["endpoint"] = endpoint.rstrip("/")
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -191,6 +191,21 @@ def _starts_with_data(path: Path) -> bool:
         return bool(handle.read(4096).strip())
 
 
+def local_data_files(spec: Mapping[str, Any]) -> list[str]:
+    """The local files a data spec reads (its ``data_files`` with a local builder as
+    ``hub_id``, globs expanded, sorted); [] for a hub repository or a synthetic set. The
+    workflow makes them inputs of the rule that prepares the set, so editing one in place
+    reruns what was made from it."""
+    import glob
+
+    if spec.get("hub_id") not in LOCAL_BUILDERS or not spec.get("data_files"):
+        return []
+    files = []
+    for pattern in _patterns(spec["data_files"]):
+        files += sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    return sorted(set(files))
+
+
 def data_file_problems(config: Mapping[str, Any]) -> list[str]:
     """Local data files (``data_files`` of a ``json``/``csv``/``parquet``/... source) that
     are missing or empty, named with their config key, so the workflow stops at start

@@ -72,9 +72,11 @@ class OpenAITeacherSettings(ChatServerSettings):
 
 
 def teacher_request_key(messages: Messages, settings: OpenAITeacherSettings) -> str:
-    """Cache key: the exact messages, model, decoding parameters and backend kind."""
+    """Cache key: the exact messages, model, decoding parameters, backend kind and the
+    server (``base_url``) where one is set."""
     canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return request_key(canonical, settings.model, settings.decoding_params(), BACKEND_KIND)
+    return request_key(canonical, settings.model, settings.decoding_params(), BACKEND_KIND,
+                       endpoint=settings.base_url)
 
 
 def reply_from_completion(completion: Any) -> tuple[TeacherReply, dict[str, Any]]:

@@ -133,8 +133,10 @@ def cache_value(
 
 
 def judge_request_key(prompt: str, settings: OpenAIJudgeSettings) -> str:
-    """The cache key of one chat-completions judge request (the Batch API shares it)."""
-    return request_key(prompt, settings.model, settings.decoding_params(), BACKEND_KIND)
+    """The cache key of one chat-completions judge request (the Batch API shares it); it
+    covers the server (``base_url``) where one is set."""
+    return request_key(prompt, settings.model, settings.decoding_params(), BACKEND_KIND,
+                       endpoint=settings.base_url)
 
 
 def uncached_requests(

@@ -37,6 +37,7 @@ from value_drifts.judge.openai_backend import (
     OpenAIJudge,
     OpenAIJudgeSettings,
     distinct_missing,
+    judge_request_key,
     ready_prefix_end,
     top_logprobs_from_body,
     uncached_requests,
@@ -470,3 +471,30 @@ def test_settings_validate_and_ignore_other_backends_keys():
     assert settings.model == "gpt-4o" and settings.concurrency == 32
     with pytest.raises(JudgeConfigError):
         OpenAIJudgeSettings(model="m", top_logprobs=21)
+
+
+def test_another_server_under_the_same_model_name_is_asked_again(server, cache):
+    """Two OpenAI-protocol servers serving a model named alike: pointing the judge at the
+    second sends every request there, never the first server's cached answers."""
+    judge_all(make_judge(server, cache), PROMPTS[:4])
+    with FakeOpenAIServer() as second:
+        second.reset_counts()
+        judge_all(make_judge(second, cache), PROMPTS[:4])
+        assert second.hits == Counter({p: 1 for p in PROMPTS[:4]})
+    server.reset_counts()
+    judge_all(make_judge(server, cache), PROMPTS[:4])  # the first server's answers stay
+    assert server.hits == Counter()
+
+
+def test_the_default_endpoint_keeps_the_keys_stored_before_endpoints_were_keyed():
+    settings = OpenAIJudgeSettings(model="gpt-4o")
+    assert settings.base_url is None
+    # request_key's payload as it was: version, backend, model, params, prompt
+    assert request_key("Question: x", "gpt-4o", {"temperature": 0, "top_logprobs": 5},
+                       "openai") == "7261ca9b331eaa09aed22da3cfbf2f3bc0f286b8fbe312db565536193e8f8be1"
+    assert judge_request_key("p", settings) == request_key(
+        "p", "gpt-4o", settings.decoding_params(), "openai_chat")
+    local = OpenAIJudgeSettings(model="gpt-4o", base_url="http://127.0.0.1:8000/v1/")
+    assert judge_request_key("p", local) != judge_request_key("p", settings)
+    assert judge_request_key("p", local) == judge_request_key(
+        "p", OpenAIJudgeSettings(model="gpt-4o", base_url="http://127.0.0.1:8000/v1"))
