@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from value_drifts.judge.agreement import labelled_set_path  # noqa: E402
 from value_drifts.core.envs import conda_env  # noqa: E402
+from value_drifts.core.file_times import copied_tree_problem, record_times  # noqa: E402
 from value_drifts.core.job_settings import (  # noqa: E402
     answers_digest,
     output_settings,
@@ -33,6 +34,7 @@ from value_drifts.core.layout import (  # noqa: E402
     PAPER_COMPARISON_TABLE,
     QUESTIONS,
     REPORT_CONFIG,
+    RESULTS,
     TRACES,
     VALUE_GAP_FIGURE,
     VALUE_GAP_TABLE,
@@ -99,6 +101,9 @@ _key_problems = [
 ]
 if _key_problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_key_problems))
+# A results tree copied without its file times would rerun what is there: stop instead.
+if workflow.is_main_process and (_copied := copied_tree_problem(RESULTS)):
+    raise WorkflowError(_copied)
 try:
     STUDY = load_study(config)
 except StudyError as error:

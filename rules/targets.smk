@@ -97,3 +97,12 @@ def final_outputs():
 # on a node starts after the submitting process has checked.
 if workflow.is_main_process:
     check_no_answers_lost()
+
+
+# The end of a run records the results' file times (value_drifts.core.file_times).
+onsuccess:
+    record_times(RESULTS)
+
+
+onerror:
+    record_times(RESULTS)

@@ -153,3 +153,38 @@ def test_answers_kept_beside_a_deleted_checkpoint_come_back(small_run):
 
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # leave the run current
     assert dry_run_jobs(cwd=small_run) == {}
+
+
+def test_a_tree_copied_without_its_times_stops_and_restore_times_makes_it_current(small_run):
+    """cp -r gives every file the time of the copy, in copy order: the finished small run
+    with its results' times so rewritten stops at start naming the cause and the command,
+    running nothing; that command gives the times back and nothing is planned."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.workflow import snakemake_env
+
+    results = small_run / "results"
+    assert (results / ".file_times.json").is_file()  # written at the end of the run
+    files = sorted(p for p in results.rglob("*") if p.is_file() and not p.is_symlink()
+                   and p.name != ".file_times.json")
+    kept = {p: p.stat().st_mtime_ns for p in files}
+    start = time.time()
+    try:
+        for i, path in enumerate(files):  # as cp -r would, in copy order
+            os.utime(path, (start + i * 1e-3, start + i * 1e-3))
+        result = snakemake("-n", cwd=small_run, check=False)
+        assert result.returncode != 0
+        assert "looks copied without its file times" in result.stdout + result.stderr
+        assert "value-drifts restore-times" in result.stdout + result.stderr
+        restored = subprocess.run(
+            [sys.executable, "-m", "value_drifts.commands.main", "restore-times"],
+            cwd=small_run, env=snakemake_env(small_run), capture_output=True, text=True)
+        assert restored.returncode == 0, restored.stderr
+        assert f"{len(files)} file(s) given back" in restored.stdout
+        assert dry_run_jobs(cwd=small_run) == {}
+    finally:
+        for path, mtime_ns in kept.items():
+            os.utime(path, ns=(mtime_ns, mtime_ns))

@@ -149,6 +149,8 @@ FORWARDED = {
                   "judge calls and cost a config will need (value-drifts cost-plan --help)"),
     "check-envs": ("value_drifts.core.envs",
                    "resolve each conda env's requirements (value-drifts check-envs --help)"),
+    "restore-times": ("value_drifts.commands.restore_times",
+                      "give a results tree copied without its file times its recorded times"),
 }
 
 

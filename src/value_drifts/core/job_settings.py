@@ -10,10 +10,13 @@ fail. So a job's output-affecting settings are an input file, ``results/settings
 - written when the workflow starts (or when a job's input function first asks for it);
 - created with modification time 0 when missing, so a results tree made before the file
   existed stays up to date;
-- rewritten with the current time when the settings change, so exactly the jobs reading
-  it (and what follows them) rerun;
-- given back the time a setting was first recorded when it returns to an earlier value,
-  so reverting an edit makes the earlier outputs current again;
+- rewritten with the current time whenever its settings change, a revert included, and
+  with exactly the bytes it had when it last held those settings (kept in a hidden
+  ``.<name>.forms`` file beside it): Snakemake reruns a job whose input is newer than its
+  output only when the input's checksum differs from the one recorded with the output
+  (its metadata), so after an edit, a run and a revert the outputs made under the edit
+  rerun, while an edit reverted before any run reruns nothing. What is current is decided
+  by content; the time only asks Snakemake to look;
 - left as it is when it holds the same settings in an earlier form (recorded before the
   schema's defaults were filled in: ``record_settings(..., earlier_forms)``).
 
@@ -76,48 +79,68 @@ def settings_path(name: str) -> str:
     return f"{SETTINGS_DIR}/{name}.json"
 
 
+def _forms_path(path: Path) -> Path:
+    """The hidden file beside a settings file that keeps its earlier forms' exact text."""
+    return path.with_name(f".{path.name}.forms")
+
+
+def _read_forms(path: Path) -> dict[str, str]:
+    try:
+        forms = json.loads(_forms_path(path).read_text())
+        return {str(k): str(v) for k, v in forms.items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_atomically(path: Path, text: str, mtime: float | None = None) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    if mtime is not None:
+        os.utime(temporary, (mtime, mtime))
+    os.replace(temporary, path)
+
+
 def record_settings(
     path: str | Path, settings: Any, now: float | None = None, earlier_forms: Sequence[Any] = ()
 ) -> str:
     """Write ``settings`` to ``path`` as described in the module docstring; returns the
-    path. The file holds ``{"digest", "settings", "recorded": {digest: mtime}}``; only
-    its modification time matters to the workflow. Safe to call many times and from many
+    path. The file holds ``{"digest", "settings"}`` (files written by earlier versions
+    also a ``recorded`` history, kept as it is). Safe to call many times and from many
     processes: an unchanged file is only read.
 
     ``earlier_forms``: the same settings as earlier versions of this project recorded
     them (before the schema's defaults were filled in: ``config.with_defaults``). A file
     holding one of them is current and left as it is, digest included, so the digests
     recorded with answers made from it (``answers_digest``) still match; returning to
-    such settings after an edit gives back that digest and its time."""
+    such settings after an edit gives back that digest and that file's exact text."""
     path = Path(path)
     forms: dict[str, Any] = {}  # digest -> the settings in that form, the current one first
     for form in (settings, *earlier_forms):
         forms.setdefault(settings_digest(form), form)
     digest = settings_digest(settings)
-    recorded: dict[str, float] = {}
+    texts: dict[str, str] = {}  # digest -> the file's exact text when it held that digest
     if path.exists():
+        texts = _read_forms(path)
         try:
-            stored = json.loads(path.read_text())
-            recorded = {str(k): float(v) for k, v in stored.get("recorded", {}).items()}
+            text = path.read_text()
+            stored = json.loads(text)
             if stored.get("digest") in forms:
                 return str(path)
-        except (ValueError, AttributeError, TypeError):
-            recorded = {}  # unreadable: rewrite it
-        # back to settings recorded before: that digest, its time and its form
-        digest = next((form for form in forms if form in recorded), digest)
-        settings = forms[digest]
-        mtime = recorded.get(digest, time.time() if now is None else now)
+            texts.setdefault(str(stored["digest"]), text)
+        except (ValueError, AttributeError, TypeError, KeyError):
+            pass  # unreadable: rewrite it
+        # back to settings recorded before: that digest, its form and its exact text
+        digest = next((form for form in forms if form in texts), digest)
+        mtime = time.time() if now is None else now
     else:
         mtime = 0.0
-    recorded.setdefault(digest, mtime)
+    text = texts.get(digest) or json.dumps(
+        {"digest": digest, "settings": forms[digest]}, indent=1, sort_keys=True, default=str
+    ) + "\n"
+    texts[digest] = text
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(
-        json.dumps({"digest": digest, "settings": settings, "recorded": recorded},
-                   indent=1, sort_keys=True, default=str) + "\n"
-    )
-    os.utime(temporary, (mtime, mtime))
-    os.replace(temporary, path)
+    _write_atomically(_forms_path(path), json.dumps(texts, indent=1, sort_keys=True) + "\n")
+    _write_atomically(path, text, mtime)
     return str(path)
 
 

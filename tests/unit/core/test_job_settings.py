@@ -67,17 +67,33 @@ def test_unchanged_settings_leave_the_file_alone(tmp_path):
     assert path.stat().st_mtime == 500
 
 
-def test_a_change_dates_the_file_now_and_a_revert_gives_back_the_first_time(tmp_path):
+def test_every_change_dates_the_file_now_and_a_revert_gives_back_its_exact_bytes(tmp_path):
+    """A revert is a change (outputs made under the edit must rerun), dated now; it gives
+    back the file's bytes, so the checksum Snakemake recorded with outputs made before the
+    edit matches again and those stay current."""
     path = tmp_path / "s.json"
     record_settings(path, {"t": 0.7}, now=1000.0)
+    first = path.read_bytes()
     record_settings(path, {"t": 0.9}, now=2000.0)
+    second = path.read_bytes()
     assert path.stat().st_mtime == 2000 and recorded_digest(path) == settings_digest({"t": 0.9})
-    record_settings(path, {"t": 0.7}, now=3000.0)  # reverted: outputs made at 0.7 are current
-    assert path.stat().st_mtime == 0
-    record_settings(path, {"t": 0.9}, now=4000.0)  # and back again: the time 0.9 was first seen
-    assert path.stat().st_mtime == 2000
+    record_settings(path, {"t": 0.7}, now=3000.0)
+    assert path.stat().st_mtime == 3000 and path.read_bytes() == first
+    record_settings(path, {"t": 0.9}, now=4000.0)
+    assert path.stat().st_mtime == 4000 and path.read_bytes() == second
     record_settings(path, {"t": 1.1}, now=5000.0)
     assert path.stat().st_mtime == 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.json.forms", "s.json"]
+
+
+def test_a_file_written_by_an_earlier_version_is_given_back_byte_for_byte(tmp_path):
+    path = tmp_path / "s.json"
+    old = '{"digest": "%s", "recorded": {"%s": 0.0}, "settings": {"t": 0.7}}\n' % (
+        (settings_digest({"t": 0.7}),) * 2)
+    path.write_text(old)
+    record_settings(path, {"t": 0.9}, now=2000.0)
+    record_settings(path, {"t": 0.7}, now=3000.0)
+    assert path.read_text() == old and path.stat().st_mtime == 3000
 
 
 def test_a_file_in_an_earlier_form_is_current_and_keeps_its_digest(tmp_path):
@@ -109,11 +125,11 @@ def test_an_edit_after_the_migration_reruns_and_its_revert_gives_back_the_old_di
     assert path.stat().st_mtime == 2000
     assert recorded_digest(path) == settings_digest({"t": 0.9, "suffix": "R"})
     record_settings(path, filled, now=3000.0, earlier_forms=[written])  # reverted
-    assert path.stat().st_mtime == 0 and recorded_digest(path) == settings_digest(written)
+    assert path.stat().st_mtime == 3000 and recorded_digest(path) == settings_digest(written)
     # the body is the form that digest was taken of: what the judge fingerprints
     assert recorded_settings_of(path) == written
     record_settings(path, filled, now=4000.0, earlier_forms=[written])  # and stays so
-    assert path.stat().st_mtime == 0
+    assert path.stat().st_mtime == 3000
 
 
 def test_a_new_file_records_the_filled_form(tmp_path):
