@@ -75,7 +75,11 @@ from value_drifts.core.layout import (  # noqa: E402
     value_gap_data,
     values_path,
 )
-from value_drifts.core.plan import slug  # noqa: E402
+from value_drifts.core.plan import (  # noqa: E402
+    TRAINED_PROMPT_STYLE,
+    checkpoint_prompt_style,
+    slug,
+)
 from value_drifts.core.study import (  # noqa: E402
     StudyError,
     load_study,

@@ -18,7 +18,7 @@ rule figure_sft_trajectories:
         category=lambda wc: CATEGORY_BY_SLUG[wc.category_slug],
         runs=lambda wc: [phase.run for phase in PLAN.sft_phases(wc.model)],
         title=lambda wc: f"{wc.model}: {CATEGORY_BY_SLUG[wc.category_slug]}",
-        start_label="base",
+        start_label=lambda wc: sft_start_label(wc.model),
     script:
         "../workflow_scripts/figure_trajectories.py"
 

@@ -39,7 +39,7 @@ def generation_model(wildcards):
             "revision": series.revisions.get(step),
         }
     return {
-        "prompt_style": config["models"][wildcards.model]["prompt_style"],
+        "prompt_style": checkpoint_prompt_style(config, wildcards.model, wildcards.run),
         "tokenizer": None,
         "revision": None,
     }
@@ -350,3 +350,12 @@ def paper_reference():
 def paper_comparison_drifts(wildcards):
     runs = sorted({(e["model"], e["run"]) for e in paper_reference()})
     return [drift_path(model, run) for model, run in runs]
+
+
+def sft_start_label(model):
+    """Step 0's label in the SFT figures: a base model prompted otherwise than its
+    chat-template checkpoints says so, the switch being part of the first drift
+    (plan.checkpoint_prompt_style)."""
+    if checkpoint_prompt_style(config, model, BASE_RUN) == TRAINED_PROMPT_STYLE:
+        return "base"
+    return "base, 'Response:' prompt; then chat template"

@@ -34,16 +34,33 @@ DATASET_STANCE_SETTINGS = recorded_settings(
 )
 
 
+# One file per model and prompt style its checkpoints are sampled with
+# (plan.checkpoint_prompt_style): a model's configured style keeps the file name it always
+# had; a base model's trained checkpoints (chat) get generation/<model>.chat.
+def _generation_settings_name(model, style):
+    configured = config["models"][model]["prompt_style"]
+    return f"generation/{model}" + ("" if style == configured else f".{style}")
+
+
 GENERATION_SETTINGS = {
-    (model, None): recorded_settings(
-        f"generation/{model}",
-        lambda c, model=model: {
+    (model, style): recorded_settings(
+        _generation_settings_name(model, style),
+        lambda c, style=style: {
             "generation": c["generation"],
             "seed": c["seed"],
-            "prompt_style": c["models"][model]["prompt_style"],
+            "prompt_style": style,
         },
     )
     for model in config["models"]
+    for style in sorted(
+        {
+            checkpoint_prompt_style(config, phase.model, run)
+            for phase in PLAN.phases
+            if phase.model == model
+            for run in (BASE_RUN, phase.run)
+        }
+        | {config["models"][model]["prompt_style"]}
+    )
 } | {
     (TRACES, name): recorded_settings(
         f"generation/{TRACES}/{name}",
@@ -77,8 +94,10 @@ QUESTION_SOURCES = {
 
 
 def generation_settings(model, run):
-    """The generation settings file of a model's checkpoints (a trace's own)."""
-    return GENERATION_SETTINGS[(model, run if model == TRACES else None)]
+    """The generation settings file of a run's checkpoints (a trace's own)."""
+    if model == TRACES:
+        return GENERATION_SETTINGS[(model, run)]
+    return GENERATION_SETTINGS[(model, checkpoint_prompt_style(config, model, run))]
 
 
 def vprism_settings(*keys):

@@ -25,7 +25,25 @@ from value_drifts.core.layout import (
     training_marker,
 )
 
-__all__ = ["BASE_RUN", "Phase", "Plan", "build_plan", "name_problems", "slug"]
+__all__ = ["BASE_RUN", "Phase", "Plan", "build_plan", "checkpoint_prompt_style",
+           "name_problems", "slug"]
+
+# The prompt style of every checkpoint the workflow trains: SFT trains on conversations
+# through the chat template, and preference optimisation starts from an SFT model.
+TRAINED_PROMPT_STYLE = "chat"
+
+
+def checkpoint_prompt_style(config: Mapping[str, Any], model: str, run: str) -> str:
+    """How a checkpoint of ``model``'s ``run`` is prompted (``base``: question +
+    ``generation.base_prompt_suffix``; ``chat``: its chat template). The prompt style
+    belongs to the phase, not the model: the base model (step 0 of SFT) as
+    ``models.<model>.prompt_style`` says (the paper appends "Response:" for base models,
+    §3), every checkpoint trained by the workflow ``TRAINED_PROMPT_STYLE``. A trace is
+    prompted as its config says. The switch from a base-style step 0 to chat-style SFT
+    checkpoints is part of the first drift (docs/metrics.md)."""
+    if run == BASE_RUN:
+        return config["models"][model]["prompt_style"]
+    return TRAINED_PROMPT_STYLE
 
 
 @dataclass(frozen=True)
