@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 from tqdm.auto import tqdm
 
+from value_drifts.core.chat_template import stop_token_ids
 from value_drifts.core.checkpoints import has_tokenizer, is_adapter_folder, tokenizer_problem
 from value_drifts.core.config import schema_default
 
@@ -195,6 +196,16 @@ def prompt_token_ids(question: str, settings: SamplingSettings, tokenizer) -> li
     return tokenizer(prompt, add_special_tokens=settings.prompt_style == "base")["input_ids"]
 
 
+def _generation_config(model_path: str, revision: str | None = None):
+    """The checkpoint's generation config (None without one)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path, revision=revision)
+    except (OSError, ValueError):
+        return None
+
+
 def generate_vllm(
     model_path: str,
     questions: pl.DataFrame,
@@ -229,6 +240,8 @@ def generate_vllm(
         **{"dtype": "auto", **(engine_args or {})},
     )
     tokenizer = llm.get_tokenizer()
+    # stop where the chat template ends a turn, not only at the tokenizer's eos
+    stops = stop_token_ids(tokenizer, _generation_config(model_path, revision))
     rows = list(questions.iter_rows(named=True))
     prompts = [
         {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
@@ -242,6 +255,7 @@ def generate_vllm(
             max_tokens=settings.max_new_tokens,
             seed=sample_seed(settings, number, 0),
             skip_special_tokens=True,
+            stop_token_ids=stops,
         )
         for number in range(len(rows))
     ]

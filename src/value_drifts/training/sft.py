@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from value_drifts.core.chat_template import end_of_turn_token, stop_token_ids
 from value_drifts.core.checkpoints import completion_marker_callback, resumable_checkpoint
 from value_drifts.training.common import TrainerSettings, trl_config
 
@@ -20,10 +21,26 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
-    args = trl_config(SFTConfig, run, max_length=run.max_length)
     tokenizer = AutoTokenizer.from_pretrained(run.model_path)
+    # Checkpoints end their turn where the chat template does: that token becomes their eos
+    # (TRL sets the tokenizer's) and a stop token of their generation config, and the pad
+    # token stays another one, so end-of-turn is never masked as padding
+    # (core.chat_template).
+    turn_end = end_of_turn_token(tokenizer)
+    special = {}
+    if turn_end is not None and turn_end != tokenizer.eos_token:
+        special["eos_token"] = turn_end
+        if tokenizer.pad_token in (None, turn_end):
+            special["pad_token"] = tokenizer.eos_token  # the base eos: no turn ends with it
+    # Arguments before the model: under accelerate + ZeRO-3 they make it load partitioned.
+    args = trl_config(SFTConfig, run, max_length=run.max_length, **special)
     model = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
+    if "eos_token" in special:
+        tokenizer.pad_token = special.get("pad_token", tokenizer.pad_token)
+        stops = stop_token_ids(tokenizer, model.generation_config)
+        model.generation_config.eos_token_id = stops
+        model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(
+            special.get("pad_token", tokenizer.pad_token))
     trainer = SFTTrainer(
         model=model,
         args=args,
