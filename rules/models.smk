@@ -27,5 +27,6 @@ rule prepare_base_model:
         )["runtime"],
     params:
         spec=lambda wc: config["models"][wc.model],
+        trained=lambda wc: bool(PLAN.sft_phases(wc.model)),
     script:
         "../workflow_scripts/prepare_base_model.py"

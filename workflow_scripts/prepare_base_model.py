@@ -6,6 +6,7 @@ from value_drifts.data.base_model import (
     copy_local_model,
     download_hub_model,
     find_packaged_file,
+    set_chat_template,
 )
 
 with logged(snakemake.log[0]):
@@ -19,3 +20,8 @@ with logged(snakemake.log[0]):
         copy_local_model(Path(spec["path"]), output)
     else:
         download_hub_model(spec["hub_id"], output, spec.get("revision"))
+    # the chat template SFT trains through, named in the config (or the model's own)
+    source = set_chat_template(output, snakemake.wildcards.model, spec.get("chat_template"),
+                               trained=snakemake.params.trained)
+    print("chat template:", source or "the tokenizer's own")
+

@@ -77,3 +77,41 @@ def download_hub_model(hub_id: str, output_dir: Path, revision: str | None = Non
     from huggingface_hub import snapshot_download
 
     snapshot_download(repo_id=hub_id, revision=revision, local_dir=output_dir)
+
+
+def template_text(source: str) -> str:
+    """A chat template from ``source``: a Jinja file's text, or the template of a model
+    folder or hub id (an instruct model's, as TRL's ``clone_chat_template`` takes it).
+    Raises ValueError when the source holds none."""
+    path = Path(source)
+    if path.is_file():
+        return path.read_text()
+    from transformers import AutoTokenizer
+
+    template = AutoTokenizer.from_pretrained(source).chat_template
+    if not template:
+        raise ValueError(f"{source} holds no chat template")
+    return template
+
+
+def set_chat_template(model_dir: Path, model: str, chat_template: str | None,
+                      trained: bool) -> str | None:
+    """Give the prepared base model in ``model_dir`` the configured ``chat_template``
+    (``models.<model>.chat_template``), saved with its tokenizer so that SFT trains through
+    it and every checkpoint keeps it; returns the template's source. Without the setting a
+    model SFT ``trained`` on must already have a template: ValueError names the model
+    otherwise, before any training job starts. Never a silent default."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if chat_template:
+        tokenizer.chat_template = template_text(chat_template)
+        tokenizer.save_pretrained(model_dir)
+        return chat_template
+    if trained and not tokenizer.chat_template:
+        raise ValueError(
+            f"models.{model}: {model_dir} has no chat template, and SFT trains on conversations "
+            f"through one: set models.{model}.chat_template to a Jinja file (e.g. "
+            "config/chat_templates/chatml.jinja) or an instruct model whose template to use")
+    return None
+
