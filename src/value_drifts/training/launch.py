@@ -12,6 +12,7 @@ cases: the trainer starts from the newest complete checkpoint in the output dire
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -108,12 +109,40 @@ def _file_or_none(stream):
     return stream
 
 
+# Set to 1 only to run a GPU training job on CPU processes on purpose (the DeepSpeed tests).
+GPU_JOBS_ON_CPU = "VALUE_DRIFTS_GPU_JOBS_ON_CPU"
+
+
+def gpu_problem(gpus: int) -> str | None:
+    """Why a job that asked for ``gpus`` GPUs must not start (None when it sees them): it
+    sees fewer, and would otherwise train on the CPU until its time limit (a CPU build of
+    torch from the wrong environment, an old driver, a node without them). Names what it
+    sees: ``torch.cuda.device_count()``, the torch build, ``CUDA_VISIBLE_DEVICES``."""
+    import torch
+
+    if gpus == 0 or os.environ.get(GPU_JOBS_ON_CPU) == "1":
+        return None
+    seen = torch.cuda.device_count()
+    if seen >= gpus:
+        return None
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
+    return (f"this training job asked for {gpus} GPU(s) and sees {seen}: torch "
+            f"{torch.__version__} ({build}), CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}. Run the workflow with "
+            "--sdm conda (the train env's CUDA torch) or a site env with a CUDA torch "
+            "(docs/cluster.md); it never falls back to the CPU.")
+
+
 def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
     """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
-    launched processes write to this process's stdout (the job's log under ``logged``)."""
+    launched processes write to this process's stdout (the job's log under ``logged``).
+    Raises RuntimeError at once when the job sees fewer GPUs than it asked for
+    (``gpu_problem``)."""
     if gpus == 0:
         run_job(job)
         return
+    if problem := gpu_problem(gpus):
+        raise RuntimeError(problem)
     if accelerate_config is None:
         raise ValueError("a GPU training job needs an accelerate config")
     job_file = Path(job.settings.output_dir) / "training_job.json"

@@ -25,7 +25,7 @@ from tests.support.workflow import REPO
 from value_drifts.core import cluster_requests as res
 from value_drifts.core.checkpoints import resumable_checkpoint, saved_steps
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training.launch import TrainingJob, run_training
+from value_drifts.training.launch import GPU_JOBS_ON_CPU, TrainingJob, run_training
 
 # One rerun: a launch of this suite failed once in CI (2-core container) and passed in every
 # rerun here, its cause hidden by the truncated log. A real regression fails both attempts;
@@ -58,6 +58,13 @@ def cpu_accelerate_config(stage: int, directory: Path) -> str:
     path = directory / f"cpu_zero{stage}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def gpu_jobs_on_cpu_processes(monkeypatch):
+    """These tests run the GPU path (accelerate launch, ZeRO) on CPU processes on purpose,
+    and say so: a real job that sees fewer GPUs than it asked for stops (launch.gpu_problem)."""
+    monkeypatch.setenv(GPU_JOBS_ON_CPU, "1")
 
 
 def _job(data, task: str, output_dir: Path, **settings) -> TrainingJob:
