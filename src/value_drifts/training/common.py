@@ -26,6 +26,9 @@ class TrainerSettings:
     threads: int = 1
     # TRL turns it on by default; it saves memory on big models but slows small ones ~1.5x.
     gradient_checkpointing: bool = False
+    # fp32 or bf16 (the paper config on GPUs): configured and recorded, never chosen at run
+    # time from the machine, since it changes the checkpoints.
+    precision: str = "fp32"
     # Further fields of the TRL config class, passed through unchanged (``trl_config``).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -36,7 +39,7 @@ class TrainerSettings:
     ) -> TrainerSettings:
         """Settings from a config trainer section (keys as in the schema's ``trainer``)."""
         optional = ("warmup_ratio", "lr_scheduler", "weight_decay", "save_only_model",
-                    "gradient_checkpointing")
+                    "gradient_checkpointing", "precision")
         return cls(
             model_path=model_path,
             output_dir=output_dir,
@@ -85,7 +88,7 @@ def training_arguments(settings: TrainerSettings) -> dict[str, Any]:
         save_strategy="steps",
         save_steps=settings.save_steps,
         save_only_model=settings.save_only_model,
-        bf16=on_gpu,  # TRL defaults to bf16, which these CPUs lack
+        bf16=settings.precision == "bf16",  # configured: TRL's own default is bf16
         use_cpu=not on_gpu,
         gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
@@ -114,3 +117,12 @@ def trl_config(config_class, settings: TrainerSettings, **arguments: Any):
             f"trainer extra: {managed} are set by the workflow for {config_class.__name__}; "
             "use the trainer section's own keys (learning_rate, global_batch_size, ...)")
     return config_class(**arguments, **settings.extra)
+
+
+def model_dtype(settings: TrainerSettings):
+    """The dtype models load in for training: bfloat16 for ``precision: bf16`` (under
+    DeepSpeed the optimizer keeps an fp32 master copy), float32 otherwise."""
+    import torch
+
+    return torch.bfloat16 if settings.precision == "bf16" else torch.float32
+

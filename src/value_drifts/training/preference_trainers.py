@@ -18,17 +18,16 @@ from value_drifts.core.checkpoints import (
     newest_complete_step,
     resumable_checkpoint,
 )
-from value_drifts.training.common import TrainerSettings, trl_config
+from value_drifts.training.common import TrainerSettings, model_dtype, trl_config
 
 
-def _policy(model_path: str):
-    import torch
+def _policy(model_path: str, settings: TrainerSettings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=model_dtype(settings))
     return model, tokenizer
 
 
@@ -49,7 +48,7 @@ def train_dpo(
 
     # Arguments first: under accelerate + ZeRO-3 they make the model load partitioned.
     args = trl_config(DPOConfig, settings, beta=hyper["beta"], max_length=settings.max_length)
-    model, tokenizer = _policy(settings.model_path)
+    model, tokenizer = _policy(settings.model_path, settings)
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
@@ -73,7 +72,7 @@ def train_simpo(
         max_length=settings.max_length,
         max_completion_length=hyper.get("max_response_length"),
     )
-    model, tokenizer = _policy(settings.model_path)
+    model, tokenizer = _policy(settings.model_path, settings)
     trainer = CPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
@@ -84,7 +83,6 @@ def train_reward_model(
     settings: TrainerSettings, pairs: list[dict[str, Any]], callbacks: Sequence[Any] = ()
 ):
     """A one-logit sequence classifier on chosen vs rejected (TRL's RewardTrainer)."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -94,7 +92,7 @@ def train_reward_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(
-        settings.model_path, num_labels=1, dtype=torch.float32
+        settings.model_path, num_labels=1, dtype=model_dtype(settings)
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     trainer = RewardTrainer(
@@ -131,7 +129,6 @@ def train_ppo(
     see ``checkpoints.incomplete_reason``) and runs only the remaining updates, numbering
     checkpoints on from where it stopped (value head and optimiser restart fresh).
     """
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -155,15 +152,15 @@ def train_ppo(
         stop_token="eos",
         num_sample_generations=0,
     )
-    model, _ = _policy(policy_path)
-    ref_model, _ = _policy(settings.model_path)
+    model, _ = _policy(policy_path, settings)
+    ref_model, _ = _policy(settings.model_path, settings)
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
     def scorer():
         scorer_model = AutoModelForSequenceClassification.from_pretrained(
-            reward_model_path, num_labels=1, dtype=torch.float32
+            reward_model_path, num_labels=1, dtype=model_dtype(settings)
         )
         scorer_model.config.pad_token_id = tokenizer.pad_token_id
         return scorer_model

@@ -8,7 +8,7 @@ from typing import Any
 
 from value_drifts.core.chat_template import end_of_turn_token, stop_token_ids
 from value_drifts.core.checkpoints import completion_marker_callback, resumable_checkpoint
-from value_drifts.training.common import TrainerSettings, trl_config
+from value_drifts.training.common import TrainerSettings, model_dtype, trl_config
 
 
 def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
@@ -16,7 +16,6 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     ``prompt``/``completion`` format), saving a checkpoint every ``save_steps`` and at
     the end, each with a completion marker; resumes from the newest complete checkpoint
     with optimizer state in ``output_dir``."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -34,7 +33,7 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
             special["pad_token"] = tokenizer.eos_token  # the base eos: no turn ends with it
     # Arguments before the model: under accelerate + ZeRO-3 they make it load partitioned.
     args = trl_config(SFTConfig, run, max_length=run.max_length, **special)
-    model = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=model_dtype(run))
     if "eos_token" in special:
         tokenizer.pad_token = special.get("pad_token", tokenizer.pad_token)
         stops = stop_token_ids(tokenizer, model.generation_config)
