@@ -70,11 +70,15 @@ def model_identity(model: str | os.PathLike[str], cache: JudgeCache | None = Non
 
 
 def render_chat(tokenizer, prompt: str) -> str:
-    """The judge prompt as one user turn in the model's chat template (as is without one)."""
+    """The judge prompt as one user turn in the model's chat template (as is without one).
+    ``enable_thinking=False``: a Qwen3-style template then opens the answer with an empty
+    think block, so the first answer token is a label, not ``<think>``; templates without
+    the switch ignore it (their text, and so the cache keys, do not change)."""
     if tokenizer.chat_template is None:
         return prompt
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+        enable_thinking=False,
     )
 
 
