@@ -96,7 +96,7 @@ def check_no_answers_lost():
             "the training run):\n  "
             + "\n  ".join(problems)
             + "\nNothing was removed. Ways out: revert the change (the answers on disk "
-            "are then current again: a settings file gets back the time it first held "
+            "are then current again: a settings file gets back the bytes it had with "
             "those settings), or retrain those runs: remove their folders "
             f"{training_dir('<model>', '<run>')} and run again."
         )

@@ -37,10 +37,20 @@ def test_edit_run_revert_makes_the_edited_output_stale(tmp_path):
     assert _questions(repo) == 15
 
 
-def test_an_edit_reverted_before_any_run_is_current(tmp_path):
+def test_an_edit_reverted_before_any_run_is_current(tmp_path, monkeypatch):
+    import hashlib
+
+    from value_drifts.core.checkpoints import input_changed, recorded_input_checksum
+
     repo = copy_repo(tmp_path / "repo")
     first, edited = _config(tmp_path, 3), _config(tmp_path, 2)
     snakemake(TARGET, "--cores", "1", "--configfile", first, cwd=repo)
+    # the workflow's own guards read Snakemake's record of what the output was made from
+    settings = "results/settings/data/questions.json"
+    monkeypatch.chdir(repo)
+    assert recorded_input_checksum(TARGET, settings) == hashlib.sha256(
+        (repo / settings).read_bytes()).hexdigest()
     assert job_counts(snakemake("-n", TARGET, "--configfile", edited, cwd=repo).stdout) == {
         "select_questions": 1}
     assert job_counts(snakemake("-n", TARGET, "--configfile", first, cwd=repo).stdout) == {}
+    assert not input_changed(settings, TARGET)  # newer, but the bytes it was made from

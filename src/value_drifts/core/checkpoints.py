@@ -3,6 +3,7 @@ which saved checkpoints are complete, and where a restarted run picks up."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -173,22 +174,57 @@ def lost_answers_reason(
     output = Path(output)
     if not output.exists():
         return "its answers are missing"
-    newer = [str(p) for p in inputs if Path(p).exists() and
-             Path(p).stat().st_mtime > output.stat().st_mtime]
+    newer = [str(p) for p in inputs if input_changed(p, output)]
     if newer:
         return f"its answers are older than {', '.join(newer)}"
     return None
 
 
+# Snakemake's own record of each output (its file persistence): the checksums of the small
+# inputs the output was made from, which its mtime rule compares before rerunning a job.
+SNAKEMAKE_METADATA = Path(".snakemake/metadata")
+
+
+def recorded_input_checksum(output: str | Path, source: str | Path,
+                            metadata: Path = SNAKEMAKE_METADATA) -> str | None:
+    """The sha256 (hex) Snakemake recorded for input ``source`` when it made ``output``
+    (``.snakemake/metadata/<urlsafe base64 of the path>``, ``input_checksums``); None
+    without a record."""
+    from base64 import urlsafe_b64encode
+
+    name = urlsafe_b64encode(str(output).encode()).decode()
+    parts = [name[i:i + 254] for i in range(0, len(name), 254)]  # as Snakemake splits it
+    record = Path(metadata, *["@" + part for part in parts[:-1]], parts[-1])
+    try:
+        checksums = json.loads(record.read_text()).get("input_checksums") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = checksums.get(str(source))
+    return value.split(":", 1)[-1] if isinstance(value, str) else None
+
+
+def input_changed(source: str | Path, output: str | Path) -> bool:
+    """Whether Snakemake's mtime rule reruns what made ``output`` for input ``source``:
+    ``source`` is newer and its content is not the one recorded with ``output`` (a settings
+    file dated now by a revert, with the bytes it had, is not a change)."""
+    source, output = Path(source), Path(output)
+    if not source.exists() or source.stat().st_mtime <= output.stat().st_mtime:
+        return False
+    recorded = recorded_input_checksum(output, source)
+    if recorded is None or not source.is_file():
+        return True
+    return hashlib.sha256(source.read_bytes()).hexdigest() != recorded
+
+
 def upstream_change(path: str | Path, sources) -> str | None:
     """Why a job input ``path`` made by another job will be rebuilt before the job runs
-    (it is missing, or older than one of ``sources``, the inputs it is made from), or
-    None. One level up: what the evaluation questions are made from."""
+    (it is missing, or one of ``sources``, the inputs it is made from, changed since:
+    ``input_changed``), or None. One level up: what the evaluation questions are made
+    from."""
     path = Path(path)
     if not path.exists():
         return f"{path} will be made"
-    newer = [str(s) for s in sources if Path(s).exists() and
-             Path(s).stat().st_mtime > path.stat().st_mtime]
+    newer = [str(s) for s in sources if input_changed(s, path)]
     return f"{path} will be rebuilt ({', '.join(newer)} changed)" if newer else None
 
 

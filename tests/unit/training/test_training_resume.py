@@ -53,7 +53,7 @@ if algorithm == "ppo":
 elif algorithm == "reward":
     preference_trainers.train_reward_model(settings, pairs).save_model(out + "/final")
 else:
-    getattr(preference, "train_" + algorithm)(settings, hyper, pairs)
+    getattr(preference_trainers, "train_" + algorithm)(settings, hyper, pairs)
 """
 
 
