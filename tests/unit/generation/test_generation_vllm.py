@@ -61,6 +61,7 @@ class SamplingParams:  # vllm.SamplingParams: only real argument names are accep
     max_tokens: int | None = 16
     skip_special_tokens: bool = True
     stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] | None = None
 
 
 class FakeLLM:

@@ -97,6 +97,8 @@ def test_job_round_trips_through_json():
 
 def test_cpu_runs_in_process_and_gpu_runs_under_accelerate(monkeypatch, tmp_path):
     ran, launched = [], []
+    # the GPU job below is faked on this CPU machine on purpose, and says so
+    monkeypatch.setenv(launch.GPU_JOBS_ON_CPU, "1")
     monkeypatch.setattr(launch, "run_job", ran.append)
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command))
     settings = TrainerSettings(
