@@ -86,6 +86,7 @@ from value_drifts.core.study import (  # noqa: E402
     local_data_files,
 )
 from value_drifts.core.traces import octal_key_problems, skipped_warnings  # noqa: E402
+from value_drifts.data.counted_sizes import counted_sizes  # noqa: E402
 from value_drifts.core.site_settings import check_site_variables  # noqa: E402
 from value_drifts.core.checkpoints import (  # noqa: E402
     lost_answers_reason,
@@ -109,7 +110,8 @@ if _key_problems:
 if workflow.is_main_process and (_copied := copied_tree_problem(RESULTS)):
     raise WorkflowError(_copied)
 try:
-    STUDY = load_study(config)
+    # data sets on local files may leave size out: counted here (data.counted_sizes)
+    STUDY = load_study(config, count_sizes=counted_sizes)
 except StudyError as error:
     raise WorkflowError(str(error)) from None
 # Every rule reads the config with the schema's defaults filled in (config.with_defaults).

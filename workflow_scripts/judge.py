@@ -5,6 +5,7 @@ import yaml
 
 from value_drifts.core.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
+from value_drifts.judge.canary import CanarySettings, canary_counts, unsupported
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.run import (
     check_readable,
@@ -21,6 +22,13 @@ with logged(snakemake.log[0]):
         state_path=snakemake.params.batch_state,
         threads=snakemake.threads,
     )
+    # judge.canaries: the openai backend first re-asks a few cached prompts and fails on a
+    # changed server (value_drifts.judge.canary); other backends send none (recorded).
+    canaries = CanarySettings.from_judge(judge)
+    if canaries.count and hasattr(backend, "canaries"):
+        backend.canaries = canaries
+    elif canaries.count:
+        print(f"judge.canaries = {canaries.count}: {unsupported(judge['backend'])}")
     template = load_template(snakemake.input.prompt)
     judgments, counts = judge_generations(
         pl.read_parquet(snakemake.input.generations),
@@ -30,6 +38,9 @@ with logged(snakemake.log[0]):
         label_mass=min_label_mass(judge),
     )
     counts.update(backend_counts(backend))
+    counts["canaries"] = canary_counts(
+        canaries, getattr(backend, "last_canaries", None), judge["backend"]
+    )
     fingerprint = judge_fingerprint(
         judge, template, getattr(backend, "identity", None),
         settings=snakemake.params.fingerprint_settings,

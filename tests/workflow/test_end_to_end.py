@@ -201,6 +201,15 @@ def test_judge_health_is_a_table_per_run_with_its_checkpoints(small_run):
         pl.col("n_unreadable").sum()).sort("step")["n_unreadable"].to_list()
     assert unreadable == table["unreadable"].to_list()[:-1]
     assert "| all | 198 |" in (run / "judge_health.md").read_text()
+    # the share of short answers the values carry per category adds up to judge health's
+    support = values.filter(pl.col("stance") == "support").with_columns(
+        (pl.col("n_answers") + pl.col("n_unreadable")).alias("judged"))
+    assert support["short_share"].null_count() == 0
+    shares = support.group_by("step").agg(
+        ((pl.col("short_share") * pl.col("judged")).sum()
+         / (pl.col("judged") + pl.col("n_empty")).sum()).alias("share")).sort("step")
+    assert shares["share"].to_list() == pytest.approx(table["short_share"].to_list()[:-1])
+    assert _drift(small_run, "sft-opinionated")["max_short_share"].null_count() == 0
     # every checkpoint of the trajectory was read by the same judge
     fingerprints = {
         pl.read_parquet(small_run / f"results/smollm2-135m/{r}/step-{s}/judgments.parquet")[

@@ -65,7 +65,6 @@ sft_datasets:
     hub_id: json
     data_files: %s
     format: prompt_completion
-    size: 14
     save_steps: 60
 """
 

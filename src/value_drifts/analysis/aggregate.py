@@ -23,6 +23,7 @@ import polars as pl
 from value_drifts.analysis.metrics import bootstrap_drift, ci_halfwidth, drift_magnitude, drift_time
 from value_drifts.core.io import recorded_value
 from value_drifts.core.stances import STANCES
+from value_drifts.judge.answer_flags import SHORT_ANSWER_CHARS
 
 PROB_COLUMNS = [f"p_{s}" for s in STANCES]
 
@@ -66,6 +67,25 @@ def question_stances(judgments: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def answer_shares(judgments: pl.DataFrame) -> pl.DataFrame:
+    """Per category: ``short_share``, the share of its non-empty answers flagged ``short``
+    (at most ``judge.answer_flags.SHORT_ANSWER_CHARS`` characters: a stance, counted in
+    values; a high share is a collapsed model), and ``n_empty``, its empty answers (not
+    stances, left out). Null for judgments written before answers were flagged."""
+    if "answer_flags" not in judgments.columns:
+        return judgments.select("category").unique(maintain_order=True).with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("short_share"),
+            pl.lit(None, dtype=pl.Int64).alias("n_empty"),
+        )
+    flags = pl.col("answer_flags").fill_null("").str.split(",")
+    empty = flags.list.contains("empty")
+    return judgments.group_by("category", maintain_order=True).agg(
+        (flags.list.contains("short").sum() / (~empty).sum()).cast(pl.Float64)
+        .alias("short_share"),
+        empty.sum().cast(pl.Int64).alias("n_empty"),
+    )
+
+
 def topic_values(judgments: pl.DataFrame, ci_level: float) -> pl.DataFrame:
     """v(T)_s per category and stance (paper §3): mean over the questions with a readable
     answer, with a Student-t CI.
@@ -74,7 +94,8 @@ def topic_values(judgments: pl.DataFrame, ci_level: float) -> pl.DataFrame:
     readable answer), ci_halfwidth (unclipped: it is drift time's tolerance, see
     ``metrics.drift_time``), ci_low / ci_high (value ∓ half-width clipped to [0, 1], the
     bounds tables and figures show), n_questions (questions with a readable answer),
-    n_answers (readable answers), n_unreadable (unreadable answers).
+    n_answers (readable answers), n_unreadable (unreadable answers), short_share and
+    n_empty (``answer_shares``).
     """
     per_question = question_stances(judgments)
     long = per_question.unpivot(
@@ -95,7 +116,8 @@ def topic_values(judgments: pl.DataFrame, ci_level: float) -> pl.DataFrame:
         )
         .sort(["category", "stance"])
     )
-    return values.with_columns(clipped_bounds())
+    return values.with_columns(clipped_bounds()).join(
+        answer_shares(judgments), on="category", how="left")
 
 
 def clipped_bounds() -> list[pl.Expr]:
@@ -119,7 +141,7 @@ def trajectory_values(judgments_by_step: dict[int, pl.DataFrame], ci_level: floa
 
 VALUE_COLUMNS = (
     "category", "stance", "value", "ci_halfwidth", "ci_low", "ci_high",
-    "n_questions", "n_answers", "n_unreadable",
+    "n_questions", "n_answers", "n_unreadable", "short_share", "n_empty",
 )
 
 
@@ -263,6 +285,20 @@ def integrity_note(values: pl.DataFrame) -> str:
     return ("checkpoint integrity: " + "; ".join(notes)) if notes else ""
 
 
+def short_answers_note(values: pl.DataFrame) -> str:
+    """Where a phase's answers were short (``answer_shares``): the largest share of a
+    category's answers at one step, e.g. "short answers (≤ 3 characters): up to 83% of a
+    category's answers (step 4)"; "" when none were, or the values predate the share."""
+    if "short_share" not in values.columns:
+        return ""
+    shares = values.filter(pl.col("short_share").is_not_null() & (pl.col("short_share") > 0))
+    if not shares.height:
+        return ""
+    top = shares.sort(["short_share", "step"], descending=[True, False]).row(0, named=True)
+    return (f"short answers (≤ {SHORT_ANSWER_CHARS} characters): up to "
+            f"{top['short_share']:.0%} of a category's answers (step {top['step']})")
+
+
 def drift_table(
     values: pl.DataFrame,
     question_values: pl.DataFrame | None = None,
@@ -280,9 +316,12 @@ def drift_table(
     when it is the first or last step), with the reason in ``note``, which also says where
     an interval is missing or a drift time lies outside its interval; checkpoints whose
     weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``);
-    ``n_questions`` is the fewest readable questions any step had.
+    ``n_questions`` is the fewest readable questions any step had; ``max_short_share``
+    the largest share of the category's answers that were short at any step, and
+    ``answers_note`` the phase's ``short_answers_note``.
     """
     integrity = integrity_note(values)
+    short_note = short_answers_note(values)
     rows = []
     for (category, stance), group in values.sort("step").group_by(
         ["category", "stance"], maintain_order=True
@@ -304,9 +343,13 @@ def drift_table(
                 ),
                 "note": undefined_note(steps, v),
                 "checkpoint_integrity": integrity,
+                "max_short_share": (group["short_share"].max()
+                                    if "short_share" in group.columns else None),
+                "answers_note": short_note,
             }
         )
-    table = pl.DataFrame(rows, schema_overrides={"n_questions": pl.Int64}).sort(
+    table = pl.DataFrame(rows, schema_overrides={
+        "n_questions": pl.Int64, "max_short_share": pl.Float64}).sort(
         ["category", "stance"]
     )
     if question_values is None:
@@ -322,7 +365,7 @@ def drift_table(
         "magnitude", "magnitude_low", "magnitude_high",
         "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
         "n_questions", "n_magnitude_questions", "n_bootstrap_questions", "note",
-        "checkpoint_integrity",
+        "checkpoint_integrity", "max_short_share", "answers_note",
     )
 
 

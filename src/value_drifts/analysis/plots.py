@@ -62,6 +62,29 @@ def mark_unreadable(ax, values: pl.DataFrame) -> int:
     return marked.height
 
 
+SHORT_ANSWERS_LABEL = "share of short answers"
+
+
+def mark_short_answers(ax, values: pl.DataFrame) -> int:
+    """A grey triangle at the top of every step where some of the category's answers were
+    short (``aggregate.answer_shares``: at most a few characters, e.g. "No."; counted in
+    the values), with the share in percent, so a model that collapsed into one-word
+    answers shows on its figure; returns the number of steps marked."""
+    if "short_share" not in values.columns:
+        return 0
+    marked = (
+        values.group_by("step").agg(pl.col("short_share").max())
+        .filter(pl.col("short_share").is_not_null() & (pl.col("short_share") > 0)).sort("step")
+    )
+    if marked.height:
+        ax.plot(marked["step"].to_numpy(), [0.97] * marked.height, linestyle="none",
+                marker="v", color="0.45", markersize=4, label=SHORT_ANSWERS_LABEL)
+        for step, share in marked.iter_rows():
+            ax.annotate(f"{share:.0%}", xy=(step, 0.97), xytext=(3, -8),
+                        textcoords="offset points", fontsize="xx-small", color="0.35")
+    return marked.height
+
+
 def legend(target, axes, **kwargs) -> None:
     """One legend on ``target`` for the labelled artists of all ``axes``, each label once
     (the unreadable-answers marker may sit on any panel)."""
@@ -97,6 +120,7 @@ def plot_trajectories(
         for stance in STANCES:
             _line_with_band(ax, values, stance, STANCE_COLOURS[stance], stance, alpha=0.2)
         mark_unreadable(ax, values)
+        mark_short_answers(ax, values)
         mark_phase_start(ax, start_label)
         ax.set_title(label)
         ax.set_xlabel("training step")
@@ -119,6 +143,7 @@ def plot_ablation(
     for colour, (label, values) in zip(palette, lines, strict=True):
         _line_with_band(ax, values, stance, colour, label, alpha=0.15)
         mark_unreadable(ax, values)
+        mark_short_answers(ax, values)
     mark_phase_start(ax, "end of SFT")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"mean p({stance})")

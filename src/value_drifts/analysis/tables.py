@@ -59,6 +59,10 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
         notes += [f"- {run}: {note}" for run, note in table.filter(
             pl.col("checkpoint_integrity") != "").select("run", "checkpoint_integrity")
             .unique(maintain_order=True).rows()]
+    if "answers_note" in table.columns:
+        notes += [f"- {run}: {note}" for run, note in table.filter(
+            pl.col("answers_note") != "").select("run", "answers_note")
+            .unique(maintain_order=True).rows()]
     if "note" in table.columns:
         notes += [f"- {run}, {category}: {note}" for run, category, note in table.filter(
             pl.col("note") != "").select("run", "category", "note")

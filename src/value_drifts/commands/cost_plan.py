@@ -50,6 +50,7 @@ from value_drifts.core.layout import (
 )
 from value_drifts.core.questions import read_questions, sample_questions
 from value_drifts.core.study import Study, load_study
+from value_drifts.data.counted_sizes import counted_sizes
 from value_drifts.judge.agreement import labelled_set_path, load_labelled_set
 from value_drifts.judge.backends import DEFAULT_CACHE
 from value_drifts.judge.cost import CHARS_PER_TOKEN, CostPlan, JudgePrices, cost_plan
@@ -439,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--results", default=RESULTS, type=Path)
     args = parser.parse_args(argv)
-    study = load_study(yaml.safe_load(Path(args.configfile).read_text()))
+    study = load_study(yaml.safe_load(Path(args.configfile).read_text()),
+                       count_sizes=counted_sizes)
     config = study.config
     stages = stage_plans(study, args.results)
     plan = combined(stage.plan for stage in stages)

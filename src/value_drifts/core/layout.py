@@ -64,6 +64,9 @@ def ablation_name(model: str, sft_dataset: str, algorithm: str, preference_set: 
 
 # The settings each job's output depends on (value_drifts.core.job_settings).
 SETTINGS_DIR = f"{RESULTS}/settings"
+# Sizes counted from a user's local data files whose size the config leaves out, by the
+# files' content (value_drifts.data.counted_sizes).
+COUNTED_SIZES = f"{RESULTS}/.counted_sizes.json"
 # The judge's response cache and its Batch API state files (defaults of judge.cache and
 # judge.batch.state_dir).
 JUDGE_CACHE = f"{RESULTS}/judge_cache.sqlite"

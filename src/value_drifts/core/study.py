@@ -20,7 +20,7 @@ Nothing here runs a model or needs a GPU library: the Snakefile builds it at par
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,12 +272,44 @@ def _trainers(plan: Plan) -> dict[str, list[str]]:
     }
 
 
-def load_study(config: Mapping[str, Any]) -> Study:
+def _fill_sizes(config: dict[str, Any], count_sizes) -> list[str]:
+    """Put counted sizes into ``config``'s data sets that leave ``size`` out; the
+    problems (a set without one, or one its files cannot give)."""
+    missing = [(section, name) for section in ("sft_datasets", "preference_sets")
+               for name, spec in (config.get(section) or {}).items() if "size" not in spec]
+    if not missing:
+        return []
+    if count_sizes is None:
+        return [f"{section}.{name}: size left out and not counted (only data sets on local "
+                "data_files may leave it out; the workflow counts those)"
+                for section, name in missing]
+    try:
+        sizes = count_sizes(config)
+    except (ValueError, OSError) as error:
+        return [str(error)]
+    problems = []
+    for section, name in missing:
+        if (section, name) in sizes:
+            config[section][name]["size"] = int(sizes[(section, name)])
+        else:
+            problems.append(f"{section}.{name}: size is required (only data sets read from "
+                            "local data_files may leave it out: the workflow counts them)")
+    return problems
+
+
+def load_study(
+    config: Mapping[str, Any],
+    count_sizes: Callable[[Mapping[str, Any]], Mapping[tuple[str, str], int]] | None = None,
+) -> Study:
     """The study a config describes, its ``config`` a copy with the schema's defaults
     filled in (``config.with_defaults``). Raises ``StudyError`` naming every problem: schema
     violations and dangling references (``config.validate_config``), names that would
     share a path (``plan.name_problems``), unreadable traces, global batches that do not
-    split over a model's GPUs, unknown ``cluster`` keys."""
+    split over a model's GPUs, unknown ``cluster`` keys.
+
+    ``count_sizes``: gives ``{(section, name): size}`` for data sets on local files that
+    leave ``size`` out (``value_drifts.data.counted_sizes.counted_sizes``, which reads the
+    files: this layer does not); without it such a data set is a problem."""
     try:
         validate_config(config)
     except ConfigError as error:
@@ -285,6 +317,8 @@ def load_study(config: Mapping[str, Any]) -> Study:
     config = _canonical_backends(with_defaults(config))
     topics = yaml.safe_load(Path(config["topics"]).read_text())
     problems = name_problems(config, topics) + data_file_problems(config)
+    if not problems:
+        problems = _fill_sizes(config, count_sizes)
     if problems:
         raise StudyError("invalid config:\n  " + "\n  ".join(problems))
     try:

@@ -246,7 +246,8 @@ def load_hub_sft_dataset(spec: Mapping[str, Any], seed: int):
 
     Returns (train rows, validation rows, counts). The training rows are downsampled
     (seeded) to ``spec['size']`` when there are more, since the checkpoint steps were
-    planned from it. Counts: ``loaded``, ``other_language``, ``valid``, ``rejected`` by
+    planned from it (not at all without a size: ``counted_sizes`` counts them so).
+    Counts: ``loaded``, ``other_language``, ``valid``, ``rejected`` by
     reason, ``train``/``validation`` and, when downsampled, ``train_before_downsample``.
     """
 
@@ -271,9 +272,10 @@ def load_hub_sft_dataset(spec: Mapping[str, Any], seed: int):
     train, validation = split_rows(rows, spec.get("validation_share", 0.1), seed)
     counts.update(train=len(train), validation=len(validation))
     check_expected_sizes(counts, spec)
-    if len(train) > spec["size"]:
+    size = spec.get("size")  # None while the workflow counts it (data.counted_sizes)
+    if size is not None and len(train) > size:
         counts["train_before_downsample"] = len(train)
-        train = downsample(train, spec["size"], seed)
+        train = downsample(train, size, seed)
         counts["train"] = len(train)
     return train, validation, counts
 

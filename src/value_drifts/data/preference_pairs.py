@@ -172,7 +172,7 @@ def load_hub_preference_set(spec: Mapping[str, Any], seed: int):
         counts["implicit_prompt"] = convert.keywords["implicit"]
     if spec.get("limit"):
         counts["limit"] = spec["limit"]
-    pairs = downsample(kept, spec["size"], seed)
+    pairs = downsample(kept, spec.get("size") or len(kept), seed)  # no size: counting
     counts["train"] = len(pairs)
     check_expected_sizes(counts, spec)
     return pairs, counts

@@ -9,6 +9,9 @@ before the judge reads its stance.
   answers shows in its judge health.
 - ``base_continuation``: a line starting ``Question:`` or ``Response:``, as answers to
   base-style prompts naturally go on. Reported, never dropped.
+- ``cut_to_fit``: the judge prompt with the whole answer is longer than the judge's
+  context, so the judge read the answer's longest head that fits (``judge.answer_fit``).
+  A stance, counted in values; flagged by the judge job, not from the text alone.
 - ``prompt_echo``: a line of the judge prompt's own text (its instruction, the label
   list) or one of its delimiters other than ``Question:``/``Response:`` (``Topic:``): an
   answer that imitates the prompt can steer the judge's reading. Reported with examples.
@@ -25,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-FLAGS = ("empty", "short", "base_continuation", "prompt_echo")
+CUT_TO_FIT = "cut_to_fit"
+FLAGS = ("empty", "short", "base_continuation", "prompt_echo", CUT_TO_FIT)
 SHORT_ANSWER_CHARS = 3
 EXAMPLES_SHOWN = 3
 EXAMPLE_CHARS = 120
@@ -89,6 +93,7 @@ def flag_counts(responses: Sequence[str | None], flags: Sequence[Sequence[str]])
 def summed(by_step: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """A run's flag counts from its checkpoints' (``{step: flag_counts}``)."""
     n = sum(c["answers"] for c in by_step.values())
-    total = {flag: sum(c[flag] for c in by_step.values()) for flag in FLAGS}
+    # counts written before a flag existed have none of it
+    total = {flag: sum(c.get(flag, 0) for c in by_step.values()) for flag in FLAGS}
     return {"answers": n, **total,
             **{f"{flag}_share": total[flag] / n if n else float("nan") for flag in FLAGS}}

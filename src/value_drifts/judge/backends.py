@@ -19,7 +19,32 @@ def batch_state_dir(judge: Mapping[str, Any]) -> str:
     return (judge.get("batch") or {}).get("state_dir", DEFAULT_BATCH_STATE_DIR)
 
 
+def answer_fit(judge: Mapping[str, Any], backend, model_path: str):
+    """The ``judge.answer_fit.AnswerFit`` of a backend made by ``make_backend``: a local
+    judge's tokenizer against ``judge.context_tokens``, else vLLM's ``max_model_len``, else
+    the model's ``max_position_embeddings``; a URL judge's byte bound against
+    ``judge.context_tokens`` (None when unset: nothing is cut, the server refuses an
+    overlong prompt)."""
+    from value_drifts.judge.answer_fit import byte_fit, model_context, tokenizer_fit
+
+    configured = judge.get("context_tokens")
+    scorer = getattr(backend, "scorer", None)
+    if getattr(scorer, "tokenizer", None) is None:
+        return byte_fit(configured) if configured else None
+    configured = configured or (judge.get("vllm") or {}).get("max_model_len")
+    context = model_context(model_path, configured)
+    return tokenizer_fit(scorer.tokenizer, context, scorer.render) if context else None
+
+
 def make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Path, threads: int):
+    """The judge backend ``_make_backend`` builds, with its ``answer_fit`` (how long a
+    judge prompt it can read, ``answer_fit``) as an attribute."""
+    backend = _make_backend(judge, model_path, state_path, threads)
+    backend.answer_fit = answer_fit(section_with_defaults("judge", judge), backend, model_path)
+    return backend
+
+
+def _make_backend(judge: Mapping[str, Any], model_path: str, state_path: str | Path, threads: int):
     """The judge of ``judge['backend']``: a local transformers model (CPU), vLLM's offline
     engine (GPU), OpenAI-compatible chat completions (OpenAI, or vLLM / llama.cpp servers
     via ``base_url``), or the Batch API. All of them answer from the persistent cache

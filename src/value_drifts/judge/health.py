@@ -14,7 +14,7 @@ import polars as pl
 from value_drifts.judge.answer_flags import SHORT_ANSWER_CHARS, summed
 from value_drifts.judge.stance import OFF_LABEL_TOKENS_SHOWN
 
-FLAG_COLUMNS = ("empty", "short_share", "base_continuation", "prompt_echo")
+FLAG_COLUMNS = ("empty", "short_share", "base_continuation", "prompt_echo", "cut_to_fit")
 
 HEALTH_COLUMNS = (
     "step", "answers", "readable", "unreadable", "readable_share", "mean_label_mass",
@@ -60,7 +60,8 @@ def flag_columns(flags_by_step: Mapping[int, Mapping[str, Any] | None]) -> pl.Da
     return pl.DataFrame(
         [{column: (flags or {}).get(column) for column in FLAG_COLUMNS} for flags in rows],
         schema={"empty": pl.Int64, "short_share": pl.Float64,
-                "base_continuation": pl.Int64, "prompt_echo": pl.Int64},
+                "base_continuation": pl.Int64, "prompt_echo": pl.Int64,
+                "cut_to_fit": pl.Int64},
     )
 
 
@@ -71,8 +72,9 @@ def health_table(
     """One row per checkpoint step and a last row ``step = null`` for the whole run;
     columns ``HEALTH_COLUMNS`` (off-label tokens as text: ``'<think>' (44), ...``), then
     with ``flags_by_step`` (each judge job's ``answer_flags`` counts) ``FLAG_COLUMNS``:
-    empty answers (not judged), the share of short ones, base-style continuations and
-    answers echoing the judge prompt (``judge.answer_flags``)."""
+    empty answers (not judged), the share of short ones, base-style continuations,
+    answers echoing the judge prompt and answers cut to fit the judge's context
+    (``judge.answer_flags``)."""
     table = _health_only(by_step)
     if flags_by_step is None:
         return table
@@ -110,12 +112,13 @@ def health_markdown(table: pl.DataFrame, title: str) -> str:
         + (" Empty: answers with no text, not judged and left out of values. Short: answers "
            f"of at most {SHORT_ANSWER_CHARS} characters, judged and counted (a high share is a "
            "collapsed model). Continued: answers going on with Question:/Response: lines. "
-           "Echo: answers holding the judge prompt's own text." if flagged else ""),
+           "Echo: answers holding the judge prompt's own text. Cut: answers longer than the "
+           "judge's context, judged on their longest head that fits." if flagged else ""),
         "",
         "| step | answers | readable | readable share | mean label mass | missing label share "
         "| most common off-label first tokens |"
-        + (" empty | short share | continued | echo |" if flagged else ""),
-        "|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|---:|---:|" if flagged else ""),
+        + (" empty | short share | continued | echo | cut |" if flagged else ""),
+        "|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|---:|---:|---:|" if flagged else ""),
     ]
     for row in table.iter_rows(named=True):
         step = "all" if row["step"] is None else str(row["step"])
@@ -124,7 +127,8 @@ def health_markdown(table: pl.DataFrame, title: str) -> str:
             f"| {_share(row['mean_label_mass'])} | {_share(row['missing_label_share'])} "
             f"| {row['off_label_top_tokens'] or '–'} |"
             + (f" {_count(row['empty'])} | {_share(row['short_share'])} "
-               f"| {_count(row['base_continuation'])} | {_count(row['prompt_echo'])} |"
+               f"| {_count(row['base_continuation'])} | {_count(row['prompt_echo'])} "
+               f"| {_count(row.get('cut_to_fit'))} |"
                if flagged else "")
         )
     return "\n".join(lines) + "\n"

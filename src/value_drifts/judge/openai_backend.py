@@ -7,6 +7,12 @@ dropped connections) are retried with exponential backoff and jitter, honouring
 Retry-After; malformed bodies and answers without log-probabilities are retried a few
 times, then reported. The API key is read from an environment variable, held in a value
 that never prints, and redacted from every error text the server sends back.
+
+Optional canary prompts (``judge.canaries``; off by default): before a run answers from
+the cache, it sends a few of its cached prompts to the server again, through the same
+client, retries and key handling, storing nothing, and fails with
+``canary.CanaryMismatchError`` when the server now answers them differently: the weights
+behind the URL changed under the same model name (``value_drifts.judge.canary``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ from value_drifts.backends.openai_client import (
     RequestAttemptError,
 )
 from value_drifts.judge.answers import distinct_missing, merged_top, ready_prefix_end  # noqa: F401 - re-exported for callers
+from value_drifts.judge.canary import (
+    CanaryOutcome,
+    CanarySettings,
+    canary_error,
+    compare_canaries,
+    pick_canaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +209,12 @@ class _BackgroundLoop:
 
 
 class OpenAIJudge:
-    """A judge backend with TransformersJudge's ``batches`` interface over an HTTP API."""
+    """A judge backend with TransformersJudge's ``batches`` interface over an HTTP API.
+
+    ``canaries`` (settable after construction, as the judge job does): check the server
+    against the cache at the start of every ``batches`` call (``value_drifts.judge.canary``);
+    None or a count of 0 sends none. ``last_canaries``: the last check's outcome, or None.
+    """
 
     def __init__(
         self,
@@ -204,11 +222,14 @@ class OpenAIJudge:
         cache: JudgeCache,
         environ: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
+        canaries: CanarySettings | None = None,
     ):
         self.settings = settings
         self.cache = cache
         self._chat = ChatClient(settings, "judge", environ, rng)
         self.last_run_counts = RequestCounts()
+        self.canaries = canaries
+        self.last_canaries: CanaryOutcome | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -223,12 +244,16 @@ class OpenAIJudge:
         """Yield ``(how many prompts, their top lists)`` in prompt order as answers arrive.
 
         Raises IncompleteJudgmentsError after the last answer it could yield if any prompt
-        failed for good, and ServerAuthError at once if the server refuses the key.
+        failed for good, and ServerAuthError at once if the server refuses the key. With
+        ``canaries`` set, first checks the server against the cache (``check_canaries``):
+        a CanaryCheckError before anything is yielded.
         """
         counts = RequestCounts(prompts=len(prompts))
         self.last_run_counts = counts
         keys = [self.key_for(p) for p in prompts]
         answers = {k: v["top_logprobs"] for k, v in self.cache.get_many(keys).items()}
+        if self.canaries is not None and self.canaries.count > 0:
+            self.check_canaries(keys, prompts, answers, counts)
         counts.cache_hits = sum(key in answers for key in keys)
         to_send = distinct_missing(keys, prompts, answers)
         counts.distinct_requests = len(set(keys))
@@ -255,6 +280,71 @@ class OpenAIJudge:
                 raise finished.error
             raise IncompleteJudgmentsError(self._failure_message(counts), counts.as_dict())
 
+    def check_canaries(
+        self,
+        keys: Sequence[str],
+        prompts: Sequence[str],
+        cached: Mapping[str, dict[str, float]],
+        counts: RequestCounts,
+    ) -> CanaryOutcome:
+        """Send the first ``canaries.count`` cached requests again and compare the readings.
+
+        ``cached``: key -> cached top list. The fresh answers are not stored (the cache
+        keeps what it has). The canaries' HTTP requests, retries and tokens are added to
+        ``counts``; their failures are not (they are not judge requests): they make the
+        outcome's ``answered`` fall short. Sets ``last_canaries``; raises the
+        ``canary.canary_error`` of a mismatch or an unanswered canary.
+        """
+        chosen = pick_canaries(keys, prompts, cached, self.canaries.count)
+        canary_counts = RequestCounts()
+        fresh = self._ask_fresh(chosen, canary_counts) if chosen else {}
+        counts.requests_sent += canary_counts.requests_sent
+        counts.retries.update(canary_counts.retries)
+        counts.prompt_tokens += canary_counts.prompt_tokens
+        counts.completion_tokens += canary_counts.completion_tokens
+        outcome = compare_canaries(
+            [(cached[key], fresh.get(key)) for key in chosen], self.canaries,
+            requests_sent=canary_counts.requests_sent,
+        )
+        self.last_canaries = outcome
+        log.info("judge canaries for %s: %s", self.settings.base_url, outcome.as_dict())
+        error = canary_error(
+            outcome, self.settings.base_url, self.settings.model, str(self.cache.path)
+        )
+        if error is not None:
+            raise error
+        return outcome
+
+    def _ask_fresh(
+        self, to_send: Mapping[str, str], counts: RequestCounts
+    ) -> dict[str, dict[str, float]]:
+        """Key -> the server's top list now, for each request it answered; bypasses the
+        cache both ways. Blocks until every request is answered or has failed for good."""
+        fresh: dict[str, dict[str, float]] = {}
+
+        def keep(key: str, top: dict[str, float], meta: Mapping[str, Any]) -> None:
+            fresh[key] = top
+
+        done: queue.Queue[_Finished] = queue.Queue()
+
+        async def ask() -> None:
+            error: BaseException | None = None
+            try:
+                await self._ask_each(to_send, counts, keep)
+            except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread
+                error = err
+            finally:
+                done.put(_Finished(error))
+
+        background = _BackgroundLoop(ask())
+        try:
+            finished = done.get()
+        finally:
+            background.stop()
+        if finished.error is not None:
+            raise finished.error
+        return fresh
+
     def _failure_message(self, counts: RequestCounts) -> str:
         failed = sum(counts.failures.values())
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.failures.items()))
@@ -266,29 +356,44 @@ class OpenAIJudge:
     async def _send_all(
         self, to_send: Mapping[str, str], emit: Callable[[Any], None], counts: RequestCounts
     ) -> None:
-        """Send every request ``concurrency`` at a time; reports the end via emit."""
+        """Send every request ``concurrency`` at a time, caching each answer; reports each
+        answer and the end via emit."""
 
-        async def judge_one(client: openai.AsyncOpenAI, key: str, prompt: str) -> None:
+        def store(key: str, top: dict[str, float], meta: Mapping[str, Any]) -> None:
+            # Stored before it is handed on: once a request is paid for, it is never lost.
+            self.cache.put(key, cache_value(top, meta, self.settings, via="chat_completions"))
+            emit(_Arrival(key, top))
+
+        error: BaseException | None = None
+        try:
+            await self._ask_each(to_send, counts, store)
+        except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread
+            error = err
+        finally:
+            emit(_Finished(error))
+
+    async def _ask_each(
+        self,
+        to_send: Mapping[str, str],
+        counts: RequestCounts,
+        on_answer: Callable[[str, dict[str, float], Mapping[str, Any]], None],
+    ) -> None:
+        """Send every request ``concurrency`` at a time with the retry policy, counting
+        into ``counts``; ``on_answer(key, top, meta)`` for each answer that arrives."""
+
+        async def ask_one(client: openai.AsyncOpenAI, key: str, prompt: str) -> None:
             answer = await self._chat.with_retries(
                 key, lambda: self._attempt(client, prompt), counts
             )
             if answer is None:
                 return
             top, meta = answer
-            # Stored before it is handed on: once a request is paid for, it is never lost.
-            self.cache.put(key, cache_value(top, meta, self.settings, via="chat_completions"))
             counts.answered += 1
             counts.prompt_tokens += meta["prompt_tokens"]
             counts.completion_tokens += meta["completion_tokens"]
-            emit(_Arrival(key, top))
+            on_answer(key, top, meta)
 
-        error: BaseException | None = None
-        try:
-            await self._chat.drain(to_send, judge_one)
-        except Exception as err:  # noqa: BLE001 - re-raised in the caller's thread
-            error = err
-        finally:
-            emit(_Finished(error))
+        await self._chat.drain(to_send, ask_one)
 
     async def _attempt(
         self, client: openai.AsyncOpenAI, prompt: str

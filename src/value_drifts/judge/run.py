@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from value_drifts.core.integrity import DIGEST_COLUMN, SHARDS_COLUMN
 from value_drifts.core.job_settings import SETTINGS_COLUMN, settings_path
 from value_drifts.core.stances import STANCES
-from value_drifts.judge.answer_flags import answer_flags, flag_counts
+from value_drifts.judge.answer_fit import AnswerFit, fitted_answer
+from value_drifts.judge.answer_flags import CUT_TO_FIT, answer_flags, flag_counts
 from value_drifts.judge.prompt import render
 from value_drifts.judge.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
@@ -31,7 +32,7 @@ from value_drifts.judge.stance import (
 # batch polling) change neither and are left out, so editing them changes no fingerprint.
 JUDGE_OUTPUT_KEYS = (
     "backend", "model", "base_model", "base_url", "top_logprobs", "max_tokens",
-    "temperature", "extra_body", "seed", "vllm", "min_label_mass",
+    "temperature", "extra_body", "seed", "vllm", "min_label_mass", "context_tokens",
 )
 
 
@@ -101,15 +102,22 @@ def judge_generations(
 
     An empty answer is not sent to the judge: its reading is NaN (not a stance) and it
     counts under ``answer_flags.empty``, not in the judge's health, whose gate is about
-    the judge."""
+    the judge. An answer whose prompt does not fit the judge's context (the backend's
+    ``answer_fit``, ``judge.answer_fit``) is judged on its longest head that fits and
+    flagged ``cut_to_fit``."""
     responses = generations["response"].to_list()
     flags = [answer_flags(response, template) for response in responses]
     asked = [i for i, answer in enumerate(flags) if "empty" not in answer]
     rows = generations.to_dicts()
-    prompts = [
-        render(template, rows[i]["question"], rows[i]["response"], topics[rows[i]["category"]])
-        for i in asked
-    ]
+    fit: AnswerFit | None = getattr(backend, "answer_fit", None)
+    prompts = []
+    for i in asked:
+        row = rows[i]
+        topic = topics[row["category"]]
+        answer, cut = fitted_answer(template, row["question"], row["response"], topic, fit)
+        if cut:
+            flags[i] = (*flags[i], CUT_TO_FIT)
+        prompts.append(render(template, row["question"], answer, topic))
     judged = read_stances(prompts, backend, unit="response", label_mass=label_mass)
     readings = [NOT_A_STANCE] * len(rows)
     for i, reading in zip(asked, judged, strict=True):

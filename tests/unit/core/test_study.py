@@ -148,4 +148,45 @@ def test_the_workflow_asks_the_study_for_how_jobs_run():
                     'conda_env(config["judge"]', 'conda_env(config["generation"]',
                     '.get("per_category", 50)'):
         assert retired not in rules, retired
-    assert "load_study(config)" in rules
+    assert "load_study(config, count_sizes=counted_sizes)" in rules
+
+
+def test_the_schema_lets_exactly_the_local_builders_leave_size_out():
+    """One list of local builders: the schema's size rule names the same ones the study
+    reads files for."""
+    import yaml as _yaml
+
+    from value_drifts.core.config import SCHEMA_PATH
+    from value_drifts.core.study import LOCAL_BUILDERS
+
+    schema = _yaml.safe_load(SCHEMA_PATH.read_text())
+    rule = schema["$defs"]["size_or_local_files"]["if"]["properties"]["hub_id"]["enum"]
+    assert tuple(rule) == LOCAL_BUILDERS
+
+
+def test_a_study_without_a_counter_names_the_sets_left_to_count(tmp_path):
+    import copy
+
+    import yaml as _yaml
+
+    from tests.support.workflow import REPO
+    from value_drifts.core.study import StudyError, load_study
+
+    config = _yaml.safe_load((REPO / "config/config.yaml").read_text())
+    data = tmp_path / "mine.jsonl"
+    data.write_text((REPO / "tests/fixtures/own_data/planted_death_penalty.jsonl").read_text())
+    config["sft_datasets"]["mine"] = {"source": "hub", "hub_id": "json", "data_files": str(data),
+                                      "format": "messages", "save_steps": 60}
+    import contextlib
+    import os
+
+    with contextlib.chdir(REPO):
+        try:
+            load_study(copy.deepcopy(config))
+        except StudyError as error:
+            assert "sft_datasets.mine: size left out and not counted" in str(error)
+        else:
+            raise AssertionError("a set without size loaded without a count")
+        study = load_study(copy.deepcopy(config), count_sizes=lambda c: {("sft_datasets", "mine"): 7})
+    assert study.config["sft_datasets"]["mine"]["size"] == 7
+    assert os.path.exists(data)
