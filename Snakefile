@@ -27,6 +27,7 @@ include: "rules/po.smk"
 include: "rules/generate.smk"
 include: "rules/judge.smk"
 include: "rules/aggregate.smk"
+include: "rules/contrasts.smk"
 include: "rules/figures.smk"
 include: "rules/evaluate.smk"
 

@@ -61,6 +61,30 @@ rule drift:
         "../workflow_scripts/drift.py"
 
 
+rule calibrated_values:
+    """Values, drift magnitude and drift time of one phase corrected for the judge's error
+    (its soft confusion matrix on the labelled set), beside the raw ones, with intervals
+    from a joint bootstrap over questions and labelled items."""
+    input:
+        question_values=question_values_path("{model}", "{run}"),
+        readings=judge_agreement("readings.parquet"),
+        settings=ANALYSIS_SETTINGS,
+    output:
+        values=calibrated_values_path("{model}", "{run}"),
+        parquet=calibrated_drift_path("{model}", "{run}"),
+        csv=calibrated_drift_path("{model}", "{run}", "csv"),
+    log:
+        "logs/aggregate/{model}/{run}/calibrated_values.log",
+    conda:
+        conda_env("analysis")
+    params:
+        ci_level=config["analysis"]["ci_level"],
+        n_resamples=config["analysis"]["bootstrap_resamples"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/calibrated_values.py"
+
+
 rule sft_drift_table:
     """Drift magnitude and time by topic, SFT dataset and stance (paper Tables 9-12)."""
     input:

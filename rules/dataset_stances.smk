@@ -20,11 +20,12 @@ rule dataset_stances:
         "benchmarks/dataset_stances/sft_{sft_dataset}.tsv"
     conda:
         JUDGE_ENV
-    threads: 1
+    threads: JUDGE_THREADS
     resources:
         gpu=JUDGE_GPUS,
-        mem_mb=8000,
-        runtime=24 * 60,
+        cpus_per_task=judge_resource("cpus_per_task", 8000, 24 * 60),
+        mem_mb=judge_resource("mem_mb", 8000, 24 * 60),
+        runtime=judge_resource("runtime", 8000, 24 * 60),
     params:
         settings=lookup(dpath="dataset_stances", within=config, default={}),
         judge=config["judge"],
@@ -55,11 +56,12 @@ rule value_gap_pairs:
         "benchmarks/dataset_stances/preference_{preference_set}.tsv"
     conda:
         JUDGE_ENV
-    threads: 1
+    threads: JUDGE_THREADS
     resources:
         gpu=JUDGE_GPUS,
-        mem_mb=8000,
-        runtime=24 * 60,
+        cpus_per_task=judge_resource("cpus_per_task", 8000, 24 * 60),
+        mem_mb=judge_resource("mem_mb", 8000, 24 * 60),
+        runtime=judge_resource("runtime", 8000, 24 * 60),
     params:
         settings=lookup(dpath="dataset_stances", within=config, default={}),
         judge=config["judge"],

@@ -2,6 +2,7 @@ rule figure_sft_trajectories:
     """Figure 3: stance probabilities over SFT steps, one panel per SFT dataset."""
     input:
         values=sft_values,
+        calibrated=calibrated_values_of(sft_values),
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
@@ -27,6 +28,7 @@ rule figure_po_trajectories:
     """Figures 4, 7, 9: stance probabilities over PO steps, one panel per algorithm."""
     input:
         values=po_figure_values,
+        calibrated=calibrated_values_of(po_figure_values),
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
@@ -59,6 +61,7 @@ rule figure_po_setups:
     (support-aligned, oppose-aligned)."""
     input:
         values=setup_figure_values,
+        calibrated=calibrated_values_of(setup_figure_values),
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
@@ -89,6 +92,7 @@ rule figure_ablation:
     """Figures 15-17: p(support) over PO steps for each value of one hyperparameter."""
     input:
         values=ablation_values,
+        calibrated=calibrated_values_of(ablation_values),
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(
@@ -136,6 +140,7 @@ rule figure_trace:
     """A trace's stance probabilities over its checkpoints (a series trained elsewhere)."""
     input:
         values=lambda wc: [values_path(TRACES, wc.trace)],
+        calibrated=lambda wc: [calibrated_values_path(TRACES, wc.trace)],
         settings=ANALYSIS_SETTINGS,
     output:
         pdf=report(

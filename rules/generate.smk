@@ -27,5 +27,8 @@ rule generate:
         settings=config["generation"],
         seed=config["seed"],
         delete_weights=deletes_checkpoint_weights,
+        # what the answers are made from, as this workflow recorded it when it started
+        # (job_settings.answers_digest), not as another process may have rewritten the file
+        answers_digest=lambda wc, input: answers_digest(input.settings, input.questions),
     script:
         "../workflow_scripts/generate.py"

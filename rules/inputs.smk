@@ -209,6 +209,11 @@ def trajectory_steps(wildcards):
     return [step for _, _, step in PLAN.trajectory(phase)]
 
 
+def calibrated_values_of(values_of):
+    """An input function: the calibrated values beside each file ``values_of`` lists."""
+    return lambda wc: [calibrated_values_beside(path) for path in values_of(wc)]
+
+
 def sft_values(wildcards):
     return [
         values_path(wildcards.model, phase.run)

@@ -49,11 +49,12 @@ rule judge:
         "benchmarks/judge/{model}/{run}/step-{step}.tsv"
     conda:
         JUDGE_ENV
-    threads: 1
+    threads: JUDGE_THREADS
     resources:
         gpu=JUDGE_GPUS,
-        mem_mb=4000,
-        runtime=60,
+        cpus_per_task=judge_resource("cpus_per_task", 4000, 60),
+        mem_mb=judge_resource("mem_mb", 4000, 60),
+        runtime=judge_resource("runtime", 4000, 60),
     params:
         judge=config["judge"],
         fingerprint_settings=JUDGE_FINGERPRINT_SETTINGS,
@@ -81,17 +82,20 @@ rule judge_agreement:
         ),
         pdf=judge_agreement("confusion.pdf"),
         png=judge_agreement("confusion.png"),
+        # each labelled item's gold stance and reading: the calibration's confusion matrix
+        readings=judge_agreement("readings.parquet"),
     log:
         "logs/judge/agreement.log",
     benchmark:
         "benchmarks/judge/agreement.tsv"
     conda:
         JUDGE_ENV
-    threads: 1
+    threads: JUDGE_THREADS
     resources:
         gpu=JUDGE_GPUS,
-        mem_mb=4000,
-        runtime=60,
+        cpus_per_task=judge_resource("cpus_per_task", 4000, 60),
+        mem_mb=judge_resource("mem_mb", 4000, 60),
+        runtime=judge_resource("runtime", 4000, 60),
     params:
         judge=config["judge"],
         model_path=judge_model_dir(),

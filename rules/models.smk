@@ -20,10 +20,10 @@ rule prepare_base_model:
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: res.prepare_model_resources(
-            model_size(wc.model), attempt
+            model_size(wc.model), attempt, CLUSTER
         )["mem_mb"],
         runtime=lambda wc, attempt: res.prepare_model_resources(
-            model_size(wc.model), attempt
+            model_size(wc.model), attempt, CLUSTER
         )["runtime"],
     params:
         spec=lambda wc: config["models"][wc.model],

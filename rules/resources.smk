@@ -107,6 +107,17 @@ def downstream_resource(key):
 JUDGE_GPUS = BACKENDS["judge"].gpus()
 
 
+def judge_resource(key, mem_mb, runtime):
+    """A resource of a job running the judge (res.judge_resources): a vLLM judge's GPUs,
+    CPUs per GPU and vLLM's host memory; else one CPU, ``mem_mb`` and ``runtime``."""
+    return lambda wildcards, attempt: res.judge_resources(
+        JUDGE_GPUS, mem_mb, runtime, attempt, CLUSTER
+    )[key]
+
+
+JUDGE_THREADS = res.judge_resources(JUDGE_GPUS, 0, 1, 1, CLUSTER)["cpus_per_task"]
+
+
 DELETES_WEIGHTS = config["generation"]["delete_checkpoint_weights"]
 
 

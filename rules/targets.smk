@@ -69,12 +69,14 @@ def final_outputs():
         outputs.append(drift_path(phase.model, phase.run, "csv"))
     for phase in PLAN.phases:
         outputs.append(judge_health_path(phase.model, phase.run))
+        outputs.append(calibrated_drift_path(phase.model, phase.run, "csv"))
     for trace in TRACE_SERIES:
         outputs.append(table(trace_table_name(trace)))
         outputs += [
             figure(trace_figure_name(trace, slug(category)))
             for category in FIGURE_TOPICS
         ]
+    outputs += CONTRAST_TABLES  # analysis.contrasts (rules/contrasts.smk)
     if paper_reference():
         outputs.append(table(PAPER_COMPARISON_TABLE))
     if downstream_checkpoints():

@@ -1,13 +1,16 @@
 import polars as pl
 
+from value_drifts.analysis.calibration import with_calibrated
 from value_drifts.analysis.plots import plot_trajectories
 from value_drifts.core.io import logged
 
 with logged(snakemake.log[0]):
     category = snakemake.params.category
     panels = [
-        (run, pl.read_parquet(path).filter(pl.col("category") == category))
-        for run, path in zip(snakemake.params.runs, snakemake.input.values, strict=True)
+        (run, with_calibrated(pl.read_parquet(path), pl.read_parquet(calibrated))
+         .filter(pl.col("category") == category))
+        for run, path, calibrated in zip(snakemake.params.runs, snakemake.input.values,
+                                         snakemake.input.calibrated, strict=True)
     ]
     plot_trajectories(
         panels,

@@ -13,7 +13,6 @@ from value_drifts.core.checkpoints import (
 )
 from value_drifts.core.integrity import shard_columns, shard_digests
 from value_drifts.core.io import logged
-from value_drifts.core.job_settings import answers_digest
 from value_drifts.generation.sampling import SamplingSettings, generate_transformers, generate_vllm
 
 
@@ -29,7 +28,7 @@ def main():
             base_prompt_suffix=settings_config["base_prompt_suffix"],
         )
         checkpoint = Path(snakemake.params.model_path)
-        digest = answers_digest(snakemake.input.settings, snakemake.input.questions)
+        digest = snakemake.params.answers_digest
         if weights_deleted(checkpoint):
             kept = kept_answers(checkpoint, digest)
             if kept is not None:  # same settings: the answers kept when the weights went

@@ -43,6 +43,9 @@ with logged(snakemake.log[0]):
     metrics.update(judge=judge["model"], by_kind=by_kind, judge_counts=counts,
                    labelled_set=labelled, items=items_read)
     write_json(snakemake.output.metrics, metrics)
+    items.select("question_id", "kind", "stance").with_columns(
+        judgments.select("p_support", "p_neutral", "p_oppose")
+    ).write_parquet(snakemake.output.readings)
     Path(snakemake.output.md).write_text(agreement_markdown(metrics, by_kind, judge["model"]))
     plot_confusion(
         metrics,

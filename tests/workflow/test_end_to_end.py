@@ -23,6 +23,8 @@ JUDGE_SIDE_RULES = {
     "judge_health",
     "values",
     "drift",
+    "calibrated_values",  # reads the question values and the agreement readings
+    "contrast_table",  # reads the question values of two runs
     "sft_drift_table",
     "po_drift_table",
     "figure_sft_trajectories",
@@ -333,3 +335,72 @@ def test_answers_record_their_settings_and_weights_and_no_checkpoint_is_a_copy(s
     kept = pl.read_parquet(small_run / "results/models/smollm2-135m/sft-taskish/checkpoint-3/"
                            "generations.parquet")
     assert kept[DIGEST_COLUMN][0] == digests[3]
+
+
+def test_a_plan_outside_the_workflow_counts_only_what_is_current_for_its_config(small_run,
+                                                                               tmp_path):
+    """The cost plan reads results outside Snakemake's plan, so it asks Snakemake what is
+    current: in the small default's tree the paper config's plan is the fresh tree's (the
+    small default's V-PRISM questions sit where the paper reads its own, and are not the
+    paper's), the small default's own plan reads its answers exactly, and asking
+    changes nothing for the small default's next run."""
+    import subprocess
+    import sys
+
+    def plan(config, *args):
+        result = subprocess.run(
+            [sys.executable, "-m", "value_drifts.commands.main", "cost-plan", "--configfile",
+             config, *args], cwd=small_run, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(small_run / "src")})
+        assert result.returncode == 0, result.stderr
+        calls = next(line for line in result.stdout.splitlines() if "judge calls" in line)
+        return int(calls.split()[-1].replace(",", "")), result.stdout
+
+    empty = tmp_path / "results"
+    empty.mkdir()
+    in_tree, text = plan("config/paper.yaml")
+    fresh, _ = plan("config/paper.yaml", "--results", str(empty))
+    assert "files current for this config" in text
+    assert in_tree == fresh
+    own, text = plan("config/config.yaml")
+    assert "not generated yet" not in text  # every checkpoint's answers read exactly
+    assert own != fresh
+    assert dry_run_jobs(cwd=small_run) == {}
+
+
+def test_values_corrected_for_the_judges_error_stand_beside_the_raw_ones(small_run):
+    """Every checkpoint of every run has calibrated values beside its raw ones (the raw
+    ones unchanged), and every run a calibrated drift table with the judge's condition
+    number. Where the judge is not flagged too weak, the planted support drift of
+    support-aligned DPO keeps its sign after calibration; where it is, the flag and its
+    reasons are there."""
+    from value_drifts.analysis.calibration import MAX_CONDITION
+
+    run = "sft-taskish.dpo-planted_support"
+    root = small_run / "results/smollm2-135m"
+    for name in ("sft-taskish", "sft-opinionated", run):
+        values = pl.read_parquet(root / name / "values.parquet")
+        calibrated = pl.read_parquet(root / name / "calibrated_values.parquet")
+        keys = ["step", "category", "stance"]
+        joined = values.join(calibrated, on=keys, suffix="_cal")
+        assert joined.height == values.height == calibrated.height
+        readable = joined.filter(pl.col("value").is_not_null())
+        assert readable["value"].to_numpy() == pytest.approx(readable["value_cal"].to_numpy())
+        assert readable["calibrated"].null_count() == 0
+        # calibrated values are stance distributions
+        sums = readable.group_by("step", "category").agg(pl.col("calibrated").sum())
+        assert sums["calibrated"].to_numpy() == pytest.approx(1.0, abs=1e-6)
+    drift = pl.read_csv(root / run / "calibrated_drift.csv")
+    trained = _planted(small_run, "planted_support")
+    support = drift.filter(pl.col("category").is_in(trained) & (pl.col("stance") == "support"))
+    weak = set(drift["judge_weak"].to_list())
+    assert len(weak) == 1
+    if weak == {True}:
+        assert drift["judge_weak_reasons"][0]
+        print(f"judge flagged: {drift['judge_weak_reasons'][0]}")
+    else:
+        assert drift["condition_number"][0] <= MAX_CONDITION
+        assert (support["calibrated_magnitude"] > 0).all()
+    raw = support["magnitude"].mean()
+    print(f"{run} planted support drift: raw {raw:+.3f}, calibrated "
+          f"{support['calibrated_magnitude'].mean():+.3f}")

@@ -46,8 +46,9 @@ def test_paper_training_jobs_get_bf16_and_gradient_checkpointing(tmp_path):
         arguments = training_arguments(run)
         assert arguments["bf16"] is True and arguments["gradient_checkpointing"] is True
         assert model_dtype(run) == torch.bfloat16
-        if "." not in path.stem:  # an SFT run (sft-<dataset>.json)
-            assert arguments["save_only_model"] is False  # a preempted SFT job resumes
+        # a preempted SFT, DPO, SimPO or reward-model job resumes (PPO saves its policy
+        # alone whatever this says: preference_trainers.train_ppo)
+        assert arguments["save_only_model"] is False
 
 
 def test_the_small_default_trains_in_fp32(tmp_path):

@@ -57,14 +57,54 @@ def test_retries_grow_memory_and_runtime_up_to_the_limit():
     huge = res.training_resources(LLAMA3_3B, "ppo", 10**12, 3, CLUSTER)
     assert huge["runtime"] == CLUSTER.max_runtime_min  # then resumes from its checkpoint
     assert res.generation_resources(LLAMA3_8B, "vllm", 10**6, 2, CLUSTER)["mem_mb"] == 2 * (
-        16_000 + 4_000 * 8
+        res.vllm_mem_mb(1, 4 * 8)
     )
 
 
 def test_preference_optimisation_costs_more_than_sft():
     sft, dpo, ppo = (res.training_runtime_min(LLAMA3_3B, t, 10**9, 1, CLUSTER) for t in ("sft", "dpo", "ppo"))
     assert sft < dpo < ppo
-    assert res.training_mem_mb(LLAMA3_3B, "ppo", 1) > res.training_mem_mb(LLAMA3_3B, "sft", 1)
+    assert res.training_mem_mb(LLAMA3_3B, "ppo", 1, CLUSTER) > res.training_mem_mb(
+        LLAMA3_3B, "sft", 1, CLUSTER)
+
+
+@pytest.mark.gpu_path
+@pytest.mark.parametrize("node_memory_gb", [1000, 512, 96])
+def test_no_retry_asks_for_more_memory_than_a_node_has(node_memory_gb):
+    """Memory grows with Snakemake's attempt, never past ``cluster.node_memory_gb``: a
+    request above every node would never start (the profile retries twice; 5 here)."""
+    cluster = res.ClusterSettings(node_memory_gb=node_memory_gb)
+    node_mb = node_memory_gb * 1000
+    big = res.ModelSize(gpus=8, params_b=70.0)
+    for attempt in range(1, 6):
+        requests = [res.training_resources(m, t, 10**9, attempt, cluster)["mem_mb"]
+                    for m in (SMOL, LLAMA3_3B, LLAMA3_8B, big) for t in res.TRAINING_COST]
+        requests += [res.generation_resources(m, b, 10**6, attempt, cluster)["mem_mb"]
+                     for m in (SMOL, LLAMA3_8B, big) for b in ("vllm", "transformers")]
+        requests += [res.downstream_resources(big, b, attempt, cluster)["mem_mb"] for b in ("vllm", "hf")]
+        requests += [res.judge_resources(g, 8000, 60, attempt, cluster)["mem_mb"] for g in (0, 1, 8)]
+        requests.append(res.prepare_model_resources(big, attempt, cluster)["mem_mb"])
+        assert max(requests) <= node_mb, attempt
+    assert res.training_resources(LLAMA3_8B, "ppo", 10**9, 1, cluster)["mem_mb"] == min(
+        node_mb, 32_000 + 4_000 * 8 * 4 * 8)  # four model copies on each of 8 ranks
+    assert res.judge_resources(0, 4000, 60, 2, cluster)["mem_mb"] == 8000  # grows below it
+
+
+@pytest.mark.gpu_path
+def test_vllm_jobs_ask_for_cpus_per_gpu_and_memory_for_its_processes():
+    """vLLM's main process, engine core and one worker per GPU need CPUs and tens of GB
+    besides the weights: generation, downstream and a vLLM judge ask for them; a CPU job
+    (the small default's transformers backends) keeps one CPU and its own memory."""
+    generate = res.generation_resources(LLAMA3_3B, "vllm", 10**6, 1, CLUSTER)
+    assert (generate["gpu"], generate["cpus_per_task"]) == (1, 8)
+    assert generate["mem_mb"] == res.VLLM_HOST_MB + res.VLLM_WORKER_MB + 4_000 * 3.2 >= 40_000
+    assert res.downstream_resources(LLAMA3_8B, "vllm", 1, CLUSTER)["mem_mb"] == res.vllm_mem_mb(1, 32)
+    judge = res.judge_resources(2, 4000, 60, 1, CLUSTER)  # judge.tensor_parallel_size: 2
+    assert (judge["gpu"], judge["cpus_per_task"]) == (2, 16)
+    assert judge["mem_mb"] == res.vllm_mem_mb(2, 80) >= 100_000  # weights ≤ half of 2 × 80 GB
+    cpu_judge = res.judge_resources(0, 4000, 60, 1, CLUSTER)
+    assert cpu_judge == {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60}
+    assert res.generation_resources(SMOL, "transformers", 10**4, 1, CLUSTER)["cpus_per_task"] == 1
 
 
 @pytest.mark.parametrize(
@@ -139,24 +179,39 @@ def _dry_run_jobs(output: str) -> list[dict]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def paper_jobs():
-    env = {**os.environ, "SLURM_PARTITION": "gpu", "SLURM_ACCOUNT": "proj"}
-    targets = [
-        "results/models/llama3-8b/sft-alpaca/training.json",
-        "results/llama3-3b/sft-wildchat.ppo-ultrafeedback/step-100/generations.parquet",
-        "results/qwen3-4b/sft-alpaca.dpo-hh_rlhf/drift.parquet",
-    ]
+PAPER_TARGETS = [
+    "results/models/llama3-8b/sft-alpaca/training.json",
+    "results/llama3-3b/sft-wildchat.ppo-ultrafeedback/step-100/generations.parquet",
+    "results/qwen3-4b/sft-alpaca.dpo-hh_rlhf/drift.parquet",
+]
+
+
+def _paper_dry_run(*configfiles: str) -> list[dict]:
     import subprocess
     import sys
 
+    env = {**os.environ, "SLURM_PARTITION": "gpu", "SLURM_ACCOUNT": "proj"}
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--profile", "slurm", *targets,
-         "--configfile", "config/paper.yaml"],
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--profile", "slurm",
+         *PAPER_TARGETS, "--configfile", "config/paper.yaml", *configfiles],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return _dry_run_jobs(result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="module")
+def paper_jobs():
+    return _paper_dry_run()
+
+
+@pytest.fixture(scope="module")
+def vllm_judge_jobs(tmp_path_factory):
+    """The paper grid with a vLLM judge on two GPUs (a user's choice; the paper's is an API)."""
+    path = tmp_path_factory.mktemp("vllm_judge") / "judge.yaml"
+    path.write_text(yaml.safe_dump({"judge": {"backend": "vllm", "model": "Qwen/Qwen3-8B",
+                                              "tensor_parallel_size": 2}}))
+    return _paper_dry_run(str(path))
 
 
 def _job(jobs, rule, **wildcards):
@@ -194,6 +249,44 @@ def test_paper_generation_uses_one_gpu_per_checkpoint(paper_jobs):
     assert "gpu" not in base and int(base["mem_mb"]) >= 48000
 
 
+@pytest.mark.gpu_path
+def test_paper_vllm_jobs_ask_for_cpus_and_memory_of_vllm(paper_jobs, vllm_judge_jobs):
+    generate = _job(paper_jobs, "generate", model="llama3-3b",
+                    run="sft-wildchat.ppo-ultrafeedback", step="100")
+    assert (generate["gpu"], generate["cpus_per_task"]) == ("1", "8")
+    assert int(generate["mem_mb"]) == res.vllm_mem_mb(1, 4 * 3.2) >= 40_000
+    judge = _job(vllm_judge_jobs, "judge", model="qwen3-4b", run="sft-alpaca.dpo-hh_rlhf")
+    assert (judge["gpu"], judge["cpus_per_task"]) == ("2", "16")
+    assert int(judge["mem_mb"]) == res.vllm_mem_mb(2, 80) > 4000  # not 1 CPU and 4 GB
+
+
+@pytest.mark.gpu_path
+def test_paper_hub_downloads_run_on_the_submit_host(small_config, paper_config):
+    """Compute nodes often have no internet: the rules that download base models and hub
+    data sets run on the submit host for the paper grid (the Snakefile's local rules:
+    test_paper_light_rules_are_local); the small default downloads nothing, and
+    hub_jobs_local: false submits them."""
+    downloads = {"prepare_base_model", "prepare_sft_dataset", "prepare_preference_set",
+                 "vprism_load_prompts"}
+    assert downloads <= set(local_rules(paper_config))
+    assert not downloads & set(local_rules(small_config))
+    on_nodes = {**paper_config, "cluster": {**paper_config.get("cluster", {}),
+                                            "hub_jobs_local": False}}
+    assert not downloads & set(local_rules(on_nodes))
+
+
+def test_hub_snapshots_leave_out_the_original_consolidated_weights(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from value_drifts.data.base_model import download_hub_model
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: calls.append(kw))
+    download_hub_model("meta-llama/Llama-3.2-3B", tmp_path / "m", "main")
+    assert calls[0]["ignore_patterns"] == ["original/*"]
+    assert (calls[0]["repo_id"], calls[0]["revision"]) == ("meta-llama/Llama-3.2-3B", "main")
+
+
 def test_paper_light_rules_are_local():
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
@@ -210,7 +303,10 @@ def test_paper_light_rules_are_local():
         defined = {rule.name for rule in workflow.rules}
     assert local <= defined, f"local rules that do not exist: {local - defined}"
     assert {"values", "drift", "judge", "judge_agreement", "sft_drift_table", "all"} <= local
-    assert not {"train_sft", "train_preference_optimisation", "generate", "prepare_base_model"} & local
+    # the hub downloads: compute nodes often have no internet
+    assert {"prepare_base_model", "prepare_sft_dataset", "prepare_preference_set",
+            "vprism_load_prompts"} <= local
+    assert not {"train_sft", "train_preference_optimisation", "generate", "vprism_embed"} & local
 
 
 # Conda environments: tests/workflow/test_envs.py.

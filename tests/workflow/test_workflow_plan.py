@@ -50,6 +50,37 @@ def test_small_default_dry_run(clean_copy):
     assert jobs["figure_po_trajectories"] == 2 * 3
     assert jobs["figure_po_setups"] == 2 * 3
     assert jobs["judge_agreement"] == 1
+    # analysis.contrasts: support- vs oppose-aligned DPO from the taskish SFT model
+    assert jobs["contrast_table"] == 1
+
+
+CONTRAST = ("results/tables/contrast_smollm2-135m_sft-taskish.dpo-planted_support_vs_"
+            "sft-taskish.dpo-planted_oppose.md")
+
+
+def test_contrasts_leave_the_analysis_settings_file_as_it_was(clean_copy, tmp_path):
+    """analysis.contrasts is not an analysis setting: with or without it the analysis
+    settings file keeps its digest and its time, so no values, drift or figure reruns."""
+    dry_run_jobs(cwd=clean_copy)
+    settings = clean_copy / "results/settings/analysis.json"
+    before, mtime = settings.read_text(), settings.stat().st_mtime
+    assert "contrasts" not in before
+    config = yaml.safe_load((clean_copy / "config/config.yaml").read_text())
+    assert config["analysis"].pop("contrasts")
+    without = tmp_path / "no_contrasts.yaml"
+    without.write_text(yaml.safe_dump(config))
+    jobs = dry_run_jobs("--configfile", str(without), cwd=clean_copy)
+    assert "contrast_table" not in jobs
+    assert settings.read_text() == before and settings.stat().st_mtime == mtime
+
+
+def test_the_small_default_contrast_reads_only_its_two_runs(clean_copy):
+    result = snakemake("-n", "--nolock", CONTRAST, cwd=clean_copy)
+    output = result.stdout + result.stderr
+    assert "contrast_table" in output
+    assert "sft-taskish.dpo-planted_support/question_values.parquet" in output
+    assert "sft-taskish.dpo-planted_oppose/question_values.parquet" in output
+    assert "simpo" not in output and "ppo-" not in output and "opinionated" not in output
 
 
 def test_one_small_default_figure_schedules_nothing_unrelated(clean_copy):

@@ -20,7 +20,13 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from value_drifts.analysis.metrics import bootstrap_drift, ci_halfwidth, drift_magnitude, drift_time
+from value_drifts.analysis.metrics import (
+    bootstrap_drift_tests,
+    ci_halfwidth,
+    drift_magnitude,
+    drift_time,
+    fdr_q_values,
+)
 from value_drifts.core.io import recorded_value
 from value_drifts.core.stances import STANCES
 from value_drifts.judge.answer_flags import SHORT_ANSWER_CHARS
@@ -201,11 +207,12 @@ def _trajectories(steps: Sequence[int], matrices: Sequence[np.ndarray], level: f
     return out
 
 
-def _intervals(steps, matrices, level, n_resamples, seed) -> np.ndarray:
-    """bootstrap_drift's bounds, NaN below MIN_INTERVAL_QUESTIONS questions."""
+def _intervals(steps, matrices, level, n_resamples, seed) -> tuple[np.ndarray, np.ndarray]:
+    """bootstrap_drift_tests' bounds and magnitude p-values, NaN below
+    MIN_INTERVAL_QUESTIONS questions."""
     if matrices[0].shape[0] < MIN_INTERVAL_QUESTIONS:
-        return np.full((len(matrices), 2, 2), math.nan)
-    return bootstrap_drift(steps, matrices, level, n_resamples, seed)
+        return np.full((len(matrices), 2, 2), math.nan), np.full(len(matrices), math.nan)
+    return bootstrap_drift_tests(steps, matrices, level, n_resamples, seed)
 
 
 def drift_estimates(
@@ -222,6 +229,15 @@ def drift_estimates(
     why. Drift time is a step function of the resampled questions, so its interval may
     exclude its estimate; ``interval_note`` then says so. Source: paper §3 (values, drift
     magnitude and time); scipy.stats.bootstrap (percentile method).
+
+    ``magnitude_p`` is the two-sided bootstrap p-value of "magnitude ≠ 0" read from the
+    resamples its interval comes from (``metrics.bootstrap_p_value``: p = min(1, 2 ·
+    min(share of replicates ≤ 0, share ≥ 0)), each share counted as (count + 1) / (B + 1),
+    so p is never 0); ``magnitude_q`` its Benjamini–Yekutieli q-value over the table's
+    cells (topic × stance; ``metrics.fdr_q_values``). BY, not Benjamini–Hochberg: a
+    topic's three stance magnitudes sum to zero, so they are dependent (negatively), and BY
+    is valid under any dependence. Both NaN where the interval is, and such cells are left
+    out of the family.
     """
     rows = []
     for category in sorted(question_values["category"].unique().to_list()):
@@ -232,9 +248,10 @@ def drift_estimates(
         ends_steps, ends, dropped_ends = (
             (steps, full, dropped) if not dropped or len(steps) < 2
             else question_matrices(question_values, category, (steps[0], steps[-1])))
-        time_bounds = _intervals(steps, full, ci_level, n_resamples, seed)
-        magnitude_bounds = (time_bounds if ends is full
-                            else _intervals(ends_steps, ends, ci_level, n_resamples, seed))
+        time_bounds, time_p = _intervals(steps, full, ci_level, n_resamples, seed)
+        magnitude_bounds, magnitude_p = (
+            (time_bounds, time_p) if ends is full
+            else _intervals(ends_steps, ends, ci_level, n_resamples, seed))
         magnitudes = _trajectories(ends_steps, ends, ci_level)
         times = _trajectories(steps, full, ci_level)
         for index, stance in enumerate(STANCES):
@@ -260,8 +277,13 @@ def drift_estimates(
                 "n_magnitude_questions": ends[index].shape[0],
                 "n_bootstrap_questions": full[index].shape[0],
                 "interval_note": "; ".join(notes),
+                "magnitude_p": float(magnitude_p[index]),
             })
-    return pl.DataFrame(rows, schema_overrides={"interval_note": pl.Utf8})
+    q = fdr_q_values([row["magnitude_p"] for row in rows], method="by")
+    for row, q_value in zip(rows, q, strict=True):
+        row["magnitude_q"] = float(q_value)
+    return pl.DataFrame(rows, schema_overrides={
+        "interval_note": pl.Utf8, "magnitude_p": pl.Float64, "magnitude_q": pl.Float64})
 
 
 def undefined_note(steps: Sequence[int], values: Sequence[float | None]) -> str:
@@ -318,7 +340,10 @@ def drift_table(
     weights equal another's are named in ``checkpoint_integrity`` (``integrity_note``);
     ``n_questions`` is the fewest readable questions any step had; ``max_short_share``
     the largest share of the category's answers that were short at any step, and
-    ``answers_note`` the phase's ``short_answers_note``.
+    ``answers_note`` the phase's ``short_answers_note``. With the per-question values, the
+    last two columns are ``magnitude_p`` (two-sided bootstrap p-value of "magnitude ≠ 0")
+    and ``magnitude_q`` (its Benjamini–Yekutieli q-value over this table's topic × stance
+    cells), as :func:`drift_estimates` computes them.
     """
     integrity = integrity_note(values)
     short_note = short_answers_note(values)
@@ -366,6 +391,7 @@ def drift_table(
         "drift_time", "drift_time_low", "drift_time_high", "n_checkpoints",
         "n_questions", "n_magnitude_questions", "n_bootstrap_questions", "note",
         "checkpoint_integrity", "max_short_share", "answers_note",
+        "magnitude_p", "magnitude_q",
     )
 
 

@@ -3,7 +3,9 @@
 v_t(T)_s: mean over a topic's questions of each question's mean stance probability over
 its sampled responses. Drift magnitude M_s = v_end - v_start. Drift time
 η = η_ext / η_total: the steps needed to come within the CI of the extremum of v_s,
-over the phase's length in steps. Both get percentile bootstrap CIs from resampling questions.
+over the phase's length in steps. Both get percentile bootstrap CIs from resampling questions;
+drift magnitude also gets a two-sided bootstrap p-value for "M ≠ 0" from the same resamples
+(``bootstrap_p_value``), and a table of them false-discovery-rate q-values (``fdr_q_values``).
 """
 
 from __future__ import annotations
@@ -102,13 +104,27 @@ def bootstrap_drift(
     [stance][magnitude | drift time][low | high]. NaN where a quantity is undefined (one
     question, or one checkpoint for drift time).
     """
+    return bootstrap_drift_tests(steps, per_question, level, n_resamples, seed)[0]
+
+
+def bootstrap_drift_tests(
+    steps: Sequence[int],
+    per_question: Sequence[np.ndarray],
+    level: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``bootstrap_drift``'s bounds, and per stance the two-sided p-value of "drift
+    magnitude ≠ 0" (``bootstrap_p_value``) from the very resamples the magnitude's interval
+    is read from: (bounds, p) with p of shape (len(per_question),), NaN where the bounds are
+    (fewer than two questions)."""
     from scipy import stats  # imported here: the Snakefile imports this module
 
     matrices = [np.asarray(m, dtype=float) for m in per_question]
     n_questions = matrices[0].shape[0]
     result = np.full((len(matrices), 2, 2), math.nan)
     if n_questions < 2:
-        return result
+        return result, np.full(len(matrices), math.nan)
 
     def statistic(rows):
         rows = rows.astype(int)
@@ -120,7 +136,7 @@ def bootstrap_drift(
     # both are handled explicitly, so scipy's warnings about them are noise here.
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        interval = stats.bootstrap(
+        bootstrap = stats.bootstrap(
             (np.arange(n_questions),),
             statistic,
             vectorized=False,
@@ -128,8 +144,86 @@ def bootstrap_drift(
             confidence_level=level,
             method="percentile",
             rng=np.random.default_rng(seed),
-        ).confidence_interval
+        )
+    interval = bootstrap.confidence_interval
     bounds = np.stack([interval.low, interval.high], axis=-1).reshape(len(matrices), 2, 2)
     if len(steps) < 2:
         bounds[:, 1, :] = math.nan
-    return bounds
+    # replicates: one row per (stance, quantity), magnitude first
+    replicates = np.asarray(bootstrap.bootstrap_distribution).reshape(len(matrices), 2, -1)
+    p_values = np.array([bootstrap_p_value(replicates[s, 0]) for s in range(len(matrices))])
+    return bounds, p_values
+
+
+def bootstrap_p_value(replicates: Sequence[float] | np.ndarray, null: float = 0.0) -> float:
+    """Two-sided bootstrap p-value of "the quantity ≠ ``null``" from its B bootstrap
+    replicates: p = min(1, 2 · min((#{r ≤ null} + 1) / (B + 1), (#{r ≥ null} + 1) / (B + 1))).
+
+    It is the percentile interval turned around: p is (up to the +1 correction) the
+    smallest α for which the (1 − α) percentile interval of the same replicates excludes
+    ``null``, so p < 0.05 where the 95% interval lies on one side of it. The +1 counts the
+    observed sample as one of the resamples (the Monte Carlo p-value of Davison & Hinkley
+    1997, ch. 4), so p is never 0 and its smallest value is 2 / (B + 1): with 1000
+    resamples no p falls below 0.002.
+    Replicates that are NaN are left out; NaN when none is left.
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[~np.isnan(r)]
+    if r.size == 0:
+        return math.nan
+    below = (np.count_nonzero(r <= null) + 1) / (r.size + 1)
+    above = (np.count_nonzero(r >= null) + 1) / (r.size + 1)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
+def fdr_q_values(p_values: Sequence[float] | np.ndarray, method: str = "by") -> np.ndarray:
+    """False-discovery-rate q-values (adjusted p-values) of a family of tests,
+    ``scipy.stats.false_discovery_control``; NaN p-values (no test) are left out of the
+    family and stay NaN.
+
+    ``method="by"`` (Benjamini–Yekutieli) controls the FDR under any dependence between the
+    tests; ``"bh"`` (Benjamini–Hochberg) needs independence or positive dependence. The
+    drift tables use BY over topic × stance: a topic's three stance shares sum to one, so
+    its three magnitudes sum to zero and are negatively dependent, which BH does not cover.
+    """
+    from scipy import stats  # imported here: the Snakefile imports this module
+
+    p = np.asarray(p_values, dtype=float)
+    q = np.full(p.shape, math.nan)
+    tested = ~np.isnan(p)
+    if tested.any():
+        q[tested] = stats.false_discovery_control(p[tested], method=method)
+    return q
+
+
+def bootstrap_mean_tests(
+    samples: np.ndarray,
+    level: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CIs of the column means of a questions × k matrix, resampling
+    its rows (questions) jointly for all k columns, and each mean's two-sided p-value of
+    "≠ 0" (``bootstrap_p_value``) from the same resamples: (bounds of shape (k, 2), p of
+    shape (k,)); NaN with fewer than two rows."""
+    from scipy import stats  # imported here: the Snakefile imports this module
+
+    x = np.asarray(samples, dtype=float)
+    k = x.shape[1]
+    if x.shape[0] < 2:
+        return np.full((k, 2), math.nan), np.full(k, math.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        bootstrap = stats.bootstrap(
+            (np.arange(x.shape[0]),),
+            lambda rows: x[rows.astype(int)].mean(axis=0),
+            vectorized=False,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    interval = bootstrap.confidence_interval
+    bounds = np.stack([np.atleast_1d(interval.low), np.atleast_1d(interval.high)], axis=-1)
+    replicates = np.asarray(bootstrap.bootstrap_distribution).reshape(k, -1)
+    return bounds, np.array([bootstrap_p_value(r) for r in replicates])

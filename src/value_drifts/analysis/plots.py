@@ -40,6 +40,27 @@ def _line_with_band(ax, values: pl.DataFrame, stance: str, colour, label: str, a
     ax.fill_between(steps, low, high, color=colour, alpha=alpha, linewidth=0)
 
 
+CALIBRATED_LABEL = "corrected for the judge's error (dashed)"
+WEAK_JUDGE_LABEL = "corrected, judge too weak to trust it (dotted)"
+
+
+def calibrated_line(ax, values: pl.DataFrame, stance: str, colour) -> bool:
+    """The values corrected for the judge's error (``analysis.calibration``: the
+    ``calibrated`` column), dashed in the stance's colour, dotted where the judge is
+    flagged too weak for the correction to mean much; False when there is none."""
+    if "calibrated" not in values.columns:
+        return False
+    line = values.filter(pl.col("stance") == stance).sort("step")
+    calibrated = line["calibrated"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    if (calibrated != calibrated).all():
+        return False
+    weak = "judge_weak" in line.columns and bool(line["judge_weak"].fill_null(False).any())
+    ax.plot(line["step"].to_numpy(), calibrated, color=colour, linewidth=1.0,
+            linestyle=":" if weak else "--",
+            label=WEAK_JUDGE_LABEL if weak else CALIBRATED_LABEL)
+    return True
+
+
 UNREADABLE_LABEL = "unreadable judge answers"
 
 
@@ -119,6 +140,7 @@ def plot_trajectories(
     for ax, (label, values) in zip(axes[0], panels, strict=True):
         for stance in STANCES:
             _line_with_band(ax, values, stance, STANCE_COLOURS[stance], stance, alpha=0.2)
+            calibrated_line(ax, values, stance, STANCE_COLOURS[stance])
         mark_unreadable(ax, values)
         mark_short_answers(ax, values)
         mark_phase_start(ax, start_label)
@@ -142,6 +164,7 @@ def plot_ablation(
     palette = sns.color_palette("viridis", len(lines))
     for colour, (label, values) in zip(palette, lines, strict=True):
         _line_with_band(ax, values, stance, colour, label, alpha=0.15)
+        calibrated_line(ax, values, stance, colour)
         mark_unreadable(ax, values)
         mark_short_answers(ax, values)
     mark_phase_start(ax, "end of SFT")

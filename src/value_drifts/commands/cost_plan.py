@@ -47,6 +47,7 @@ from value_drifts.core.layout import (
     preference_value_gap,
     sft_data,
     sft_stances,
+    within_results,
 )
 from value_drifts.core.questions import read_questions, sample_questions
 from value_drifts.core.study import Study, load_study
@@ -90,6 +91,68 @@ class JobPrompts:
     stand_ins: list[str]
     copies: int = 1
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultsView:
+    """A results tree as a plan made outside the workflow may read it: a file counts only
+    when it exists and, where ``current`` is known, Snakemake would not rebuild it for the
+    config (``current_results``), so a tree made under other settings (the small
+    default's questions where the paper config reads its own) is not taken as the
+    config's. ``root``: the tree (``layout`` paths ``results/...`` map under it);
+    ``current``: the layout paths Snakemake keeps, None to count every existing file."""
+
+    root: Path = Path(RESULTS)
+    current: frozenset[str] | None = None
+
+    def path(self, layout_path: str | Path) -> Path:
+        return self.root / within_results(str(layout_path))
+
+    def has(self, layout_path: str | Path) -> bool:
+        """A results file that exists and is current."""
+        return self.path(layout_path).exists() and (
+            self.current is None or str(layout_path) in self.current)
+
+    def has_input(self, path: str | Path) -> bool:
+        """A path a config names: a results file as ``has``, any other file as it is."""
+        if Path(path).parts[:1] == (RESULTS,):
+            return self.has(path)
+        return Path(path).exists()
+
+
+def as_view(results: Path | ResultsView) -> ResultsView:
+    return results if isinstance(results, ResultsView) else ResultsView(Path(results))
+
+
+def current_results(configfile: str | Path, workdir: Path | None = None
+                    ) -> tuple[frozenset[str] | None, str]:
+    """The results files Snakemake would keep for ``configfile`` in ``workdir`` (its
+    ``--summary`` plan "no update": the workflow's own currency rule, settings compared by
+    content), and a note; ``(None, note)`` when Snakemake could not plan (the note says
+    why; the plan then counts no results file as current). Like any dry run it records
+    the config's settings (``core.job_settings``)."""
+    import subprocess
+    import sys
+
+    from value_drifts.commands.main import CHECKOUT
+
+    workdir = workdir or Path.cwd()
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(CHECKOUT / "Snakefile"),
+         "--configfile", str(configfile), "--summary", "--cores", "1", "--nolock"],
+        cwd=workdir, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        reason = next((line.strip() for line in reversed(result.stderr.splitlines())
+                       if line.strip()), "no reason given")
+        return None, f"results not counted: Snakemake could not plan this config ({reason})"
+    kept = set()
+    for line in result.stdout.splitlines()[1:]:
+        fields_ = line.split("\t")
+        if len(fields_) >= 6 and fields_[-1] == "no update":
+            kept.add(fields_[0])
+    return frozenset(kept), (f"results: {len(kept):,} files current for this config "
+                             "(snakemake --summary)")
 
 
 # --- pricing ------------------------------------------------------------------------------
@@ -173,11 +236,11 @@ def _stage(
 # --- checkpoints --------------------------------------------------------------------------
 
 
-def _questions(study: Study) -> pl.DataFrame:
+def _questions(study: Study, view: ResultsView) -> pl.DataFrame:
     config, topics = study.config, study.topics
     path = Path(config["questions"]["path"])
     per_category = config["questions"].get("per_category")
-    if path.exists():
+    if view.has_input(path):
         questions = read_questions(str(path), list(topics))
         return sample_questions(questions, per_category, config["seed"],
                                 config["questions"].get("categories"))
@@ -192,41 +255,37 @@ def _questions(study: Study) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _under(results: Path, path: str) -> Path:
-    """A ``layout`` path (``results/...``) under another results folder."""
-    return results / Path(path).relative_to(RESULTS)
-
-
 def _longest(topics: Mapping[str, str]) -> str:
     return max(topics.values(), key=len)
 
 
-def checkpoint_prompts(study: Study, results: Path = Path(RESULTS)):
+def checkpoint_prompts(study: Study, results: Path | ResultsView = Path(RESULTS)):
     """Exact prompts of the generated checkpoints; for the rest, how many checkpoints
     there are and one checkpoint's estimated prompts (one per question and sample)."""
     config, topics = study.config, study.topics
+    view = as_view(results)
     template = load_template(config["judge"]["prompt"])
     generation = config["generation"]
     exact: list[str] = []
     pending = 0
     for model, run, step in study.plan.evaluated_checkpoints():  # traces' ones too
-        path = _under(results, generations_path(model, run, step))
-        if path.exists():
+        path = generations_path(model, run, step)
+        if view.has(path):
             exact += [
                 render(template, row["question"], row["response"], topics[row["category"]])
-                for row in pl.read_parquet(path).iter_rows(named=True)
+                for row in pl.read_parquet(view.path(path)).iter_rows(named=True)
             ]
         else:
             pending += 1
     placeholder = "r" * round(generation["max_new_tokens"] * CHARS_PER_TOKEN)
     one_checkpoint = [
         render(template, row["question"], placeholder, topics[row["category"]])
-        for row in _questions(study).iter_rows(named=True)
+        for row in _questions(study, view).iter_rows(named=True)
     ] * generation["samples"]
     return exact, pending, one_checkpoint
 
 
-def checkpoint_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
+def checkpoint_stage(study: Study, results: Path | ResultsView = Path(RESULTS)) -> StagePlan:
     """Rule judge: one call per question x sample (``generation.samples``) of every
     evaluated checkpoint; exact for generated checkpoints, else responses counted at
     ``generation.max_new_tokens`` tokens (the most they can be)."""
@@ -236,9 +295,9 @@ def checkpoint_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
     if pending:
         note = (f"{pending:,} checkpoints not generated yet: responses at max_new_tokens "
                 f"({config['generation']['max_new_tokens']} tokens, the most they can be)")
-        if not Path(config["questions"]["path"]).exists():
+        if not as_view(results).has_input(config["questions"]["path"]):
             note += (f"; questions at {PLACEHOLDER_QUESTION_CHARS} characters "
-                     f"({config['questions']['path']} not built yet)")
+                     f"({config['questions']['path']} not built yet for this config)")
     part = JobPrompts(exact, one_checkpoint, pending, note)
     return _stage("checkpoints", [part], config["judge"])
 
@@ -254,7 +313,7 @@ def _analysed(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> int:
 
 
 def sft_stance_prompts(
-    study: Study, dataset: str, results: Path = Path(RESULTS)
+    study: Study, dataset: str, results: Path | ResultsView = Path(RESULTS)
 ) -> JobPrompts:
     """One SFT dataset's conversation-prompt calls (App. K): exact from ``stances.parquet``
     (one row per judged item x topic) and the prepared data; before the similarity search,
@@ -263,20 +322,21 @@ def sft_stance_prompts(
     settings = config["dataset_stances"]
     template = load_template(settings["prompt"], CONVERSATION_FIELDS)
     max_chars = settings.get("max_conversation_chars")
-    stances = _under(results, sft_stances(dataset))
-    data = _under(results, sft_data(dataset))
+    view = as_view(results)
+    stances, data = view.path(sft_stances(dataset)), view.path(sft_data(dataset))
+    has_stances, has_data = view.has(sft_stances(dataset)), view.has(sft_data(dataset))
 
     def prompt(messages, topic: str) -> str:
         text = conversation_text(messages, max_chars)[0]
         return template.format_map({"conversation": text, "topic": topic})
 
-    if stances.exists() and data.exists():
+    if has_stances and has_data:
         rows = pl.read_parquet(data, columns=["messages"])["messages"].to_list()
         return JobPrompts([
             prompt(rows[item], topics[category])
             for item, category in pl.read_parquet(stances).select("item", "category").iter_rows()
         ], [])
-    if data.exists():
+    if has_data:
         rows = pl.read_parquet(data, columns=["messages"])["messages"].to_list()
         kept = sample_items(rows, settings.get("max_items"), config["seed"])
         return JobPrompts([], [prompt(rows[i], _longest(topics)) for i in kept], 1,
@@ -290,7 +350,7 @@ def sft_stance_prompts(
 
 
 def value_gap_prompts(
-    study: Study, preference_set: str, results: Path = Path(RESULTS)
+    study: Study, preference_set: str, results: Path | ResultsView = Path(RESULTS)
 ) -> JobPrompts:
     """One preference set's response-prompt calls (App. K): two per pair with a topic
     (chosen, rejected); exact from ``value_gap.parquet`` and the prepared set; before the
@@ -298,8 +358,11 @@ def value_gap_prompts(
     config, topics = study.config, study.topics
     settings = config["dataset_stances"]
     template = load_template(config["judge"]["prompt"])
-    gaps = _under(results, preference_value_gap(preference_set))
-    data = _under(results, preference_data(preference_set))
+    view = as_view(results)
+    gaps, data = view.path(preference_value_gap(preference_set)), view.path(
+        preference_data(preference_set))
+    has_gaps = view.has(preference_value_gap(preference_set))
+    has_data = view.has(preference_data(preference_set))
 
     def both(pairs: pl.DataFrame, pair_topics: Sequence[str]) -> list[str]:
         return [
@@ -308,12 +371,12 @@ def value_gap_prompts(
             for side in ("chosen", "rejected")
         ]
 
-    if gaps.exists() and data.exists():
+    if has_gaps and has_data:
         rows = pl.read_parquet(data).to_dicts()
         matched = pl.read_parquet(gaps).select("item", "category")
         pairs = preference_text_pairs(rows[i] for i in matched["item"])
         return JobPrompts(both(pairs, [topics[c] for c in matched["category"]]), [])
-    if data.exists():
+    if has_data:
         rows = pl.read_parquet(data).to_dicts()
         kept = sample_items(rows, settings.get("max_items"), config["seed"])
         pairs = preference_text_pairs(rows[i] for i in kept)
@@ -328,7 +391,8 @@ def value_gap_prompts(
                       f"responses at {PLACEHOLDER_PREFERENCE_RESPONSE_CHARS:,} characters")
 
 
-def dataset_stance_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
+def dataset_stance_stage(study: Study, results: Path | ResultsView = Path(RESULTS)
+                         ) -> StagePlan:
     """Rule dataset_stances over ``dataset_stances.sft_datasets`` (all SFT datasets when
     absent); no calls without a ``dataset_stances`` section."""
     config = study.config
@@ -339,7 +403,7 @@ def dataset_stance_stage(study: Study, results: Path = Path(RESULTS)) -> StagePl
                   config["judge"], SFT_BOUND)
 
 
-def value_gap_stage(study: Study, results: Path = Path(RESULTS)) -> StagePlan:
+def value_gap_stage(study: Study, results: Path | ResultsView = Path(RESULTS)) -> StagePlan:
     """Rule value_gap_pairs over ``dataset_stances.preference_sets`` (all preference sets
     when absent); no calls without a ``dataset_stances`` section."""
     config = study.config
@@ -370,7 +434,7 @@ def agreement_stage(study: Study, labelled: str | Path | None = None) -> StagePl
 # --- the whole config ---------------------------------------------------------------------
 
 
-def stage_plans(config: Mapping[str, Any] | Study, results: Path = Path(RESULTS)
+def stage_plans(config: Mapping[str, Any] | Study, results: Path | ResultsView = Path(RESULTS)
                 ) -> list[StagePlan]:
     """Every judge call of the config (or of its study, ``value_drifts.core.study``), one
     ``StagePlan`` per stage (``STAGES``)."""
@@ -383,7 +447,8 @@ def stage_plans(config: Mapping[str, Any] | Study, results: Path = Path(RESULTS)
     ]
 
 
-def plan_for_config(config: Mapping[str, Any], results: Path = Path(RESULTS)) -> CostPlan:
+def plan_for_config(config: Mapping[str, Any], results: Path | ResultsView = Path(RESULTS)
+                    ) -> CostPlan:
     """The total of ``stage_plans``: calls, cache hits, tokens (estimated, characters / 4)
     and USD for the synchronous and the Batch API."""
     return combined(stage.plan for stage in stage_plans(config, results))
@@ -443,10 +508,24 @@ def main(argv: list[str] | None = None) -> None:
     study = load_study(yaml.safe_load(Path(args.configfile).read_text()),
                        count_sizes=counted_sizes)
     config = study.config
-    stages = stage_plans(study, args.results)
+    view, results_note = results_view(args.configfile, args.results)
+    stages = stage_plans(study, view)
     plan = combined(stage.plan for stage in stages)
     print(format_plan(plan, args.configfile, config["judge"]["backend"], stages,
-                      [cache_note(config["judge"])]))
+                      [cache_note(config["judge"]), results_note]))
+
+
+def results_view(configfile: str | Path, results: Path) -> tuple[ResultsView, str]:
+    """The results the plan may count: for the working directory's own ``results/``,
+    what Snakemake keeps for the config (``current_results``); another folder is read as
+    it is (nothing there was made by this directory's workflow runs), and an absent one
+    holds nothing."""
+    if not results.exists():
+        return ResultsView(results), f"results: {results} holds nothing yet"
+    if results.resolve() != (Path.cwd() / RESULTS).resolve():
+        return ResultsView(results), f"results: {results} counted as it is (not planned)"
+    current, note = current_results(configfile)
+    return ResultsView(results, current if current is not None else frozenset()), note
 
 
 if __name__ == "__main__":

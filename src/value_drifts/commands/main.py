@@ -2,9 +2,11 @@
 
 ``value-drifts trace`` (below), ``value-drifts value-gap`` (``commands.value_gap``: the
 value gap of your own preference file), ``value-drifts cost-plan`` (``commands.cost_plan``:
-what judging a config will cost) and ``value-drifts check-envs`` (``core.envs``: each conda
-env's requirements resolve). The older entry points ``value-gap``, ``python -m
-value_drifts.judge.plan_cost`` and ``python -m value_drifts.envs`` run the same code.
+what judging a config will cost), ``value-drifts check-envs`` (``core.envs``: each conda
+env's requirements resolve) and ``value-drifts labels sample`` (``commands.labels``: a
+stratified sample of a results tree's answers to label by hand). The older entry points
+``value-gap``, ``python -m value_drifts.judge.plan_cost`` and ``python -m
+value_drifts.envs`` run the same code.
 
 ``value-drifts trace FOLDER [--start MODEL] [--judge JUDGE.yaml] [--directory DIR]``
 writes a config with one trace (a folder of ``checkpoint-N`` folders, see
@@ -151,6 +153,9 @@ FORWARDED = {
                    "resolve each conda env's requirements (value-drifts check-envs --help)"),
     "restore-times": ("value_drifts.commands.restore_times",
                       "give a results tree copied without its file times its recorded times"),
+    "labels": ("value_drifts.commands.labels",
+               "a stratified sample of stored answers to label by hand "
+               "(value-drifts labels sample --help)"),
 }
 
 

@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 
 from value_drifts.core.io import write_json
@@ -237,14 +238,18 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
 
-def write_completion_marker(path: Path) -> None:
+def write_completion_marker(path: Path, leaving_out: Collection[Path] = ()) -> None:
     """Record in ``path/COMPLETE_MARKER`` (atomically, so it is whole or absent) every file
-    the checkpoint holds and its size in bytes: call it once the save has finished."""
+    the checkpoint holds and its size in bytes: call it once the save has finished. Files
+    in ``leaving_out`` (files, or folders and all they hold) are not listed: what is about
+    to be deleted (``strip_training_state``)."""
     path = Path(path)
+    left_out = [Path(item) for item in leaving_out]
     files = {
         str(item.relative_to(path)): item.stat().st_size
         for item in sorted(path.rglob("*"))
         if item.is_file() and not item.name.startswith(COMPLETE_MARKER)
+        and not any(item == out or out in item.parents for out in left_out)
     }
     write_json(path / COMPLETE_MARKER, {"files": files})
 
@@ -366,6 +371,96 @@ def resumable_checkpoint(output_dir: Path) -> str | None:
     cut short by a crash or whose weights were deleted after generation is skipped."""
     step = newest_complete_step(output_dir, optimizer=True)
     return None if step is None else str(Path(output_dir) / f"checkpoint-{step}")
+
+
+# ---- resume state: kept in the newest complete checkpoint only --------------------------
+# Of TRAINING_STATE_PREFIXES, the files only a resume reads (the HF Trainer's optimizer.pt,
+# scheduler.pt, rng_state*.pth); trainer_state.json and training_args.bin stay (small; the
+# step and the arguments a checkpoint was made with). DeepSpeed's resume state: the
+# ``latest`` file naming its ``global_step*/`` folder of shards, and the script it writes
+# beside them to consolidate those shards.
+RESUME_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state")
+DEEPSPEED_RESUME_FILES = ("latest", "zero_to_fp32.py")
+
+
+def resume_state_files(path: Path) -> list[Path]:
+    """What of checkpoint ``path`` only a resume reads, in the order it is deleted: first
+    what ``optimizer_state_problem`` looks for (``optimizer*``, DeepSpeed's ``latest``), so
+    a deletion cut short leaves a checkpoint no restart tries to resume from; then the
+    scheduler and RNG state and DeepSpeed's ``global_step*/`` folders. The folders stay
+    when the checkpoint has no weights a loader reads (ZeRO-3 without gathered weights:
+    they are the model)."""
+    path = Path(path)
+    items = sorted(path.glob("optimizer*")) + [
+        path / name for name in DEEPSPEED_RESUME_FILES if (path / name).exists()
+    ]
+    items += sorted(item for prefix in RESUME_STATE_PREFIXES[1:] for item in path.glob(f"{prefix}*"))
+    if any((path / name).is_file() for name in LOADED_MODEL_WEIGHTS + LOADED_ADAPTER_WEIGHTS):
+        items += sorted(item for item in path.glob("global_step*") if item.is_dir())
+    return items
+
+
+def strip_training_state(path: Path) -> list[str]:
+    """Delete checkpoint ``path``'s resume state (``resume_state_files``), keeping its
+    weights, config, tokenizer and trainer state; returns the deleted names. Its completion
+    marker, where it has one, is rewritten first without them, so the checkpoint stays
+    complete (``incomplete_reason``) however far the deletion got."""
+    import shutil
+
+    path = Path(path)
+    items = resume_state_files(path)
+    if not items:
+        return []
+    if (path / COMPLETE_MARKER).is_file():
+        write_completion_marker(path, leaving_out=items)
+    for item in items:
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    return [item.name for item in items]
+
+
+def prune_resume_state(output_dir: Path, newest: int) -> dict[int, list[str]]:
+    """Once checkpoint ``newest`` of ``output_dir`` is complete with resumable optimizer
+    state, strip the resume state of every older checkpoint: a restart needs the newest
+    alone. Returns {step: deleted names}; nothing while ``newest`` cannot be resumed."""
+    output_dir = Path(output_dir)
+    path = output_dir / f"checkpoint-{newest}"
+    if incomplete_reason(path) or optimizer_state_problem(path):
+        return {}
+    stripped = {step: strip_training_state(output_dir / f"checkpoint-{step}")
+                for step in saved_steps(output_dir) if step < newest}
+    return {step: names for step, names in stripped.items() if names}
+
+
+def strip_all_resume_state(output_dir: Path) -> dict[int, list[str]]:
+    """Strip the resume state of every checkpoint of a run that ended: {step: names}."""
+    output_dir = Path(output_dir)
+    stripped = {step: strip_training_state(output_dir / f"checkpoint-{step}")
+                for step in saved_steps(output_dir)}
+    return {step: names for step, names in stripped.items() if names}
+
+
+def resume_state_callback():
+    """A transformers ``TrainerCallback`` keeping a run resumable at the least disk: after
+    each save (add it after ``completion_marker_callback``, whose marker it needs) the older
+    checkpoints lose their resume state (``prune_resume_state``), and when training ends
+    (``on_train_end``, called only when the loop finished) every checkpoint does
+    (``strip_all_resume_state``). The saving process does it, once every process has
+    saved (the marker callback waits for them)."""
+    from transformers import TrainerCallback
+
+    class ResumeState(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if args.should_save:
+                for step, names in prune_resume_state(Path(args.output_dir),
+                                                      state.global_step).items():
+                    log.info("checkpoint-%d: resume state removed (%s)", step, ", ".join(names))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if args.should_save:
+                stripped = strip_all_resume_state(Path(args.output_dir))
+                log.info("run ended: resume state removed from checkpoints %s", sorted(stripped))
+
+    return ResumeState()
 
 
 def _marker_problem(path: Path) -> str | None:

@@ -10,8 +10,10 @@ Training of a model with ``gpus: N > 0`` runs under accelerate + DeepSpeed on N 
 one node; ``gpus: 0`` (the small default) trains on CPU with ``cpu_threads`` threads.
 Generation with vLLM takes the fewest GPUs (a power of two) whose memory holds the bf16
 weights with half of it left for the KV cache; the transformers backend runs on CPU.
-Memory grows linearly with ``attempt`` and runtime too, up to ``max_runtime_min``: a
-training job cut at the limit resumes from its last checkpoint when retried.
+Memory grows linearly with ``attempt``, up to a node's memory (``node_memory_gb``), and
+runtime too, up to ``max_runtime_min``: a training job cut at the limit resumes from its
+last checkpoint when retried. vLLM jobs (generation, downstream, a vLLM judge) ask for
+``cpus_per_gpu`` CPUs per GPU and host memory for vLLM's processes besides the weights.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class ClusterSettings:
 
     gpu_memory_gb: float = _cluster_default("gpu_memory_gb")
     cpus_per_gpu: int = _cluster_default("cpus_per_gpu")
+    node_memory_gb: float = _cluster_default("node_memory_gb")
     cpu_threads: int = _cluster_default("cpu_threads")
     max_runtime_min: int = _cluster_default("max_runtime_min")
     gpu_tflops: float = _cluster_default("gpu_tflops")
@@ -86,6 +89,7 @@ class ClusterSettings:
     generation_tokens_per_s: float = _cluster_default("generation_tokens_per_s")
     cpu_generation_tokens_per_s: float = _cluster_default("cpu_generation_tokens_per_s")
     api_jobs_local: bool = _cluster_default("api_jobs_local")  # API rules on the submit host
+    hub_jobs_local: bool = _cluster_default("hub_jobs_local")  # hub downloads on the submit host
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClusterSettings:
@@ -118,6 +122,11 @@ def _grow(value: float, attempt: int) -> int:
 
 def _runtime(minutes: float, attempt: int, cluster: ClusterSettings) -> int:
     return min(_grow(minutes, attempt), cluster.max_runtime_min)
+
+
+def _memory(mb: float, attempt: int, cluster: ClusterSettings) -> int:
+    """``mb`` grown with ``attempt``, never above a node's memory (``node_memory_gb``)."""
+    return min(_grow(mb, attempt), int(cluster.node_memory_gb * 1000))
 
 
 def threads(model: ModelSize, cluster: ClusterSettings) -> int:
@@ -156,15 +165,15 @@ def training_runtime_min(
     return _runtime(15 + 1.5 * flops / per_second / 60, attempt, cluster)
 
 
-def training_mem_mb(model: ModelSize, task: str, attempt: int) -> int:
+def training_mem_mb(model: ModelSize, task: str, attempt: int, cluster: ClusterSettings) -> int:
     """Host memory: each GPU process loads the model (4 bytes/parameter, fp32) once per
     model copy it holds; on CPU the whole fp32 training state (16 bytes/parameter for
-    weights, gradients and Adam) plus activations."""
+    weights, gradients and Adam) plus activations. At most a node's memory."""
     trained, frozen = TRAINING_MODELS[task]
     copies = trained + frozen
     if model.gpus:
-        return _grow(32_000 + 4_000 * model.params_b * copies * model.gpus, attempt)
-    return _grow(8_000 + 60_000 * model.params_b * copies, attempt)
+        return _memory(32_000 + 4_000 * model.params_b * copies * model.gpus, attempt, cluster)
+    return _memory(8_000 + 60_000 * model.params_b * copies, attempt, cluster)
 
 
 def training_resources(
@@ -175,7 +184,7 @@ def training_resources(
         "gpu": model.gpus,
         "nodes": 1,
         "cpus_per_task": threads(model, cluster),
-        "mem_mb": training_mem_mb(model, task, attempt),
+        "mem_mb": training_mem_mb(model, task, attempt, cluster),
         "runtime": training_runtime_min(model, task, tokens, attempt, cluster),
     }
 
@@ -199,7 +208,8 @@ def generation_resources(
     """A generation job: ``tokens`` is the most it can produce (questions × samples ×
     max new tokens)."""
     return inference_resources(
-        model, generation_gpus(model, backend, cluster), tokens, attempt, cluster
+        model, generation_gpus(model, backend, cluster), tokens, attempt, cluster,
+        vllm=backend == "vllm",
     )
 
 
@@ -218,7 +228,8 @@ def downstream_resources(
     """A downstream-evaluation job: the GPUs of ``downstream_gpus``, memory as for
     generation, 8 hours per attempt (the paper's four benchmarks, 5-shot)."""
     resources = inference_resources(
-        model, downstream_gpus(model, backend, cluster), 0, attempt, cluster
+        model, downstream_gpus(model, backend, cluster), 0, attempt, cluster,
+        vllm=backend == "vllm",
     )
     resources["runtime"] = _runtime(8 * 60, attempt, cluster)
     return resources
@@ -233,15 +244,50 @@ def judge_gpus(judge: Mapping[str, Any]) -> int:
     return 0
 
 
+# Host memory of a vLLM job besides the weights: its main (or API) process, the engine
+# core, the tokenizer and compile and CUDA-graph capture; and per GPU one worker process
+# (CUDA context, NCCL and pinned buffers). Rough, for requests only.
+VLLM_HOST_MB = 24_000
+VLLM_WORKER_MB = 8_000
+
+
+def vllm_mem_mb(gpus: int, weights_gb: float) -> float:
+    """Host memory of a vLLM engine on ``gpus`` GPUs loading ``weights_gb`` of weights."""
+    return VLLM_HOST_MB + VLLM_WORKER_MB * max(gpus, 1) + 1_000 * weights_gb
+
+
+def judge_resources(
+    gpus: int, mem_mb: int, runtime_min: int, attempt: int, cluster: ClusterSettings
+) -> dict[str, int]:
+    """A job running the judge (``judge``, ``judge_agreement``, ``dataset_stances``,
+    ``value_gap_pairs``), asking for ``mem_mb`` and ``runtime_min`` on CPU. A vLLM judge
+    on ``gpus`` GPUs (``judge_gpus``) gets ``cpus_per_gpu`` CPUs per GPU and vLLM's host
+    memory (``vllm_mem_mb``) for weights of up to half those GPUs' memory: the judge's
+    size is not configured, and its weights must fit there beside the KV cache."""
+    cpus, mem = 1, float(mem_mb)
+    if gpus:
+        cpus = gpus * cluster.cpus_per_gpu
+        mem = max(mem, vllm_mem_mb(gpus, gpus * cluster.gpu_memory_gb / 2))
+    return {
+        "gpu": gpus,
+        "cpus_per_task": cpus,
+        "mem_mb": _memory(mem, attempt, cluster),
+        "runtime": _runtime(runtime_min, attempt, cluster),
+    }
+
+
 def inference_resources(
-    model: ModelSize, gpus: int, tokens: int, attempt: int, cluster: ClusterSettings
+    model: ModelSize, gpus: int, tokens: int, attempt: int, cluster: ClusterSettings,
+    vllm: bool = False,
 ) -> dict[str, int]:
     """A job running a model forward on ``gpus`` GPUs (0: CPU) producing up to ``tokens``
-    tokens: CPUs per GPU, host memory for the weights, runtime at the configured
-    throughput with 50% margin and 15 minutes of set-up."""
+    tokens: CPUs per GPU, host memory for the weights (with ``vllm``, vLLM's processes
+    too: ``vllm_mem_mb``), runtime at the configured throughput with 50% margin and 15
+    minutes of set-up."""
     if gpus:
         rate = gpus * cluster.generation_tokens_per_s
-        mem = 16_000 + 4_000 * model.params_b
+        weights_gb = 4 * model.params_b  # fp32 at most: a checkpoint trained in fp32
+        mem = vllm_mem_mb(gpus, weights_gb) if vllm else 16_000 + 1_000 * weights_gb
         cpus = gpus * cluster.cpus_per_gpu
     else:
         rate = cluster.cpu_generation_tokens_per_s
@@ -251,15 +297,15 @@ def inference_resources(
         "gpu": gpus,
         "nodes": 1,
         "cpus_per_task": cpus,
-        "mem_mb": _grow(mem, attempt),
+        "mem_mb": _memory(mem, attempt, cluster),
         "runtime": _runtime(15 + 1.5 * tokens / rate / 60, attempt, cluster),
     }
 
 
-def prepare_model_resources(model: ModelSize, attempt: int) -> dict[str, int]:
+def prepare_model_resources(model: ModelSize, attempt: int, cluster: ClusterSettings) -> dict[str, int]:
     """Downloading (or converting) a base model on CPU: room for its fp32 weights."""
     return {
-        "mem_mb": _grow(max(8_000, 6_000 * model.params_b), attempt),
+        "mem_mb": _memory(max(8_000, 6_000 * model.params_b), attempt, cluster),
         "runtime": _grow(120, attempt),
     }
 

@@ -18,7 +18,8 @@ fail. So a job's output-affecting settings are an input file, ``results/settings
   rerun, while an edit reverted before any run reruns nothing. What is current is decided
   by content; the time only asks Snakemake to look;
 - left as it is when it holds the same settings in an earlier form (recorded before the
-  schema's defaults were filled in: ``record_settings(..., earlier_forms)``).
+  schema's defaults were filled in: ``record_settings(..., earlier_forms)``), or holds
+  them with keys that have become throughput keys since (``save_only_model``).
 
 Throughput settings (``THROUGHPUT_KEYS``: batch sizes, concurrency, retries, timeouts,
 prices, caches, GPU counts, weight deletion, gates) never change an output and are left out.
@@ -52,6 +53,8 @@ THROUGHPUT_KEYS = frozenset({
     "prices", "max_enqueued_tokens", "poll_interval_s",
     "delete_checkpoint_weights",
     "max_unreadable_share",  # a gate: a job passes or fails, its output does not change
+    "save_only_model",  # whether checkpoints also hold what a resume reads: same weights
+    "cluster",  # the config section of what jobs ask a cluster for
 })
 
 
@@ -100,6 +103,12 @@ def _write_atomically(path: Path, text: str, mtime: float | None = None) -> None
     os.replace(temporary, path)
 
 
+# The digest each settings file held when this process recorded it (``record_settings``):
+# what this workflow's jobs were planned with, whatever another process (a dry run of an
+# edited config, started while this run goes on) writes into the file afterwards.
+_RECORDED_HERE: dict[str, str] = {}
+
+
 def record_settings(
     path: str | Path, settings: Any, now: float | None = None, earlier_forms: Sequence[Any] = ()
 ) -> str:
@@ -124,7 +133,11 @@ def record_settings(
         try:
             text = path.read_text()
             stored = json.loads(text)
-            if stored.get("digest") in forms:
+            # current: the same settings, or the same once keys that became throughput
+            # keys since it was written are left out (a tree made before stays current)
+            if stored.get("digest") in forms or settings_digest(
+                    output_settings(stored.get("settings"))) in forms:
+                _RECORDED_HERE[str(path)] = str(stored["digest"])
                 return str(path)
             texts.setdefault(str(stored["digest"]), text)
         except (ValueError, AttributeError, TypeError, KeyError):
@@ -141,6 +154,7 @@ def record_settings(
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(_forms_path(path), json.dumps(texts, indent=1, sort_keys=True) + "\n")
     _write_atomically(path, text, mtime)
+    _RECORDED_HERE[str(path)] = digest
     return str(path)
 
 
@@ -151,7 +165,10 @@ def recorded_settings_of(path: str | Path) -> Any:
 
 
 def recorded_digest(path: str | Path) -> str:
-    """The digest a settings file holds."""
+    """The digest a settings file holds: as this process recorded it (``record_settings``)
+    when it did, else as the file holds it now."""
+    if str(path) in _RECORDED_HERE:
+        return _RECORDED_HERE[str(path)]
     return json.loads(Path(path).read_text())["digest"]
 
 

@@ -13,6 +13,7 @@ override; ``base`` is a model's base (step 0 of every SFT run).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 BASE_RUN = "base"
 # The model name of every trace (a checkpoint series trained elsewhere): a trace's results
@@ -109,6 +110,12 @@ def checkpoint_dir(model: str, run: str, step: int | str) -> str:
     return f"{training_dir(model, run)}/checkpoint-{step}"
 
 
+def within_results(path: str) -> str:
+    """A layout path (``results/...``) relative to the results folder, to place it under
+    another one (a copied tree, a test's)."""
+    return Path(path).relative_to(RESULTS).as_posix()
+
+
 def run_dir(model: str, run: str) -> str:
     """A run's evaluation results: values, drift, judge health."""
     return f"{RESULTS}/{model}/{run}"
@@ -162,6 +169,12 @@ def trace_table_name(trace: str) -> str:
     return f"trace_{trace}"
 
 
+def contrast_table_name(model: str, run_a: str, run_b: str) -> str:
+    """A paired contrast of two runs of one model (``analysis.contrasts``), without
+    extension: their drift magnitudes' difference, a minus b."""
+    return f"contrast_{model}_{run_a}_vs_{run_b}"
+
+
 def figure(name: str, extension: str = "pdf") -> str:
     """A figure file: ``figure(po_figure_name(...))``."""
     return f"{FIGURES}/{name}.{extension}"
@@ -213,6 +226,23 @@ def question_values_path(model: str, run: str) -> str:
 def drift_path(model: str, run: str, extension: str = "parquet") -> str:
     """A run's drift magnitude and drift time per topic (``parquet`` or ``csv``)."""
     return f"{run_dir(model, run)}/drift.{extension}"
+
+
+def calibrated_values_path(model: str, run: str) -> str:
+    """A run's values corrected for the judge's error, per step, topic and stance, with
+    joint-bootstrap intervals (``analysis.calibration``)."""
+    return f"{run_dir(model, run)}/calibrated_values.parquet"
+
+
+def calibrated_values_beside(values: str) -> str:
+    """The calibrated values of the run whose ``values_path`` is ``values``."""
+    return str(Path(values).with_name(Path(calibrated_values_path("m", "r")).name))
+
+
+def calibrated_drift_path(model: str, run: str, extension: str = "parquet") -> str:
+    """A run's drift magnitude and drift time corrected for the judge's error, beside the
+    raw ones (``parquet`` or ``csv``)."""
+    return f"{run_dir(model, run)}/calibrated_drift.{extension}"
 
 
 def judge_health_path(model: str, run: str, extension: str = "csv") -> str:

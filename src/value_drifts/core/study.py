@@ -126,11 +126,14 @@ class Study:
     @property
     def local_rules(self) -> tuple[str, ...]:
         """Rules the main Snakemake process runs itself instead of submitting: the light
-        ones (tables, figures, aggregation) and those of every local backend."""
+        ones (tables, figures, aggregation), those of every local backend, and those that
+        download from the hub (``hub_download_rules``, while ``cluster.hub_jobs_local``)."""
         names = list(res.LIGHT_RULES)
         for backend in self.backends.values():
             if backend.local:
                 names += [rule for rule in backend.rules if rule not in names]
+        if self.cluster.hub_jobs_local:
+            names += [rule for rule in hub_download_rules(self.config) if rule not in names]
         return tuple(names)
 
     def model_size(self, model: str, run: str | None = None) -> res.ModelSize:
@@ -176,6 +179,35 @@ def _section(config: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, A
 # datasets' builders that read local files (data_files); any other hub_id is a hub
 # repository whose data_files are paths inside it.
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
+
+
+def is_hub_data(spec: Mapping[str, Any] | None) -> bool:
+    """Whether a data spec loads a hub repository (``datasets.load_dataset`` of its
+    ``hub_id``), not local files through a builder such as ``json``."""
+    return bool(spec) and "hub_id" in spec and spec["hub_id"] not in LOCAL_BUILDERS
+
+
+def _is_hub_model(spec: Mapping[str, Any]) -> bool:
+    template = spec.get("chat_template")
+    return spec["source"] == "hub" or bool(template and not Path(template).exists())
+
+
+def hub_download_rules(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The rules that download from the Hugging Face hub under ``config``: a base model
+    from the hub (or a chat template copied from a hub model), a hub SFT or preference
+    data set, V-PRISM's PRISM prompts from the hub. Their work is the download; they run
+    on the submit host while ``cluster.hub_jobs_local``. (Sentence encoders, lm-eval's
+    tasks and a vLLM judge by hub id are read by jobs that compute: docs/cluster.md says
+    how to pre-fetch them.)"""
+    uses = {
+        "prepare_base_model": any(_is_hub_model(s) for s in config["models"].values()),
+        "prepare_sft_dataset": any(s.get("source") == "hub" and is_hub_data(s)
+                                   for s in config["sft_datasets"].values()),
+        "prepare_preference_set": any(s.get("source") == "hub" and is_hub_data(s)
+                                      for s in (config.get("preference_sets") or {}).values()),
+        "vprism_load_prompts": is_hub_data((config.get("vprism") or {}).get("source")),
+    }
+    return tuple(rule for rule, downloads in uses.items() if downloads)
 
 
 def _patterns(data_files: Any) -> list[str]:

@@ -72,11 +72,20 @@ def copy_local_model(source: Path, output_dir: Path) -> None:
         "optimizer.pt", "scheduler.pt", "rng_state*", "global_step*", "trainer_state.json"))
 
 
+# Files of a hub snapshot no loader here reads: Meta's original consolidated checkpoint
+# (``original/consolidated.*.pth``, as large as the weights again, with its params.json
+# and tokenizer.model) beside the transformers weights of the Llama repositories.
+SNAPSHOT_IGNORE_PATTERNS = ("original/*",)
+
+
 def download_hub_model(hub_id: str, output_dir: Path, revision: str | None = None) -> None:
-    """Snapshot a hub model into ``output_dir`` (needs network access to the hub)."""
+    """Snapshot a hub model into ``output_dir`` (needs network access to the hub: the
+    rule runs on the submit host, ``study.hub_download_rules``), without
+    ``SNAPSHOT_IGNORE_PATTERNS``."""
     from huggingface_hub import snapshot_download
 
-    snapshot_download(repo_id=hub_id, revision=revision, local_dir=output_dir)
+    snapshot_download(repo_id=hub_id, revision=revision, local_dir=output_dir,
+                      ignore_patterns=list(SNAPSHOT_IGNORE_PATTERNS))
 
 
 def template_text(source: str) -> str:

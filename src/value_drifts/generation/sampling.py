@@ -206,6 +206,16 @@ def _generation_config(model_path: str, revision: str | None = None):
         return None
 
 
+def vllm_max_model_len(longest_prompt: int, settings: SamplingSettings) -> int:
+    """The context a generation job's vLLM engine needs: its longest prompt (in tokens)
+    plus ``max_new_tokens``. Passed as vLLM's ``max_model_len`` (a configured
+    ``generation.vllm_engine_args.max_model_len`` wins), so the engine sizes its KV cache
+    and scheduling for what it samples, not for the model's whole context (131,072 tokens
+    for Llama 3.1). Every prompt and answer fit, so no answer changes: it is decided in the
+    job, never recorded with the settings."""
+    return longest_prompt + settings.max_new_tokens
+
+
 def generate_vllm(
     model_path: str,
     questions: pl.DataFrame,
@@ -231,22 +241,27 @@ def generate_vllm(
         raise ValueError(
             f"{model_path} is a PEFT adapter: the vLLM backend loads full models; merge it "
             "(PEFT's merge_and_unload) or use generation.backend: transformers")
+    # the tokenizer vLLM would load (the same source and revision), read first: the prompts'
+    # lengths size the engine (vllm_max_model_len)
+    tokenizer = load_tokenizer(tokenizer_path or model_path,
+                               revision=None if tokenizer_path else revision)
+    rows = list(questions.iter_rows(named=True))
+    prompts = [
+        {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
+        for row in rows
+    ]
+    longest = max((len(prompt["prompt_token_ids"]) for prompt in prompts), default=0)
     optional = {"tokenizer": tokenizer_path, "revision": revision}
     llm = LLM(
         model=model_path,
         tensor_parallel_size=tensor_parallel_size,
         seed=settings.seed,
         **{key: value for key, value in optional.items() if value is not None},
-        **{"dtype": "auto", **(engine_args or {})},
+        **{"dtype": "auto", "max_model_len": vllm_max_model_len(longest, settings),
+           **(engine_args or {})},
     )
-    tokenizer = llm.get_tokenizer()
     # stop where the chat template ends a turn, not only at the tokenizer's eos
     stops = stop_token_ids(tokenizer, _generation_config(model_path, revision))
-    rows = list(questions.iter_rows(named=True))
-    prompts = [
-        {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
-        for row in rows
-    ]
     params = [
         SamplingParams(
             n=settings.samples,

@@ -18,15 +18,22 @@ DEFAULT_LABELLED_SET = schema_default("judge", "agreement", "labelled")
 LABELLED_COLUMNS = ("question_id", "category", "question", "response", "sample", "stance", "kind")
 
 
-def labelled_set_path(judge: Mapping[str, Any]) -> str:
-    """judge.agreement.labelled, or the shipped set (DEFAULT_LABELLED_SET)."""
+def labelled_set_path(judge: Mapping[str, Any]) -> str | list[str]:
+    """judge.agreement.labelled (a file or a list of files), or the shipped set
+    (DEFAULT_LABELLED_SET)."""
     return (judge.get("agreement") or {}).get("labelled", DEFAULT_LABELLED_SET)
 
 
 def load_labelled_set(
-    path: str | Path, topics: Mapping[str, str] | None = None
+    path: str | Path | Sequence[str | Path], topics: Mapping[str, str] | None = None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """A hand-labelled stance set as rows of LABELLED_COLUMNS, and what was read.
+
+    ``path`` is one file (below) or several, read one after another and concatenated:
+    each id becomes ``<file name>:<id>`` so ids stay unique across files, and what was
+    read sums the files' ``items`` and ``skipped`` counts, with ``first_seen`` places
+    prefixed by the file's name and each file's own record under ``files``. A file of
+    the list with no usable row raises UsageError as a single file does.
 
     A ``.yaml`` file has the shipped layout (category -> question + stance -> kind ->
     response, or a list of those, one per question). Any other file is a table read by
@@ -36,6 +43,8 @@ def load_labelled_set(
     unknown category or topic are left out, counted by reason with where each reason was
     first seen (``skipped``, ``first_seen``). Raises UsageError when no row is usable.
     """
+    if not isinstance(path, (str, Path)):
+        return _several_labelled_sets([str(p) for p in path], topics)
     if Path(path).suffix.lower() in (".yaml", ".yml"):
         frame = _yaml_layout(path)
         return frame, {"path": str(path), "items": frame.height, "skipped": {}, "first_seen": {}}
@@ -60,6 +69,34 @@ def load_labelled_set(
                                        for c in LABELLED_COLUMNS})
     return frame, {"path": str(path), "items": frame.height, "skipped": dict(skipped),
                    "first_seen": first_seen}
+
+
+def _several_labelled_sets(
+    paths: Sequence[str], topics: Mapping[str, str] | None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """load_labelled_set over several files, concatenated (its docstring)."""
+    if len(paths) == 1:
+        return load_labelled_set(paths[0], topics)
+    if not paths:
+        from value_drifts.data.user_files import UsageError
+
+        raise UsageError("no labelled set given (an empty list of files)")
+    frames, records = [], []
+    for path in paths:
+        frame, read = load_labelled_set(path, topics)
+        name = Path(path).name
+        frames.append(frame.with_columns((pl.lit(f"{name}:") + pl.col("question_id"))
+                                         .alias("question_id")))
+        records.append(read)
+    skipped: Counter[str] = Counter()
+    first_seen: dict[str, str] = {}
+    for path, read in zip(paths, records, strict=True):
+        skipped.update(read["skipped"])
+        for reason, place in read["first_seen"].items():
+            first_seen.setdefault(reason, f"{Path(path).name}, {place}")
+    frame = pl.concat(frames, how="vertical_relaxed")
+    return frame, {"path": ", ".join(paths), "items": frame.height, "skipped": dict(skipped),
+                   "first_seen": first_seen, "files": records}
 
 
 def _labelled_row(row: Mapping[str, Any], known: Mapping[str, str],

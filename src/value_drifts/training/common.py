@@ -22,7 +22,10 @@ class TrainerSettings:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     seed: int = 0
-    save_only_model: bool = True
+    # False: checkpoints hold optimizer, scheduler and RNG state, so a cut run resumes;
+    # only the newest complete checkpoint keeps it while the run goes on, none once it ends
+    # (core.checkpoints.resume_state_callback). True: weights only, a restart starts over.
+    save_only_model: bool = False
     threads: int = 1
     # TRL turns it on by default; it saves memory on big models but slows small ones ~1.5x.
     gradient_checkpointing: bool = False
@@ -67,11 +70,21 @@ def gradient_accumulation(global_batch: int, per_device: int, world_size: int) -
     return global_batch // per_step
 
 
+def threads_per_process(job_threads: int, local_processes: int) -> int:
+    """A training process's share of its job's CPU threads: under ``accelerate launch``
+    each of the node's ``local_processes`` (one per GPU) gets ``job_threads`` divided
+    among them, at least 1, so the ranks together use the CPUs the job asked for."""
+    return max(1, job_threads // max(local_processes, 1))
+
+
 def training_arguments(settings: TrainerSettings) -> dict[str, Any]:
-    """Keyword arguments common to SFTConfig, DPOConfig, CPOConfig, RewardConfig, PPOConfig."""
+    """Keyword arguments common to SFTConfig, DPOConfig, CPOConfig, RewardConfig, PPOConfig.
+    Sets this process's torch threads (``threads_per_process``; accelerate and torchrun
+    give each rank ``LOCAL_WORLD_SIZE``)."""
     import torch
 
-    torch.set_num_threads(settings.threads)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(threads_per_process(settings.threads, local_processes))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     on_gpu = torch.cuda.is_available()
     return dict(

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,19 @@ def gpu_problem(gpus: int) -> str | None:
             "(docs/cluster.md); it never falls back to the CPU.")
 
 
+# Slurm reads these as srun's input variables (--account, --partition). docs/cluster.md has a
+# site export them for the profile (sbatch ignores them); an srun started inside the job's
+# allocation with them (a launcher, a user's hook) would ask for that account and partition
+# again, or an empty one. The launched training processes never see them.
+SITE_SRUN_VARIABLES = ("SLURM_ACCOUNT", "SLURM_PARTITION")
+
+
+def launch_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``accelerate launch`` starts the training processes in: this job's,
+    less ``SITE_SRUN_VARIABLES``."""
+    return {key: value for key, value in environ.items() if key not in SITE_SRUN_VARIABLES}
+
+
 def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
     """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
     launched processes write to this process's stdout (the job's log under ``logged``).
@@ -153,7 +167,8 @@ def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> 
     print("launching:", " ".join(command), flush=True)
     output = _file_or_none(sys.stdout)
     subprocess.run(
-        command, check=True, stdout=output, stderr=subprocess.STDOUT if output else None
+        command, check=True, stdout=output, stderr=subprocess.STDOUT if output else None,
+        env=launch_environment(os.environ),
     )
 
 

@@ -17,6 +17,7 @@ from value_drifts.core.checkpoints import (
     completion_marker_callback,
     newest_complete_step,
     resumable_checkpoint,
+    resume_state_callback,
 )
 from value_drifts.training.common import TrainerSettings, model_dtype, trl_config
 
@@ -32,7 +33,11 @@ def _policy(model_path: str, settings: TrainerSettings):
 
 
 def _train(trainer, settings: TrainerSettings, callbacks=()):
+    """Train from the newest complete checkpoint with optimizer state (a restart resumes
+    optimizer, scheduler and RNG state), keeping that state in the newest checkpoint only
+    and in none once training ends (``checkpoints.resume_state_callback``)."""
     trainer.add_callback(completion_marker_callback())
+    trainer.add_callback(resume_state_callback())
     for callback in callbacks:
         trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resumable_checkpoint(Path(settings.output_dir)))

@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from value_drifts.core.chat_template import end_of_turn_token, stop_token_ids
-from value_drifts.core.checkpoints import completion_marker_callback, resumable_checkpoint
+from value_drifts.core.checkpoints import (
+    completion_marker_callback,
+    resumable_checkpoint,
+    resume_state_callback,
+)
 from value_drifts.training.common import TrainerSettings, model_dtype, trl_config
 
 
@@ -15,7 +19,8 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     """Fine-tune ``run.model_path`` on conversational ``rows`` (TRL's ``messages`` or
     ``prompt``/``completion`` format), saving a checkpoint every ``save_steps`` and at
     the end, each with a completion marker; resumes from the newest complete checkpoint
-    with optimizer state in ``output_dir``."""
+    with optimizer state in ``output_dir``, the only one that keeps it while the run goes
+    on (none once it ends: ``checkpoints.resume_state_callback``)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -45,7 +50,7 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[completion_marker_callback()],
+        callbacks=[completion_marker_callback(), resume_state_callback()],
     )
     trainer.train(resume_from_checkpoint=resumable_checkpoint(Path(run.output_dir)))
     return trainer

@@ -256,3 +256,33 @@ def test_rebuilt_questions_lose_the_answers_of_deleted_checkpoints(tmp_path):
         f"its inputs will change first: {change}")
     assert lost_answers_reason(_checkpoint(tmp_path / "c", deleted=False), output, [], "d1",
                                upstream=change) is None
+
+
+def test_a_run_keeps_the_digest_it_recorded_when_a_dry_run_rewrites_the_file(tmp_path):
+    """A dry run of an edited config, started while a run goes on, rewrites a settings
+    file; the run's jobs still record what the run was planned with (answers_digest reads
+    the digest this process recorded), while a process that recorded nothing reads the
+    file."""
+    import subprocess
+    import sys
+
+    from value_drifts.core.job_settings import answers_digest, record_settings, recorded_digest
+
+    path = tmp_path / "generation" / "m.json"
+    record_settings(path, {"temperature": 0.7})
+    mine = recorded_digest(path)
+    questions = tmp_path / "questions.parquet"
+    questions.write_bytes(b"q")
+    before = answers_digest(path, questions)
+    code = ("import sys; from value_drifts.core.job_settings import record_settings, "
+            "recorded_digest; record_settings(sys.argv[1], {'temperature': 1.5}); "
+            "print(recorded_digest(sys.argv[1]))")
+    other = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert other != mine
+    assert recorded_digest(path) == mine and answers_digest(path, questions) == before
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import sys; from value_drifts.core.job_settings import "
+         "recorded_digest; print(recorded_digest(sys.argv[1]))", str(path)],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert fresh == other

@@ -116,7 +116,9 @@ def test_vllm_sends_one_request_per_question_with_the_sampling_settings(fake_vll
                   engine_args={"gpu_memory_utilization": 0.8})
     (llm,) = FakeLLM.instances
     assert (llm.model, llm.tensor_parallel_size, llm.seed) == (tiny_model, 4, 5)
-    assert llm.engine_args == {"gpu_memory_utilization": 0.8}
+    longest = max(len(prompt_token_ids(q, SETTINGS, llm.tokenizer)) for q in QUESTIONS["question"])
+    # the engine's context: the longest prompt plus max_new_tokens (vllm_max_model_len)
+    assert llm.engine_args == {"gpu_memory_utilization": 0.8, "max_model_len": longest + 4}
     ((prompts, params),) = llm.calls
     assert len(prompts) == QUESTIONS.height
     assert [(p.n, p.temperature, p.max_tokens, p.top_p) for p in params] == [(3, 0.7, 4, 1.0)] * 3
@@ -166,3 +168,19 @@ def test_a_missing_sample_is_an_error(fake_vllm, tiny_model, monkeypatch):
     monkeypatch.setattr(FakeLLM, "generate", short)
     with pytest.raises(RuntimeError, match="2 samples for question q2, expected 3"):
         generate_vllm(tiny_model, QUESTIONS, SETTINGS)
+
+
+@pytest.mark.gpu_path
+def test_the_engine_context_fits_the_longest_prompt_and_its_answer(fake_vllm, tiny_model):
+    """vLLM's max_model_len is the longest prompt plus max_new_tokens, not the model's whole
+    context (Llama 3.1: 131,072, a KV cache sized for nothing); a configured one wins."""
+    long = QUESTIONS.with_columns(
+        pl.when(pl.col("question_id") == "q2").then(pl.lit("Why? " * 40))
+        .otherwise(pl.col("question")).alias("question"))
+    generate_vllm(tiny_model, long, SETTINGS)
+    llm = FakeLLM.instances[-1]
+    lengths = [len(p["prompt_token_ids"]) for p in llm.calls[0][0]]
+    assert lengths[1] == max(lengths) > 40
+    assert llm.engine_args["max_model_len"] == lengths[1] + SETTINGS.max_new_tokens
+    generate_vllm(tiny_model, long, SETTINGS, engine_args={"max_model_len": 4096})
+    assert FakeLLM.instances[-1].engine_args["max_model_len"] == 4096

@@ -9,8 +9,8 @@ must save loadable models.
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -117,10 +117,9 @@ def test_zero_training_on_two_processes_matches_one_process(data, tmp_path, task
 
     zero = tmp_path / "zero"
     assert saved_steps(zero) == [2, 4]
-    # DeepSpeed's optimizer shards, one per process, so the checkpoint can resume.
-    shards = sorted(p.name for p in (zero / "checkpoint-2" / "global_step2").glob("*optim*"))
-    assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(PROCESSES)]
-    assert resumable_checkpoint(zero) == str(zero / "checkpoint-4")
+    # The run ended: DeepSpeed's shards (resume state) went from every checkpoint, the
+    # gathered weights stayed (core.checkpoints.resume_state_callback).
+    assert not list(zero.glob("checkpoint-*/global_step*")) and resumable_checkpoint(zero) is None
 
     base = _weights(Path(data["model"]))
     trained_single = _weights(tmp_path / "single" / "checkpoint-4")
@@ -130,14 +129,45 @@ def test_zero_training_on_two_processes_matches_one_process(data, tmp_path, task
     assert _max_difference(trained_zero, trained_single) < 1e-6
 
 
+# Put on the launched processes' PYTHONPATH: each stops right after the first checkpoint's
+# save callbacks (completion marker included), as a preempted job would.
+PREEMPT_AFTER_FIRST_SAVE = """
+import transformers.trainer_callback as callbacks
+
+_on_save = callbacks.CallbackHandler.on_save
+
+
+def on_save(self, args, state, control):
+    control = _on_save(self, args, state, control)
+    raise SystemExit(f"preempted after step {state.global_step}")
+
+
+callbacks.CallbackHandler.on_save = on_save
+"""
+
+
 def test_preempted_zero_run_resumes_from_its_shards(data, tmp_path, monkeypatch, capfd):
     job = _job(data, "sft", tmp_path / "run")
     config = cpu_accelerate_config(2, tmp_path)
-    _launch(job, config, capfd)
-    uninterrupted = _weights(tmp_path / "run" / "checkpoint-4")
+    whole = replace(job, settings=replace(job.settings, output_dir=str(tmp_path / "whole")))
+    _launch(whole, config, capfd)
+    uninterrupted = _weights(tmp_path / "whole" / "checkpoint-4")
 
-    # A job preempted after its step-2 checkpoint: the requeued job runs the same command.
-    shutil.rmtree(tmp_path / "run" / "checkpoint-4")
+    # A job preempted right after its step-2 checkpoint (every process stops there).
+    hook = tmp_path / "preempt"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PREEMPT_AFTER_FIRST_SAVE)
+    with monkeypatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+        with pytest.raises(AssertionError, match="launch exited"):
+            _launch(job, config, capfd)
+    run = tmp_path / "run"
+    assert saved_steps(run) == [2]
+    # DeepSpeed's optimizer shards, one per process, so the checkpoint can resume.
+    shards = sorted(p.name for p in (run / "checkpoint-2" / "global_step2").glob("*optim*"))
+    assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(PROCESSES)]
+    assert resumable_checkpoint(run) == str(run / "checkpoint-2")
+    # The requeued job runs the same command.
     capfd.readouterr()
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the trainer says where it resumes
     _launch(job, config, capfd)
@@ -147,6 +177,7 @@ def test_preempted_zero_run_resumes_from_its_shards(data, tmp_path, monkeypatch,
     assert "Gradient Accumulation steps = 2" in output  # 8 = 2 per process × 2 processes × 2
     assert saved_steps(tmp_path / "run") == [2, 4]
     assert _max_difference(_weights(tmp_path / "run" / "checkpoint-4"), uninterrupted) == 0.0
+    assert not list(run.glob("checkpoint-*/global_step*"))  # the run ended: shards gone
 
 
 def test_reward_model_then_ppo_under_zero3_save_loadable_models(data, tmp_path, capfd):

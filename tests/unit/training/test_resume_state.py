@@ -1,0 +1,218 @@
+"""DPO, SimPO, the reward model and SFT resume a cut run with its optimizer, scheduler and
+RNG state (the default ``save_only_model: false``), while only the newest complete
+checkpoint keeps that state, and none once the run ends (real TRL trainers, in-process,
+on a tiny random model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.tiny_model import build_tiny_model, support_pairs
+from value_drifts.core.checkpoints import (
+    COMPLETE_MARKER,
+    RESUME_STATE_PREFIXES,
+    TRAINING_STATE_PREFIXES,
+    incomplete_reason,
+    optimizer_state_problem,
+    prune_resume_state,
+    resumable_checkpoint,
+    resume_state_files,
+    saved_steps,
+    strip_training_state,
+    write_completion_marker,
+)
+from value_drifts.training.common import TrainerSettings
+
+N_PAIRS, BATCH, SAVE = 16, 4, 2  # 4 steps, checkpoints at 2 and 4
+
+
+# ---- stripping and pruning, on checkpoint folders as the HF Trainer and DeepSpeed write them
+
+
+def _checkpoint(path: Path, deepspeed: bool = False, weights: bool = True) -> Path:
+    names = ["config.json", "tokenizer.json", "trainer_state.json", "training_args.bin",
+             "scheduler.pt", "rng_state.pth"]
+    names += ["model.safetensors"] if weights else []
+    names += ["latest", "zero_to_fp32.py", "global_step2/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+              "global_step2/mp_rank_00_model_states.pt"] if deepspeed else ["optimizer.pt"]
+    for name in names:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("{}" if name.endswith(".json") else "global_step2"
+                                 if name == "latest" else "x")
+    return path
+
+
+def test_resume_state_is_what_only_a_resume_reads():
+    assert set(RESUME_STATE_PREFIXES) < set(TRAINING_STATE_PREFIXES)
+
+
+@pytest.mark.parametrize("deepspeed", [False, True])
+def test_stripping_keeps_the_model_and_a_complete_marker(tmp_path, deepspeed):
+    path = _checkpoint(tmp_path / "checkpoint-2", deepspeed)
+    write_completion_marker(path)
+    assert incomplete_reason(path) is None
+    removed = strip_training_state(path)
+    assert removed[0] == ("latest" if deepspeed else "optimizer.pt")  # what a resume looks for first
+    assert {"scheduler.pt", "rng_state.pth"} <= set(removed)
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [COMPLETE_MARKER, "config.json", "model.safetensors", "tokenizer.json",
+         "trainer_state.json", "training_args.bin"])
+    assert incomplete_reason(path) is None  # the marker was rewritten without them
+    assert optimizer_state_problem(path) is not None
+    assert strip_training_state(path) == []  # idempotent
+
+
+def test_zero3_shards_without_gathered_weights_are_the_model_and_stay(tmp_path):
+    path = _checkpoint(tmp_path / "checkpoint-2", deepspeed=True, weights=False)
+    strip_training_state(path)
+    assert (path / "global_step2").is_dir() and not (path / "latest").exists()
+
+
+def test_older_checkpoints_lose_their_state_once_a_newer_one_is_resumable(tmp_path):
+    for step in (2, 4):
+        write_completion_marker(_checkpoint(tmp_path / f"checkpoint-{step}"))
+    (tmp_path / "checkpoint-6").mkdir()  # a save cut short: never the newest to keep
+    (tmp_path / "checkpoint-6" / "config.json").write_text("{}")
+    assert prune_resume_state(tmp_path, 6) == {}
+    assert resume_state_files(tmp_path / "checkpoint-2")
+    (tmp_path / "checkpoint-4" / "optimizer.pt").write_text("not a torch archive")
+    assert prune_resume_state(tmp_path, 4) == {}  # the newest cannot resume: keep the older
+    import torch
+
+    torch.save({}, tmp_path / "checkpoint-4" / "optimizer.pt")
+    write_completion_marker(tmp_path / "checkpoint-4")
+    assert list(prune_resume_state(tmp_path, 4)) == [2]
+    assert resume_state_files(tmp_path / "checkpoint-2") == []
+    assert resumable_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+
+# ---- real trainers: cut after the first checkpoint, resumed, stripped at the end --------
+
+
+class Cut(Exception):
+    """A preemption after the first checkpoint."""
+
+
+def _callbacks(record: dict, cut: bool):
+    from transformers import TrainerCallback
+
+    class Observe(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
+            steps = [int(s["step"]) for s in optimizer.state.values() if "step" in s]
+            record["begin"] = (state.global_step, lr_scheduler.last_epoch, max(steps, default=0),
+                               lr_scheduler.get_last_lr()[0])
+
+        def on_save(self, args, state, control, **kwargs):
+            out = Path(args.output_dir)
+            record.setdefault("saved", []).append(
+                {step: bool(resume_state_files(out / f"checkpoint-{step}"))
+                 for step in saved_steps(out)})
+            if cut:
+                raise Cut(f"cut after step {state.global_step}")
+
+    return [Observe()]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _run(task: str, model: Path, out: Path, callbacks):
+    from value_drifts.training import preference_trainers
+    from value_drifts.training.sft import train_sft
+
+    # save_only_model left to its default: checkpoints are resumable
+    settings = TrainerSettings(
+        model_path=str(model), output_dir=str(out), learning_rate=1e-3, global_batch_size=BATCH,
+        per_device_batch_size=BATCH, epochs=1, save_steps=SAVE, max_length=64,
+        warmup_ratio=0.0)  # fmt: skip
+    pairs = support_pairs(N_PAIRS)
+    if task == "sft":
+        rows = [{"messages": [{"role": "user", "content": p["prompt"][0]["content"]},
+                              p["chosen"][0]]} for p in pairs]  # fmt: skip
+        return _sft_with_callbacks(settings, rows, callbacks, train_sft)
+    if task == "reward":
+        return preference_trainers.train_reward_model(settings, pairs, callbacks=callbacks)
+    train = getattr(preference_trainers, f"train_{task}")
+    return train(settings, {"beta": 0.1, "gamma": 0.5}, pairs, callbacks=callbacks)
+
+
+def _sft_with_callbacks(settings, rows, callbacks, train_sft):
+    """train_sft takes no callbacks: add them to every SFTTrainer it builds."""
+    import trl
+
+    class Observed(trl.SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *callbacks]
+            super().__init__(*args, **kwargs)
+
+    original, trl.SFTTrainer = trl.SFTTrainer, Observed
+    try:
+        return train_sft(settings, rows)
+    finally:
+        trl.SFTTrainer = original
+
+
+@pytest.mark.gpu_path
+@pytest.mark.parametrize("task", ["dpo", "simpo", "reward", "sft"])
+def test_a_cut_run_resumes_its_optimizer_and_ends_without_resume_state(tmp_path, tiny_model, task):
+    out = tmp_path / "run"
+    first: dict = {}
+    with pytest.raises(Cut):
+        _run(task, tiny_model, out, _callbacks(first, cut=True))
+    assert first["begin"][:3] == (0, 0, 0)  # a fresh start
+    assert first["saved"] == [{2: True}]  # cut with checkpoint-2 resumable
+    assert resumable_checkpoint(out) == str(out / "checkpoint-2")
+
+    second: dict = {}
+    _run(task, tiny_model, out, _callbacks(second, cut=False))
+    step, scheduler_step, adam_step, lr = second["begin"]
+    # resumed at step 2 with the optimizer's and the scheduler's state, not restarted
+    assert (step, scheduler_step, adam_step) == (2, 2, 2)
+    assert lr < 1e-3  # the cosine schedule goes on from step 2
+    # once checkpoint-4 was complete, checkpoint-2 had lost its resume state
+    assert second["saved"] == [{2: False, 4: True}]
+    # the run ended: no checkpoint keeps any, and each is a complete model
+    assert saved_steps(out) == [2, 4]
+    for checkpoint in (out / "checkpoint-2", out / "checkpoint-4"):
+        assert resume_state_files(checkpoint) == []
+        assert not list(checkpoint.glob("optimizer*")) and not list(checkpoint.glob("global_step*"))
+        assert incomplete_reason(checkpoint) is None
+        assert (checkpoint / "config.json").is_file() and (checkpoint / "tokenizer_config.json").is_file()
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert resumable_checkpoint(out) is None
+
+
+# ---- recorded settings: save_only_model is a throughput key -----------------------------
+
+
+def test_save_only_model_reruns_nothing_and_an_earlier_record_stays_current(tmp_path):
+    """It changes what a checkpoint holds besides its weights, never the weights: editing
+    it reruns no training, and a settings file recorded while it was an output setting
+    (the small default's SFT records ``save_only_model: true``) stays current, its digest
+    and time unchanged."""
+    from value_drifts.core.job_settings import (
+        THROUGHPUT_KEYS,
+        output_settings,
+        record_settings,
+        recorded_digest,
+    )
+
+    assert "save_only_model" in THROUGHPUT_KEYS
+    trainer = {"learning_rate": 1e-4, "epochs": 1, "save_only_model": True}
+    path = tmp_path / "training" / "m" / "sft-taskish.json"
+    record_settings(path, {"trainer": trainer, "seed": 0})  # as recorded before
+    before, digest = path.read_bytes(), recorded_digest(path)
+    for value in (True, False):
+        current = output_settings({"trainer": {**trainer, "save_only_model": value}, "seed": 0})
+        assert "save_only_model" not in current["trainer"]
+        record_settings(path, current, now=1000.0)
+        assert path.read_bytes() == before and path.stat().st_mtime == 0
+        assert recorded_digest(path) == digest
+    record_settings(path, output_settings({"trainer": {**trainer, "epochs": 2}, "seed": 0}),
+                    now=2000.0)
+    assert path.stat().st_mtime == 2000.0  # an output setting still reruns it
