@@ -89,6 +89,7 @@ rule sft_drift_table:
     """Drift magnitude and time by topic, SFT dataset and stance (paper Tables 9-12)."""
     input:
         drifts=sft_drifts,
+        calibrated=calibrated_drifts_of(sft_drifts),
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
@@ -112,6 +113,7 @@ rule po_drift_table:
     """Drift by topic, algorithm, preference set and stance (paper Tables 1, 13-16)."""
     input:
         drifts=po_table_drifts,
+        calibrated=calibrated_drifts_of(po_table_drifts),
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(

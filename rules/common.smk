@@ -46,6 +46,7 @@ from value_drifts.core.layout import (  # noqa: E402
     checkpoint_dir,
     downstream_path,
     drift_path,
+    calibrated_drift_beside,
     calibrated_drift_path,
     calibrated_values_beside,
     calibrated_values_path,

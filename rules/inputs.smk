@@ -214,6 +214,11 @@ def calibrated_values_of(values_of):
     return lambda wc: [calibrated_values_beside(path) for path in values_of(wc)]
 
 
+def calibrated_drifts_of(drifts_of):
+    """An input function: the calibrated drift beside each drift file ``drifts_of`` lists."""
+    return lambda wc: [calibrated_drift_beside(path) for path in drifts_of(wc)]
+
+
 def sft_values(wildcards):
     return [
         values_path(wildcards.model, phase.run)

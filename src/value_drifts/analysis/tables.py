@@ -48,6 +48,42 @@ def _cell(row: Mapping) -> str:
             f"{_with_interval(row, 'drift_time', '.2f')}")
 
 
+def with_calibrated_drift(table: pl.DataFrame, calibrated: Mapping[str, pl.DataFrame]
+                          ) -> pl.DataFrame:
+    """A stacked drift table (``stack_drifts``) with each run's calibrated drift
+    (``analysis.calibration``, ``{run: calibrated_drift}``) joined on run, category and
+    stance: calibrated_magnitude with its interval, calibrated_drift_time, the judge's
+    condition_number, judge_weak and judge_weak_reasons."""
+    keep = ["calibrated_magnitude", "calibrated_magnitude_low", "calibrated_magnitude_high",
+            "calibrated_drift_time", "condition_number", "judge_weak", "judge_weak_reasons"]
+    stacked = pl.concat([
+        frame.select("category", "stance", *[c for c in keep if c in frame.columns])
+        .with_columns(pl.lit(run).alias("run"))
+        for run, frame in calibrated.items()
+    ], how="diagonal_relaxed")
+    return table.join(stacked, on=["run", "category", "stance"], how="left")
+
+
+def _grid_rows(table: pl.DataFrame, columns, cell) -> list[str]:
+    """One markdown row per category: ``cell(row)`` for each (run, stance) column."""
+    lines = []
+    for category in sorted(table["category"].unique().to_list()):
+        rows = table.filter(pl.col("category") == category)
+        cells = []
+        for run, stance in columns:
+            match = rows.filter((pl.col("run") == run) & (pl.col("stance") == stance))
+            cells.append(cell(match.row(0, named=True)) if match.height else "")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _calibrated_cell(row: Mapping) -> str:
+    if row.get("calibrated_magnitude") is None:
+        return "–"
+    return (f"{_with_interval(row, 'calibrated_magnitude', '+.2f')} / "
+            f"{_number(row.get('calibrated_drift_time'), '.2f')}")
+
+
 def drift_markdown(table: pl.DataFrame, title: str) -> str:
     """Rows: categories; columns: run × stance; cells: 'magnitude / drift time', a
     magnitude with a ``*`` where its Benjamini–Yekutieli q-value (``magnitude_q``, over its
@@ -75,14 +111,21 @@ def drift_markdown(table: pl.DataFrame, title: str) -> str:
         "| category | " + " | ".join(f"{run} {stance}" for run, stance in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for category in sorted(table["category"].unique().to_list()):
-        rows = table.filter(pl.col("category") == category)
-        cells = []
-        for run, stance in columns:
-            match = rows.filter((pl.col("run") == run) & (pl.col("stance") == stance))
-            cells.append(_cell(match.row(0, named=True)) if match.height else "")
-        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    lines += _grid_rows(table, columns, _cell)
+    if "calibrated_magnitude" in table.columns:
+        lines += [
+            "", "Corrected for the judge's error (its soft confusion matrix on the labelled "
+            "set; CI from a joint bootstrap over questions and labelled items; "
+            "docs/calibration.md): calibrated M [CI] / calibrated η.", "",
+            "| category | " + " | ".join(f"{run} {stance}" for run, stance in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ] + _grid_rows(table, columns, _calibrated_cell)
     notes = []
+    if "judge_weak" in table.columns:
+        weak = table.filter(pl.col("judge_weak").fill_null(False))
+        notes += [f"- {run}: the judge is too weak for the correction to mean much ({why})"
+                  for run, why in weak.select("run", "judge_weak_reasons")
+                  .unique(maintain_order=True).rows()]
     if "checkpoint_integrity" in table.columns:
         notes += [f"- {run}: {note}" for run, note in table.filter(
             pl.col("checkpoint_integrity") != "").select("run", "checkpoint_integrity")

@@ -245,6 +245,11 @@ def calibrated_drift_path(model: str, run: str, extension: str = "parquet") -> s
     return f"{run_dir(model, run)}/calibrated_drift.{extension}"
 
 
+def calibrated_drift_beside(drift: str) -> str:
+    """The calibrated drift (parquet) of the run whose ``drift_path`` is ``drift``."""
+    return str(Path(drift).with_name(Path(calibrated_drift_path("m", "r")).name))
+
+
 def judge_health_path(model: str, run: str, extension: str = "csv") -> str:
     """A run's unreadable judgments per checkpoint (``csv`` or ``md``)."""
     return f"{run_dir(model, run)}/judge_health.{extension}"
