@@ -25,6 +25,11 @@ from value_drifts.core.job_settings import (  # noqa: E402
 )
 from value_drifts.judge.backends import batch_state_dir  # noqa: E402
 from value_drifts.judge.run import judge_output_settings  # noqa: E402
+from value_drifts.judge.reference import (  # noqa: E402
+    answers_per_checkpoint,
+    reference_output_settings,
+)
+from value_drifts.core.config import reference_judge  # noqa: E402
 from value_drifts.core.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
@@ -56,6 +61,11 @@ from value_drifts.core.layout import (  # noqa: E402
     judge_counts_path,
     judge_health_path,
     judgments_path,
+    reference_agreement_figure_name,
+    reference_agreement_path,
+    reference_drift_path,
+    reference_judge_counts_path,
+    reference_judgments_path,
     po_figure_name,
     po_run_from,
     po_table_name,
@@ -91,6 +101,8 @@ from value_drifts.core.study import (  # noqa: E402
 )
 from value_drifts.core.traces import octal_key_problems, skipped_warnings  # noqa: E402
 from value_drifts.data.counted_sizes import counted_sizes  # noqa: E402
+from value_drifts.core.config import without_added_defaults  # noqa: E402
+from value_drifts.training.common import TRAINER_DEFAULT_KEYS  # noqa: E402
 from value_drifts.core.site_settings import check_site_variables  # noqa: E402
 from value_drifts.core.checkpoints import (  # noqa: E402
     lost_answers_reason,
@@ -182,9 +194,21 @@ wildcard_constraints:
 # ---- paths: value_drifts.core.layout spells every run id and path ---------------------------
 
 
-def judge_model_dir():
-    judge = config["judge"]
-    return ADAPTED_JUDGE_DIR if judge["model"] == "adapted" else judge["model"]
+def judge_model_dir(judge=None):
+    """The model a judge job loads (the main judge's, or ``judge``'s, a judge section such
+    as the reference judge's): the adapted judge for ``adapted``, a base model's converted
+    directory for a name under ``models:`` (a local backend), else the configured path or
+    name."""
+    judge = judge or config["judge"]
+    if judge["model"] == "adapted":
+        return ADAPTED_JUDGE_DIR
+    if judge["model"] in config["models"] and judge["backend"] in ("transformers", "vllm"):
+        return base_model_dir(judge["model"])
+    return judge["model"]
+
+
+# The reference judge (judge.reference) as a judge section of its own, or None.
+REFERENCE_JUDGE = reference_judge(config["judge"])
 
 
 # Output patterns of the figures and tables whose names hold a run id.

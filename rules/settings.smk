@@ -7,15 +7,26 @@
 # throughput setting (batch size, concurrency, prices...) reruns nothing.
 
 
+# The config as filled before the trainer sections' optional keys got schema defaults.
+CONFIG_BEFORE_TRAINER_DEFAULTS = without_added_defaults(
+    config, RAW_CONFIG, frozenset(TRAINER_DEFAULT_KEYS)
+)
+
+
 def recorded_settings(name, settings_from):
     """The settings file ``name`` recording the output-affecting part of
     ``settings_from(config)``. ``settings_from(RAW_CONFIG)`` is the same settings in the
-    form recorded before the schema's defaults were filled in: a results tree made then
-    stays current (job_settings.record_settings, ``earlier_forms``)."""
+    form recorded before the schema's defaults were filled in, and
+    ``settings_from(CONFIG_BEFORE_TRAINER_DEFAULTS)`` before the trainer defaults were:
+    a results tree made then stays current (job_settings.record_settings,
+    ``earlier_forms``)."""
     return record_settings(
         settings_path(name),
         output_settings(settings_from(config)),
-        earlier_forms=[output_settings(settings_from(RAW_CONFIG))],
+        earlier_forms=[
+            output_settings(settings_from(RAW_CONFIG)),
+            output_settings(settings_from(CONFIG_BEFORE_TRAINER_DEFAULTS)),
+        ],
     )
 
 
@@ -25,6 +36,16 @@ JUDGE_SETTINGS = recorded_settings("judge", lambda c: judge_output_settings(c["j
 # filled in and new ones share one judge id, and a later rewrite of the file by another
 # process cannot reach a job of this one.
 JUDGE_FINGERPRINT_SETTINGS = recorded_settings_of(JUDGE_SETTINGS)
+# The reference judge's own settings file (judge.reference): editing it reruns only the
+# reference judge's jobs and what reads them; judge.json never holds the reference
+# (judge.run.JUDGE_OUTPUT_KEYS is a whitelist without it).
+JUDGE_REFERENCE_SETTINGS = (
+    recorded_settings(
+        "judge_reference", lambda c: reference_output_settings(c["judge"], c["seed"])
+    )
+    if REFERENCE_JUDGE
+    else None
+)
 # analysis.contrasts is left out: a contrast's table is named by its pair
 # (rule contrast_table), so adding one reruns no values, drift or figures, and a results
 # tree made before the key existed stays current.

@@ -172,11 +172,64 @@ def test_settings_recorded_before_the_defaults_stay_current(tmp_path):
     snakemake("-n", "--nolock", "--quiet", cwd=work)
     assert _settings_files(work) == before
 
+    assert "            output_settings(settings_from(RAW_CONFIG)),\n" in current
     settings.write_text(current.replace(
-        "earlier_forms=[output_settings(settings_from(RAW_CONFIG))],", "earlier_forms=[],"))
+        "            output_settings(settings_from(RAW_CONFIG)),\n", ""))
     snakemake("-n", "--nolock", "--quiet", cwd=work)
     after = _settings_files(work)
     changed = sorted(name for name in before if after.get(name) != before[name])
     # the small default leaves out keys the schema now fills: these files would be rewritten
     assert "results/settings/configuration.json" in changed
     assert "results/settings/judge.json" in changed
+
+
+def test_settings_recorded_before_the_trainer_defaults_moved_into_the_schema_stay_current(
+        tmp_path):
+    """The trainer sections' optional keys (warmup_ratio, lr_scheduler, weight_decay,
+    gradient_checkpointing, save_only_model, precision) take their defaults from the
+    schema now. A tree whose settings were recorded before keeps every settings file as it
+    is, the training ones included; without the earlier form (the control) the run's
+    configuration file would be rewritten."""
+    import yaml
+
+    from tests.support.workflow import copy_repo, snakemake
+    from value_drifts.training.common import TRAINER_DEFAULT_KEYS
+
+    work = copy_repo(tmp_path / "repo")
+    schema_path = work / "config" / "schema" / "config.schema.yaml"
+    current_schema = schema_path.read_text()
+    schema = yaml.safe_load(current_schema)
+    trainer = schema["$defs"]["trainer"]["properties"]
+    assert {key for key in TRAINER_DEFAULT_KEYS if "default" in trainer[key]} == set(
+        TRAINER_DEFAULT_KEYS)
+    # the code as it was: the trainer defaults in the dataclass, none in the schema
+    common = work / "src" / "value_drifts" / "training" / "common.py"
+    current_common = common.read_text()
+    earlier_common = current_common
+    for key in TRAINER_DEFAULT_KEYS:
+        earlier_common = earlier_common.replace(
+            f'schema_default("sft", "{key}")', repr(trainer[key].pop("default")))
+    assert "schema_default(" not in earlier_common.split("class TrainerSettings")[1]
+    common.write_text(earlier_common)
+    schema_path.write_text(yaml.safe_dump(schema, sort_keys=False))
+    snakemake("-n", "--nolock", "--quiet", cwd=work)
+    for path in (work / "results" / "settings").rglob("*.json"):
+        path.touch()
+    before = _settings_files(work)
+    assert any("results/settings/training/" in name for name in before)
+
+    schema_path.write_text(current_schema)
+    common.write_text(current_common)
+    snakemake("-n", "--nolock", "--quiet", cwd=work)
+    assert _settings_files(work) == before
+
+    settings = work / "rules" / "settings.smk"
+    settings.write_text(settings.read_text().replace(
+        "output_settings(settings_from(CONFIG_BEFORE_TRAINER_DEFAULTS)),", ""))
+    snakemake("-n", "--nolock", "--quiet", cwd=work)
+    after = _settings_files(work)
+    changed = sorted(name for name in before if after.get(name) != before[name])
+    # the run's whole configuration holds the trainer sections and other filled defaults:
+    # it alone needs this form (the training files' sections had no other defaults, so
+    # their form as written already matches)
+    assert "results/settings/configuration.json" in changed, changed

@@ -45,9 +45,50 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
         for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     ]
     if not problems:
+        problems = _reference_judge_problems(config.get("judge") or {}, schema)
+    if not problems:
         problems = _reference_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+# judge.reference's own keys (not a judge section's), and the judge keys a reference judge
+# cannot have: it neither has a reference of its own nor is adapted, audited or scored on
+# the labelled set.
+REFERENCE_OWN_KEYS = ("answers_per_checkpoint",)
+NOT_FOR_A_REFERENCE = ("reference", "agreement", "adapt", "audit", "audit_answers")
+
+
+def reference_judge(judge: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The reference judge of a ``judge`` section (``judge.reference``) as a judge section
+    of its own, as ``judge.backends.make_backend`` takes one: its keys without
+    ``REFERENCE_OWN_KEYS``, ``prompt`` defaulting to the main judge's and ``cache`` to the
+    main judge's cache (one cache: its keys hold model identity and decoding settings, so
+    two judges never share an entry). None when no reference judge is configured."""
+    reference = judge.get("reference")
+    if not reference:
+        return None
+    section = {k: copy.deepcopy(v) for k, v in reference.items() if k not in REFERENCE_OWN_KEYS}
+    for key in ("prompt", "cache"):
+        if key in judge:
+            section.setdefault(key, judge[key])
+    return section
+
+
+def _reference_judge_problems(judge: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """A reference judge is checked against the judge section's own schema."""
+    section = reference_judge(judge)
+    if section is None:
+        return []
+    problems = [f"judge.reference.{key}: not a key of a reference judge"
+                for key in NOT_FOR_A_REFERENCE if key in section]
+    judge_schema = {"$defs": schema.get("$defs", {}), **schema["properties"]["judge"]}
+    validator = jsonschema.Draft202012Validator(judge_schema)
+    problems += [
+        redact(f"{_key_path(['judge', 'reference', *error.absolute_path])}: {error.message}")
+        for error in sorted(validator.iter_errors(section), key=lambda e: list(e.absolute_path))
+    ]
+    return problems
 
 
 def _reference_problems(config: Mapping[str, Any]) -> list[str]:
@@ -139,6 +180,23 @@ def with_defaults(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) ->
     where the shape is right. Source: JSON Schema 2020-12 ``default`` (an annotation;
     filling it is this project's choice, as Snakemake's ``validate(set_default=True)``)."""
     return _filled(_schema(schema_path), config)
+
+
+def without_added_defaults(filled: Any, raw: Any, keys: frozenset[str] | set[str]) -> Any:
+    """``filled`` (a config with the schema's defaults filled in) without the ``keys``
+    that ``raw`` (the same config as written) leaves out at the same place, at any depth:
+    the config as it was filled before those keys got a schema default. For settings
+    recorded then (``job_settings.record_settings``'s ``earlier_forms``)."""
+    if isinstance(filled, Mapping):
+        raw_map = raw if isinstance(raw, Mapping) else {}
+        return {
+            key: without_added_defaults(value, raw_map.get(key), keys)
+            for key, value in filled.items()
+            if key not in keys or key in raw_map
+        }
+    if isinstance(filled, list) and isinstance(raw, list) and len(raw) == len(filled):
+        return [without_added_defaults(f, r, keys) for f, r in zip(filled, raw, strict=True)]
+    return filled
 
 
 def section_with_defaults(

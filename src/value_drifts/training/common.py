@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from value_drifts.core.config import schema_default
+
+# The optional keys of a trainer section, whose defaults the schema gives.
+TRAINER_DEFAULT_KEYS = ("warmup_ratio", "lr_scheduler", "weight_decay", "save_only_model",
+                        "gradient_checkpointing", "precision")
+
 
 @dataclass(frozen=True)
 class TrainerSettings:
@@ -18,20 +24,21 @@ class TrainerSettings:
     epochs: float
     save_steps: int
     max_length: int
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
+    # Optional keys of a trainer section: their defaults are the schema's (``$defs.trainer``),
+    # asked for here for code that builds settings without a filled config (tests).
+    warmup_ratio: float = schema_default("sft", "warmup_ratio")
+    lr_scheduler: str = schema_default("sft", "lr_scheduler")
+    weight_decay: float = schema_default("sft", "weight_decay")
     seed: int = 0
     # False: checkpoints hold optimizer, scheduler and RNG state, so a cut run resumes;
     # only the newest complete checkpoint keeps it while the run goes on, none once it ends
     # (core.checkpoints.resume_state_callback). True: weights only, a restart starts over.
-    save_only_model: bool = False
+    save_only_model: bool = schema_default("sft", "save_only_model")
     threads: int = 1
-    # TRL turns it on by default; it saves memory on big models but slows small ones ~1.5x.
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = schema_default("sft", "gradient_checkpointing")
     # fp32 or bf16 (the paper config on GPUs): configured and recorded, never chosen at run
     # time from the machine, since it changes the checkpoints.
-    precision: str = "fp32"
+    precision: str = schema_default("sft", "precision")
     # Further fields of the TRL config class, passed through unchanged (``trl_config``).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -40,9 +47,10 @@ class TrainerSettings:
         cls, trainer: Mapping[str, Any], model_path: str, output_dir: str, save_steps: int,
         seed: int, threads: int,
     ) -> TrainerSettings:
-        """Settings from a config trainer section (keys as in the schema's ``trainer``)."""
-        optional = ("warmup_ratio", "lr_scheduler", "weight_decay", "save_only_model",
-                    "gradient_checkpointing", "precision")
+        """Settings from a config trainer section (keys as in the schema's ``trainer``;
+        an optional key the section leaves out, in a section not filled with the schema's
+        defaults, takes the schema's default)."""
+        optional = TRAINER_DEFAULT_KEYS
         return cls(
             model_path=model_path,
             output_dir=output_dir,
