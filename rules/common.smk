@@ -30,6 +30,7 @@ from value_drifts.judge.reference import (  # noqa: E402
     reference_output_settings,
 )
 from value_drifts.core.config import reference_judge  # noqa: E402
+from value_drifts.judge.audit import audit_output_settings  # noqa: E402
 from value_drifts.core.layout import (  # noqa: E402
     ADAPTED_JUDGE_DIR,
     BASE_RUN,
@@ -37,6 +38,7 @@ from value_drifts.core.layout import (  # noqa: E402
     DATASET_STANCES_TABLE,
     DOWNSTREAM_TABLE,
     PAPER_COMPARISON_TABLE,
+    PROMPT_AUDIT_TABLE,
     QUESTIONS,
     REPORT_CONFIG,
     RESULTS,
@@ -202,7 +204,8 @@ def judge_model_dir(judge=None):
     judge = judge or config["judge"]
     if judge["model"] == "adapted":
         return ADAPTED_JUDGE_DIR
-    if judge["model"] in config["models"] and judge["backend"] in ("transformers", "vllm"):
+    local = judge["backend"] in ("transformers", "vllm")
+    if local and judge["model"] in config["models"]:
         return base_model_dir(judge["model"])
     return judge["model"]
 

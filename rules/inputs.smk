@@ -102,8 +102,16 @@ def check_no_answers_lost():
         )
 
 
-def judge_model_input(wildcards):
-    return [ADAPTED_JUDGE_DIR] if config["judge"]["model"] == "adapted" else []
+def judge_model_input(wildcards, judge=None):
+    """The judge model directory the workflow builds (``judge_model_dir``), as an input:
+    the adapted judge or a base model's directory; none for a path or an API model."""
+    judge = judge or config["judge"]
+    path = judge_model_dir(judge)
+    return [path] if path in (ADAPTED_JUDGE_DIR, base_model_dir(judge["model"])) else []
+
+
+def reference_judge_model_input(wildcards):
+    return judge_model_input(wildcards, REFERENCE_JUDGE)
 
 
 def final_sft_checkpoint(model, sft_dataset):
@@ -200,6 +208,19 @@ def trajectory_judge_counts(wildcards):
     phase = PLAN.phase(wildcards.model, wildcards.run)
     return [
         judge_counts_path(phase.model, run, step)
+        for run, step, _ in PLAN.trajectory(phase)
+    ]
+
+
+# Every evaluated (model, run, step), in a fixed order: what the prompt audit samples.
+AUDIT_CHECKPOINTS = sorted(PLAN.evaluated_checkpoints())
+
+
+def trajectory_reference_judgments(wildcards):
+    """The reference judge's readings of every checkpoint of a phase."""
+    phase = PLAN.phase(wildcards.model, wildcards.run)
+    return [
+        reference_judgments_path(phase.model, run, step)
         for run, step, _ in PLAN.trajectory(phase)
     ]
 

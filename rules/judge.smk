@@ -102,3 +102,106 @@ rule judge_agreement:
         batch_state=f"{BATCH_STATE_DIR}/agreement.json",
     script:
         "../workflow_scripts/judge_agreement.py"
+
+
+if REFERENCE_JUDGE:
+
+    rule reference_judge:
+        """A second judge's stance readings of one checkpoint's stored answers (a fixed
+        seeded sample: judge.reference.answers_per_checkpoint), through the same cache.
+        """
+        input:
+            generations=generations_path("{model}", "{run}", "{step}"),
+            prompt=REFERENCE_JUDGE["prompt"],
+            topics=config["topics"],
+            judge_model=reference_judge_model_input,
+            settings=JUDGE_REFERENCE_SETTINGS,
+        output:
+            judgments=reference_judgments_path("{model}", "{run}", "{step}"),
+            counts=reference_judge_counts_path("{model}", "{run}", "{step}"),
+        log:
+            "logs/judge/{model}/{run}/step-{step}.reference.log",
+        benchmark:
+            "benchmarks/judge/{model}/{run}/step-{step}.reference.tsv"
+        conda:
+            conda_env(REFERENCE_JUDGE["backend"])
+        threads: JUDGE_THREADS
+        resources:
+            gpu=REFERENCE_JUDGE_GPUS,
+            cpus_per_task=reference_judge_resource("cpus_per_task", 4000, 60),
+            mem_mb=reference_judge_resource("mem_mb", 4000, 60),
+            runtime=reference_judge_resource("runtime", 4000, 60),
+        params:
+            judge=REFERENCE_JUDGE,
+            fingerprint_settings=None,
+            model_path=judge_model_dir(REFERENCE_JUDGE),
+            batch_state=f"{BATCH_STATE_DIR}/reference/{{model}}/{{run}}/step-{{step}}.json",
+            answers_per_checkpoint=answers_per_checkpoint(config["judge"]),
+            seed=config["seed"],
+        script:
+            "../workflow_scripts/judge.py"
+
+    rule judge_reference_agreement:
+        """Agreement of the main and the reference judge per step and over one phase
+        (Cohen's kappa, Krippendorff's alpha, mean total-variation distance), each judge's
+        drift on the sampled answers, and a figure of agreement over steps."""
+        input:
+            main=trajectory_judgments,
+            reference=trajectory_reference_judgments,
+        output:
+            csv=reference_agreement_path("{model}", "{run}"),
+            md=reference_agreement_path("{model}", "{run}", "md"),
+            drift=reference_drift_path("{model}", "{run}"),
+            pdf=figure(reference_agreement_figure_name("{model}", "{run}")),
+            png=figure(reference_agreement_figure_name("{model}", "{run}"), "png"),
+        log:
+            "logs/aggregate/{model}/{run}/judge_reference_agreement.log",
+        conda:
+            conda_env("analysis")
+        params:
+            steps=trajectory_steps,
+            title=lambda wc: f"Main vs reference judge, {wc.model} {wc.run}",
+        script:
+            "../workflow_scripts/judge_reference_agreement.py"
+
+
+if config["judge"].get("audit"):
+
+    rule judge_prompt_audit:
+        """The main judge reads a fixed seeded sample of the study's answers with its
+        prompt and with each alternative prompt (judge.audit): per alternative, the mean
+        total-variation distance and the share of argmax flips."""
+        input:
+            generations=[
+                generations_path(*checkpoint) for checkpoint in AUDIT_CHECKPOINTS
+            ],
+            prompt=config["judge"]["prompt"],
+            alternatives=config["judge"]["audit"],
+            topics=config["topics"],
+            judge_model=judge_model_input,
+            judge_settings=JUDGE_SETTINGS,
+            settings=JUDGE_AUDIT_SETTINGS,
+        output:
+            csv=table(PROMPT_AUDIT_TABLE, "csv"),
+            md=table(PROMPT_AUDIT_TABLE),
+        log:
+            "logs/judge/prompt_audit.log",
+        benchmark:
+            "benchmarks/judge/prompt_audit.tsv"
+        conda:
+            JUDGE_ENV
+        threads: JUDGE_THREADS
+        resources:
+            gpu=JUDGE_GPUS,
+            cpus_per_task=judge_resource("cpus_per_task", 4000, 60),
+            mem_mb=judge_resource("mem_mb", 4000, 60),
+            runtime=judge_resource("runtime", 4000, 60),
+        params:
+            judge=config["judge"],
+            model_path=judge_model_dir(),
+            batch_state=f"{BATCH_STATE_DIR}/prompt_audit.json",
+            checkpoints=AUDIT_CHECKPOINTS,
+            answers=config["judge"]["audit_answers"],
+            seed=config["seed"],
+        script:
+            "../workflow_scripts/judge_prompt_audit.py"

@@ -116,6 +116,14 @@ def judge_resource(key, mem_mb, runtime):
 
 
 JUDGE_THREADS = res.judge_resources(JUDGE_GPUS, 0, 1, 1, CLUSTER)["cpus_per_task"]
+REFERENCE_JUDGE_GPUS = res.judge_gpus(REFERENCE_JUDGE) if REFERENCE_JUDGE else 0
+
+
+def reference_judge_resource(key, mem_mb, runtime):
+    """``judge_resource`` for the reference judge's jobs (its own backend's GPUs)."""
+    return lambda wildcards, attempt: res.judge_resources(
+        REFERENCE_JUDGE_GPUS, mem_mb, runtime, attempt, CLUSTER
+    )[key]
 
 
 DELETES_WEIGHTS = config["generation"]["delete_checkpoint_weights"]

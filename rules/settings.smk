@@ -46,6 +46,15 @@ JUDGE_REFERENCE_SETTINGS = (
     if REFERENCE_JUDGE
     else None
 )
+# The prompt audit's own settings (judge.audit, judge.audit_answers, the seed): editing
+# them reruns only the audit; judge.json never holds them.
+JUDGE_AUDIT_SETTINGS = (
+    recorded_settings(
+        "judge_audit", lambda c: audit_output_settings(c["judge"], c["seed"])
+    )
+    if config["judge"].get("audit")
+    else None
+)
 # analysis.contrasts is left out: a contrast's table is named by its pair
 # (rule contrast_table), so adding one reruns no values, drift or figures, and a results
 # tree made before the key existed stays current.

@@ -70,6 +70,14 @@ def final_outputs():
     for phase in PLAN.phases:
         outputs.append(judge_health_path(phase.model, phase.run))
         outputs.append(calibrated_drift_path(phase.model, phase.run, "csv"))
+    if config["judge"].get("audit"):  # judge.audit: the prompt audit
+        outputs.append(table(PROMPT_AUDIT_TABLE))
+    if REFERENCE_JUDGE:  # judge.reference: the second judge's agreement per phase
+        for phase in PLAN.phases:
+            outputs += [
+                reference_agreement_path(phase.model, phase.run, "md"),
+                figure(reference_agreement_figure_name(phase.model, phase.run)),
+            ]
     for trace in TRACE_SERIES:
         outputs.append(table(trace_table_name(trace)))
         outputs += [

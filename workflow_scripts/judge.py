@@ -7,6 +7,7 @@ from value_drifts.core.io import logged, write_json
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.canary import CanarySettings, canary_counts, unsupported
 from value_drifts.judge.prompt import load_template
+from value_drifts.judge.reference import sample_answers
 from value_drifts.judge.run import (
     check_readable,
     judge_fingerprint,
@@ -30,8 +31,15 @@ with logged(snakemake.log[0]):
     elif canaries.count:
         print(f"judge.canaries = {canaries.count}: {unsupported(judge['backend'])}")
     template = load_template(snakemake.input.prompt)
+    generations = pl.read_parquet(snakemake.input.generations)
+    # rule reference_judge: the reference judge's fixed seeded sample of the answers
+    # (judge.reference.answers_per_checkpoint; rule judge has no such param: all answers)
+    if hasattr(snakemake.params, "answers_per_checkpoint"):
+        generations = sample_answers(
+            generations, snakemake.params.answers_per_checkpoint, snakemake.params.seed
+        )
     judgments, counts = judge_generations(
-        pl.read_parquet(snakemake.input.generations),
+        generations,
         yaml.safe_load(open(snakemake.input.topics)),
         template,
         backend,

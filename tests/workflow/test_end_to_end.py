@@ -25,6 +25,9 @@ JUDGE_SIDE_RULES = {
     "drift",
     "calibrated_values",  # reads the question values and the agreement readings
     "contrast_table",  # reads the question values of two runs
+    "reference_judge",  # the small default's reference judge reads with the main prompt
+    "judge_reference_agreement",
+    "judge_prompt_audit",  # compares the main prompt with its alternatives
     "sft_drift_table",
     "po_drift_table",
     "figure_sft_trajectories",
@@ -404,3 +407,33 @@ def test_values_corrected_for_the_judges_error_stand_beside_the_raw_ones(small_r
     raw = support["magnitude"].mean()
     print(f"{run} planted support drift: raw {raw:+.3f}, calibrated "
           f"{support['calibrated_magnitude'].mean():+.3f}")
+
+
+def test_a_second_judge_and_a_prompt_audit_read_the_same_answers(small_run):
+    """The small default's reference judge re-reads a sample of every checkpoint's answers:
+    each run's agreement table has one row per checkpoint and one for the run, with κ, α
+    and the mean total-variation distance in range; the prompt audit reads the same sample
+    under each alternative prompt and never rewrites the main one."""
+    import hashlib
+
+    config = _config(small_run)
+    root = small_run / "results/smollm2-135m"
+    for run in ("sft-taskish", "sft-opinionated", "sft-taskish.dpo-planted_support"):
+        table = pl.read_csv(root / run / "judge_reference_agreement.csv")
+        steps = [s for s, in pl.read_parquet(root / run / "values.parquet")
+                 .select("step").unique().sort("step").iter_rows()]
+        assert table.filter(pl.col("scope") == "step")["step"].to_list() == steps
+        assert table.filter(pl.col("scope") == "run").height == 1
+        n = table.filter(pl.col("scope") == "step")["n"]
+        assert (n <= config["judge"]["reference"]["answers_per_checkpoint"]).all()
+        assert table["mean_tv"].is_between(0, 1).all()
+        assert table["kappa"].fill_nan(None).drop_nulls().is_between(-1, 1).all()  # NaN: undefined
+    audit = pl.read_csv(small_run / "results/tables/judge_prompt_audit.csv")
+    assert audit["prompt"].to_list() == config["judge"]["audit"]
+    assert (audit["answers"] == config["judge"]["audit_answers"]).all()
+    assert audit["mean_tv"].is_between(0, 1).all() and (audit["flips"] <= audit["answers"]).all()
+    from tests.support.workflow import REPO
+
+    main = (small_run / config["judge"]["prompt"]).read_bytes()
+    assert hashlib.sha256(main).digest() == hashlib.sha256(
+        (REPO / config["judge"]["prompt"]).read_bytes()).digest()

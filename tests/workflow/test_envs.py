@@ -44,6 +44,7 @@ BACKEND_KEYS = {
     "downstream": ("downstream", "backend"),
     "teacher": ("value_gap", "teacher", "backend"),
     "vprism_llm": ("vprism", "llm", "backend"),
+    "judge_reference": ("judge", "reference", "backend"),
 }
 # Rules whose env follows a configured backend (the BACKEND_KEYS entry) and its default.
 RULE_BACKENDS = {
@@ -52,6 +53,8 @@ RULE_BACKENDS = {
     "judge_agreement": ("judge", None),
     "dataset_stances": ("judge", None),
     "value_gap_pairs": ("judge", None),
+    "reference_judge": ("judge_reference", None),
+    "judge_prompt_audit": ("judge", None),
     "downstream_eval": ("downstream", "hf"),
     "generate_value_gap": ("teacher", None),
     "vprism_rephrase": ("vprism_llm", None),
@@ -70,6 +73,7 @@ LAZY_IMPORTS = {
     "train_preference_optimisation.py": ["torch", "transformers", "trl", "datasets",
                                          "accelerate"],
     "judge_agreement.py": ["matplotlib", "seaborn"],
+    "judge_reference_agreement.py": ["sklearn", "krippendorff", "matplotlib", "seaborn"],
     "dataset_stances.py": ["sentence_transformers"],
     "value_gap_pairs.py": ["sentence_transformers"],
     "prepare_sft_dataset.py": ["datasets"],
@@ -166,6 +170,8 @@ def schema_backends() -> dict[str, list[str]]:
     schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
     found = {}
     for key, path in BACKEND_KEYS.items():
+        if key == "judge_reference":  # its backend is checked against judge's enum
+            continue
         node = schema
         for part in path:
             node = node["properties"][part]

@@ -19,7 +19,7 @@ from tests.support.loopback_http import JSONHandler, LoopbackServer
 from tests.support.tiny_model import build_tiny_model
 from tests.support.workflow import REPO, copy_repo, snakemake
 from tests.workflow.test_secrets import files_holding
-from value_drifts.commands.main import DROPPED
+from value_drifts.commands.main import without_its_study
 
 pytestmark = pytest.mark.slow  # a real workflow run
 
@@ -104,9 +104,8 @@ TARGETS = ("results/tables/table09-12_tiny_sft.md", "results/judge/agreement/met
 def test_a_planted_stance_in_your_own_messages_file_rises(tmp_path, monkeypatch):
     repo = copy_repo(tmp_path / "value-drifts")
     build_tiny_model(repo / "tiny-base")
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for section in DROPPED:  # what the trace command also leaves out of the small default
-        config.pop(section, None)
+    # what the trace command also leaves out of the small default
+    config = without_its_study(yaml.safe_load((REPO / "config/config.yaml").read_text()))
     # your own planted topic is not one the small default evaluates: your own questions
     config["questions"] = {"path": str(QUESTIONS)}
     config.update(yaml.safe_load(OWN % (PREFERENCES, DATA, PROMPT_COMPLETION)))

@@ -20,7 +20,7 @@ import yaml
 from tests.support.hash_judge import HashJudgeServer, hash_judge
 from tests.support.tiny_model import build_tiny_model
 from tests.support.workflow import REPO, copy_repo, snakemake
-from value_drifts.commands.main import DROPPED
+from value_drifts.commands.main import without_its_study
 
 pytestmark = pytest.mark.slow  # real workflow runs
 
@@ -32,9 +32,8 @@ FOLDER = f"results/models/{MODEL}/{RUN}"
 
 
 def _tiny_config(repo: Path, server, traces=None) -> Path:
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for section in DROPPED:  # what the trace command also leaves out of the small default
-        config.pop(section, None)
+    # what the trace command also leaves out of the small default
+    config = without_its_study(yaml.safe_load((REPO / "config/config.yaml").read_text()))
     config["models"] = {MODEL: {"source": "local", "path": str(repo / "tiny-base"),
                                 "prompt_style": "chat", "gpus": 0, "params_b": 0.001}}
     config["sft_datasets"] = {"opinionated": {**config["sft_datasets"]["opinionated"],

@@ -12,7 +12,12 @@ judge settings (the one ``judge:`` mapping; its prompt unless said otherwise):
   conversation prompt ``dataset_stances.prompt``;
 - value gaps (rule ``value_gap_pairs``, App. K, Figure 20): two calls (chosen, rejected)
   per preference pair that has a topic;
-- agreement (rule ``judge_agreement``): one call per hand-labelled item.
+- agreement (rule ``judge_agreement``): one call per hand-labelled item;
+- reference judge (rule ``reference_judge``, ``judge.reference``): one call per sampled
+  answer (``answers_per_checkpoint``, else every answer) of every evaluated checkpoint,
+  with the reference judge's own prompt, cache and prices;
+- prompt audit (rule ``judge_prompt_audit``, ``judge.audit``): the audit's sample of
+  ``judge.audit_answers`` answers read with the main prompt and with each alternative.
 
 Where a stage's outputs exist (``generations.parquet``, ``stances.parquet``,
 ``value_gap.parquet`` with the prepared data they index), its exact prompts are rebuilt and
@@ -39,7 +44,7 @@ from value_drifts.analysis.dataset_stances import (
     sample_items,
 )
 from value_drifts.core.backends import API_JUDGE_BACKENDS
-from value_drifts.core.config import schema_default
+from value_drifts.core.config import reference_judge, schema_default, section_with_defaults
 from value_drifts.core.layout import (
     RESULTS,
     generations_path,
@@ -53,9 +58,11 @@ from value_drifts.core.questions import read_questions, sample_questions
 from value_drifts.core.study import Study, load_study
 from value_drifts.data.counted_sizes import counted_sizes
 from value_drifts.judge.agreement import labelled_set_path, load_labelled_set
+from value_drifts.judge.audit import audit_answers, audit_sample
 from value_drifts.judge.backends import DEFAULT_CACHE
 from value_drifts.judge.cost import CHARS_PER_TOKEN, CostPlan, JudgePrices, cost_plan
 from value_drifts.judge.prompt import CONVERSATION_FIELDS, load_template, render
+from value_drifts.judge.reference import answers_per_checkpoint, sample_answers
 
 # Length of a question when the question set is not built yet (V-PRISM's are short).
 PLACEHOLDER_QUESTION_CHARS = 90
@@ -65,7 +72,8 @@ PLACEHOLDER_CONVERSATION_CHARS = 4000
 # at 1,024 tokens, the paper's PO max_response_length (App. B.3).
 PLACEHOLDER_PREFERENCE_PROMPT_CHARS = 400
 PLACEHOLDER_PREFERENCE_RESPONSE_CHARS = round(1024 * CHARS_PER_TOKEN)
-STAGES = ("checkpoints", "dataset stances", "value gaps", "agreement")
+STAGES = ("checkpoints", "dataset stances", "value gaps", "agreement", "reference judge",
+          "prompt audit")
 # What a dataset stance estimate assumes before the similarity search has run.
 SFT_BOUND = ("upper bound on matched items: every analysed item matched, to one topic "
              "(an item matching k topics is judged k times)")
@@ -431,6 +439,83 @@ def agreement_stage(study: Study, labelled: str | Path | None = None) -> StagePl
     return _stage("agreement", [JobPrompts(prompts, [])], config["judge"])
 
 
+# --- reference judge ----------------------------------------------------------------------
+
+
+def reference_stage(study: Study, results: Path | ResultsView = Path(RESULTS)) -> StagePlan:
+    """Rule reference_judge (``judge.reference``): one call per answer of its fixed seeded
+    sample (``answers_per_checkpoint``, else every answer) of every evaluated checkpoint,
+    rendered with the reference judge's prompt and priced with its ``prices``, looked up
+    in its cache. Exact where a checkpoint's generations exist (the sample drawn as the
+    rule draws it), else ``min(sample, answers per checkpoint)`` responses at
+    ``max_new_tokens``. No calls without a reference judge."""
+    config, topics = study.config, study.topics
+    judge = reference_judge(config["judge"])
+    if judge is None:
+        return _stage("reference judge", [], config["judge"])
+    judge = section_with_defaults("judge", judge)
+    template = load_template(judge["prompt"])
+    view = as_view(results)
+    n = answers_per_checkpoint(config["judge"])
+    exact: list[str] = []
+    pending = 0
+    for model, run, step in study.plan.evaluated_checkpoints():
+        path = generations_path(model, run, step)
+        if view.has(path):
+            sample = sample_answers(pl.read_parquet(view.path(path)), n, config["seed"])
+            exact += [
+                render(template, row["question"], row["response"], topics[row["category"]])
+                for row in sample.iter_rows(named=True)
+            ]
+        else:
+            pending += 1
+    generation = config["generation"]
+    placeholder = "r" * round(generation["max_new_tokens"] * CHARS_PER_TOKEN)
+    one_checkpoint = [
+        render(template, row["question"], placeholder, topics[row["category"]])
+        for row in _questions(study, view).iter_rows(named=True)
+    ] * generation["samples"]
+    one_checkpoint = one_checkpoint[:n] if n is not None else one_checkpoint
+    note = (f"{pending:,} checkpoints not generated yet: {len(one_checkpoint):,} answers each "
+            "at max_new_tokens") if pending else None
+    part = JobPrompts(exact, one_checkpoint if pending else [], pending, note)
+    return _stage("reference judge", [part], judge)
+
+
+# --- prompt audit -------------------------------------------------------------------------
+
+
+def audit_stage(study: Study, results: Path | ResultsView = Path(RESULTS)) -> StagePlan:
+    """Rule judge_prompt_audit (``judge.audit``): the main judge reads the audit's sample
+    (``judge.audit_answers`` answers over every evaluated checkpoint) with its prompt and
+    with each alternative, priced at ``judge.prices``. Exact once every checkpoint's
+    generations exist (the sample drawn as the rule draws it), else that many responses
+    at ``max_new_tokens`` per prompt. No calls without ``judge.audit``."""
+    config, topics = study.config, study.topics
+    judge = config["judge"]
+    if not judge.get("audit"):
+        return _stage("prompt audit", [], judge)
+    view = as_view(results)
+    templates = [load_template(judge["prompt"])] + [load_template(p) for p in judge["audit"]]
+    n = audit_answers(judge)
+    checkpoints = sorted(study.plan.evaluated_checkpoints())
+    paths = [generations_path(*checkpoint) for checkpoint in checkpoints]
+    if all(view.has(path) for path in paths):
+        sample = audit_sample({c: pl.read_parquet(view.path(p))
+                               for c, p in zip(checkpoints, paths, strict=True)},
+                              n, config["seed"])
+        prompts = [render(t, row["question"], row["response"], topics[row["category"]])
+                   for t in templates for row in sample.iter_rows(named=True)]
+        return _stage("prompt audit", [JobPrompts(prompts, [])], judge)
+    placeholder = "r" * round(config["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
+    question = _questions(study, view).row(0, named=True)
+    stand_ins = [render(t, question["question"], placeholder, topics[question["category"]])
+                 for t in templates]
+    note = (f"not every checkpoint generated yet: {n:,} answers at max_new_tokens, read "
+            f"with {len(templates)} prompts")
+    return _stage("prompt audit", [JobPrompts([], stand_ins, n, note)], judge)
+
+
 # --- the whole config ---------------------------------------------------------------------
 
 
@@ -444,6 +529,8 @@ def stage_plans(config: Mapping[str, Any] | Study, results: Path | ResultsView =
         dataset_stance_stage(study, results),
         value_gap_stage(study, results),
         agreement_stage(study),
+        reference_stage(study, results),
+        audit_stage(study, results),
     ]
 
 

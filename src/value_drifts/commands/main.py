@@ -57,6 +57,18 @@ SMOKE_TEST_WARNING = (
 )
 
 
+def without_its_study(config: dict[str, Any]) -> dict[str, Any]:
+    """The small default without what belongs to its own study: the ``DROPPED``
+    sections, the analysis' contrasts (they name its runs) and the judge's reference
+    judge and prompt audit (they read its answers): a base for a study of other runs."""
+    config = {key: value for key, value in config.items() if key not in DROPPED}
+    config["analysis"] = {k: v for k, v in config.get("analysis", {}).items()
+                          if k != "contrasts"}
+    config["judge"] = {k: v for k, v in config["judge"].items()
+                       if k not in ("reference", "audit", "audit_answers")}
+    return config
+
+
 def trace_name(folder: Path) -> str:
     """A trace name from a folder name: lower case, digits and hyphens."""
     return slug(folder.resolve().name) or "trace"
@@ -66,9 +78,7 @@ def trace_config(folder: Path, start: Path | None, judge: dict[str, Any] | None,
                  prompt_style: str, name: str) -> dict[str, Any]:
     """The small default reduced to one trace of ``folder`` (absolute paths), with
     ``judge`` in place of its judge when given."""
-    config = yaml.safe_load(SMALL_DEFAULT.read_text())
-    for section in DROPPED:
-        config.pop(section, None)
+    config = without_its_study(yaml.safe_load(SMALL_DEFAULT.read_text()))
     config["sft"]["runs"] = []  # nothing is trained
     # the small default asks about its planted topics and two controls; a trace of your
     # own checkpoints is asked about every category of the questions file

@@ -39,6 +39,7 @@ LIGHT_RULES = (
     "select_questions",
     "values",
     "judge_health",
+    "judge_reference_agreement",
     "drift",
     "sft_drift_table",
     "po_drift_table",
@@ -59,7 +60,14 @@ LIGHT_RULES = (
 # network-bound, and compute nodes often have no internet, so they run on the submit host too
 # (cluster.api_jobs_local, default true; value_drifts.core.study.Backend.local). A local model
 # (transformers, vLLM) stays a job.
-API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs")
+API_JUDGE_RULES = ("judge", "judge_agreement", "dataset_stances", "value_gap_pairs",
+                   "judge_prompt_audit")
+# Rules defined only when a judge key is set (rules/judge.smk): judge.reference,
+# judge.audit. A config without the key has no such rule to run locally.
+OPTIONAL_JUDGE_RULES = {
+    "judge_reference_agreement": "reference",
+    "judge_prompt_audit": "audit",
+}
 API_VPRISM_RULES = ("vprism_rephrase", "vprism_name_clusters", "vprism_filter")
 API_TEACHER_RULES = ("generate_value_gap",)
 

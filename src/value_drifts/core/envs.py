@@ -63,6 +63,7 @@ MODULE_DISTRIBUTIONS = {
     "hdbscan": "hdbscan",
     "huggingface_hub": "huggingface-hub",
     "jsonschema": "jsonschema",
+    "krippendorff": "krippendorff",
     "lm_eval": "lm-eval",
     "matplotlib": "matplotlib",
     "numpy": "numpy",

@@ -138,6 +138,18 @@ def judge_counts_path(model: str, run: str, step: int | str) -> str:
     return f"{step_dir(model, run, step)}/judge_counts.json"
 
 
+def reference_judgments_path(model: str, run: str, step: int | str) -> str:
+    """The reference judge's readings of one checkpoint's sampled answers
+    (``judge.reference``)."""
+    return f"{step_dir(model, run, step)}/reference_judgments.parquet"
+
+
+def reference_judge_counts_path(model: str, run: str, step: int | str) -> str:
+    """What the reference judge's job of one checkpoint did (``judge_counts.json``'s
+    fields)."""
+    return f"{step_dir(model, run, step)}/reference_judge_counts.json"
+
+
 # ---- figures and tables whose names hold a run id -------------------------------------
 FIGURES = f"{RESULTS}/figures"
 TABLES = f"{RESULTS}/tables"
@@ -208,6 +220,8 @@ VALUE_GAP_TABLE = "value_gap"
 DOWNSTREAM_TABLE = "table17_downstream"
 PAPER_COMPARISON_TABLE = "paper_vs_ours"
 VPRISM_FIGURE = "vprism_clusters"
+# The judge prompt audit (judge.audit): per alternative prompt, how far readings move.
+PROMPT_AUDIT_TABLE = "judge_prompt_audit"
 
 
 # ---- a run's evaluation results --------------------------------------------------------
@@ -253,6 +267,23 @@ def calibrated_drift_beside(drift: str) -> str:
 def judge_health_path(model: str, run: str, extension: str = "csv") -> str:
     """A run's unreadable judgments per checkpoint (``csv`` or ``md``)."""
     return f"{run_dir(model, run)}/judge_health.{extension}"
+
+
+def reference_agreement_path(model: str, run: str, extension: str = "csv") -> str:
+    """Agreement of the main and the reference judge per checkpoint and over a run
+    (``csv`` or ``md``)."""
+    return f"{run_dir(model, run)}/judge_reference_agreement.{extension}"
+
+
+def reference_drift_path(model: str, run: str, extension: str = "csv") -> str:
+    """Each judge's drift magnitude per category and stance on the reference judge's
+    sample of a run (``csv``)."""
+    return f"{run_dir(model, run)}/judge_reference_drift.{extension}"
+
+
+def reference_agreement_figure_name(model: str, run: str) -> str:
+    """The figure of the two judges' agreement over a run's steps (without extension)."""
+    return f"judge_reference_{model}_{run}"
 
 
 def downstream_path(model: str, run: str) -> str:

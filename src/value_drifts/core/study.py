@@ -134,7 +134,11 @@ class Study:
                 names += [rule for rule in backend.rules if rule not in names]
         if self.cluster.hub_jobs_local:
             names += [rule for rule in hub_download_rules(self.config) if rule not in names]
-        return tuple(names)
+        judge = self.config.get("judge") or {}
+        # a rule of a judge key the config leaves out is not defined (rules/judge.smk)
+        return tuple(name for name in names
+                     if name not in res.OPTIONAL_JUDGE_RULES
+                     or judge.get(res.OPTIONAL_JUDGE_RULES[name]))
 
     def model_size(self, model: str, run: str | None = None) -> res.ModelSize:
         """The size of ``model`` from ``models.<model>``; a trace's own ``gpus`` /

@@ -21,6 +21,11 @@ from value_drifts.judge.openai_backend import OpenAIJudgeSettings, judge_request
 # small config: 10 evaluated checkpoints x 66 questions x 1 sample
 CHECKPOINT_CALLS = 10 * 66 * 1
 AGREEMENT_CALLS = 11 * (6 + 9)  # resources/stance_agreement.yaml
+# judge.reference: 8 answers per checkpoint of the 10
+REFERENCE_CALLS = 10 * 8
+# judge.audit: 24 sampled answers read with the main prompt and 2 alternatives
+AUDIT_CALLS = 3 * 24
+EXTRA_CALLS = REFERENCE_CALLS + AUDIT_CALLS
 
 
 @pytest.fixture
@@ -122,12 +127,19 @@ def test_plan_before_anything_is_generated(tiny_config, tmp_path):
         "dataset stances": 2 * 4,  # opinionated, taskish: min(48, 4) items, one topic each
         "value gaps": 2 * 4 + 2 * 3,  # chosen + rejected of min(32, 4) and min(3, 4) pairs
         "agreement": AGREEMENT_CALLS,
+        "reference judge": REFERENCE_CALLS,
+        "prompt audit": AUDIT_CALLS,
     }
     plan = plan_for_config(tiny_config, results=tmp_path / "none")
-    assert plan.calls == sum(calls.values()) == plan.to_send == 847
+    assert plan.calls == sum(calls.values()) == plan.to_send == 847 + EXTRA_CALLS
     assert plan.cached == 0
     assert plan.output_tokens == plan.calls
-    expected = (plan.input_tokens * 2.5 + plan.output_tokens * 10.0) / 1e6
+    # the reference judge (a local model, no prices of its own) costs nothing
+    reference = stages["reference judge"].plan
+    assert reference.sync_cost_usd == 0
+    expected = ((plan.input_tokens - reference.input_tokens) * 2.5
+                + (plan.output_tokens - reference.output_tokens) * 10.0) / 1e6
+    assert stages["prompt audit"].plan.sync_cost_usd > 0  # the main judge's prices
     assert plan.sync_cost_usd == pytest.approx(expected)
     assert plan.batch_cost_usd == pytest.approx(expected / 2)
     # Conversations not prepared yet: max_conversation_chars (1000) characters, cut as the
@@ -145,13 +157,13 @@ def test_format_keeps_the_total_lines_and_adds_stages(tiny_config, tmp_path):
     stages = stage_plans(tiny_config, tmp_path / "none")
     plan = plan_for_config(tiny_config, tmp_path / "none")
     total_only = format_plan(plan, "config.yaml", "transformers")
-    assert total_only.splitlines()[1] == f"  judge calls            {847:>14,}"
+    assert total_only.splitlines()[1] == f"  judge calls            {847 + EXTRA_CALLS:>14,}"
     assert len(total_only.splitlines()) == 8
     text = format_plan(plan, "config.yaml", "transformers", stages, ["cache: x"])
     assert text.startswith(total_only + "\n")
-    rows = {line.split()[0]: line.split() for line in text.splitlines()[10:15]}
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[10:17]}
     assert rows["dataset"][2:4] == ["8", "0"]  # "dataset stances": calls, cached
-    assert rows["total"][1] == "847"
+    assert rows["total"][1] == f"{847 + EXTRA_CALLS:,}"
     assert "upper bound" in text and "cache: x" in text
 
 
@@ -232,3 +244,49 @@ def test_paper_config_prints_every_stage(monkeypatch, capsys, tmp_path):
     assert "wildchat: not prepared yet: 255,751 items" in text
     assert "ultrafeedback: not prepared yet: 60,908 pairs" in text
     assert "synthetic_oppose" not in text  # not in dataset_stances.preference_sets
+
+
+def test_the_reference_judge_is_its_own_stage_with_its_own_prices(
+        priced_config, tmp_path, monkeypatch):
+    """judge.reference: its calls are their own stage, priced at its own prices; exact
+    (its sample of the stored answers) where the generations exist."""
+    monkeypatch.chdir(REPO)
+    reference = priced_config["judge"]["reference"]
+    reference["prices"] = {"input_per_million_usd": 100.0, "output_per_million_usd": 0.0}
+    reference["answers_per_checkpoint"] = 2
+    step = tmp_path / "smollm2-135m" / "base" / "step-0"
+    step.mkdir(parents=True)
+    pl.DataFrame({"question_id": ["a", "b", "c"], "category": ["Abortion"] * 3,
+                  "question": ["Why?"] * 3, "sample": [0, 0, 0],
+                  "response": ["One.", "Two.", "Three."]}).write_parquet(
+        step / "generations.parquet")
+    stages = by_stage(priced_config, tmp_path)
+    plan = stages["reference judge"].plan
+    assert plan.calls == 9 * 2 + 2  # 9 estimated checkpoints, 2 exact answers of 3
+    assert plan.sync_cost_usd == pytest.approx(plan.input_tokens * 100.0 / 1e6)
+    assert "9 checkpoints not generated yet" in stages["reference judge"].notes[0]
+    # the main judge's stages are as they were
+    assert stages["checkpoints"].plan.calls == 9 * 66 + 3
+    del priced_config["judge"]["reference"]
+    assert by_stage(priced_config, tmp_path)["reference judge"].plan.calls == 0
+
+
+def test_the_prompt_audit_is_its_own_stage_exact_once_every_checkpoint_exists(
+        priced_config, tmp_path, monkeypatch):
+    from value_drifts.core.study import load_study
+
+    monkeypatch.chdir(REPO)
+    study = load_study(priced_config)
+    assert by_stage(priced_config, tmp_path)["prompt audit"].plan.calls == AUDIT_CALLS
+    for model, run, step in study.plan.evaluated_checkpoints():
+        folder = tmp_path / model / run / f"step-{step}"
+        folder.mkdir(parents=True)
+        pl.DataFrame({"question_id": ["a", "b"], "category": ["Abortion"] * 2,
+                      "question": ["Why?"] * 2, "sample": [0, 0],
+                      "response": [f"{run} {step}", ""]}).write_parquet(
+            folder / "generations.parquet")
+    stage = by_stage(priced_config, tmp_path)["prompt audit"]
+    # 10 non-empty answers (empty ones are never read), each read with 3 prompts
+    assert stage.plan.calls == 3 * 10 and stage.notes == ()
+    priced_config["judge"].pop("audit")
+    assert by_stage(priced_config, tmp_path)["prompt audit"].plan.calls == 0
