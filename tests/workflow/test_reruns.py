@@ -81,11 +81,12 @@ def test_an_analysis_edit_reruns_only_the_analysis(small_run):
     with edited_config(small_run, "analysis.ci_level", 0.9):
         jobs = dry_run_jobs(cwd=small_run)
     runs = 7  # 2 SFT and 5 PO phases
-    assert jobs.pop("values") == jobs.pop("drift") == runs
+    assert jobs.pop("values") == jobs.pop("drift") == jobs.pop("calibrated_values") == runs
     # and the configuration the report shows: it changed
     assert jobs.pop("run_configuration") == 1
     assert set(jobs) <= {"sft_drift_table", "po_drift_table", "figure_sft_trajectories",
-                         "figure_po_trajectories", "figure_po_setups", "all"}, jobs
+                         "figure_po_trajectories", "figure_po_setups", "contrast_table",
+                         "judge_reference_agreement", "all"}, jobs
     assert dry_run_jobs(cwd=small_run) == {}  # undone: the earlier outputs are current again
 
 
