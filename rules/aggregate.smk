@@ -163,6 +163,7 @@ rule trace_drift_table:
     """Drift magnitude and time of a trace by topic and stance."""
     input:
         drifts=lambda wc: [drift_path(TRACES, wc.trace)],
+        calibrated=lambda wc: [calibrated_drift_path(TRACES, wc.trace)],
         settings=ANALYSIS_SETTINGS,
     output:
         csv=report(
