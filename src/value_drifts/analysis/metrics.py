@@ -89,6 +89,26 @@ def trajectory_drift(steps: Sequence[int], per_question: np.ndarray, level: floa
     return drift_magnitude(values[0], values[-1]), drift_time(steps, values, halfwidths)
 
 
+def question_bootstrap(n_questions: int, statistic, level: float, n_resamples: int, seed: int):
+    """``scipy.stats.bootstrap`` percentile resampling of question indices 0..n-1:
+    ``statistic(indices)`` is computed on each resample. Undefined statistics (NaN) and
+    questions that all agree make degenerate resamples; callers handle both, so scipy's
+    warnings about them are silenced here."""
+    from scipy import stats  # imported here: the Snakefile imports this module
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        return stats.bootstrap(
+            (np.arange(n_questions),),
+            statistic,
+            vectorized=False,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+
+
 def bootstrap_drift(
     steps: Sequence[int],
     per_question: Sequence[np.ndarray],
@@ -118,8 +138,6 @@ def bootstrap_drift_tests(
     magnitude ≠ 0" (``bootstrap_p_value``) from the very resamples the magnitude's interval
     is read from: (bounds, p) with p of shape (len(per_question),), NaN where the bounds are
     (fewer than two questions)."""
-    from scipy import stats  # imported here: the Snakefile imports this module
-
     matrices = [np.asarray(m, dtype=float) for m in per_question]
     n_questions = matrices[0].shape[0]
     result = np.full((len(matrices), 2, 2), math.nan)
@@ -132,19 +150,7 @@ def bootstrap_drift_tests(
             [quantity for m in matrices for quantity in trajectory_drift(steps, m[rows], level)]
         )
 
-    # Undefined drift times (NaN) and questions that all agree make degenerate resamples;
-    # both are handled explicitly, so scipy's warnings about them are noise here.
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        bootstrap = stats.bootstrap(
-            (np.arange(n_questions),),
-            statistic,
-            vectorized=False,
-            n_resamples=n_resamples,
-            confidence_level=level,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+    bootstrap = question_bootstrap(n_questions, statistic, level, n_resamples, seed)
     interval = bootstrap.confidence_interval
     bounds = np.stack([interval.low, interval.high], axis=-1).reshape(len(matrices), 2, 2)
     if len(steps) < 2:
@@ -206,23 +212,12 @@ def bootstrap_mean_tests(
     its rows (questions) jointly for all k columns, and each mean's two-sided p-value of
     "≠ 0" (``bootstrap_p_value``) from the same resamples: (bounds of shape (k, 2), p of
     shape (k,)); NaN with fewer than two rows."""
-    from scipy import stats  # imported here: the Snakefile imports this module
-
     x = np.asarray(samples, dtype=float)
     k = x.shape[1]
     if x.shape[0] < 2:
         return np.full((k, 2), math.nan), np.full(k, math.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        bootstrap = stats.bootstrap(
-            (np.arange(x.shape[0]),),
-            lambda rows: x[rows.astype(int)].mean(axis=0),
-            vectorized=False,
-            n_resamples=n_resamples,
-            confidence_level=level,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+    bootstrap = question_bootstrap(
+        x.shape[0], lambda rows: x[rows.astype(int)].mean(axis=0), level, n_resamples, seed)
     interval = bootstrap.confidence_interval
     bounds = np.stack([np.atleast_1d(interval.low), np.atleast_1d(interval.high)], axis=-1)
     replicates = np.asarray(bootstrap.bootstrap_distribution).reshape(k, -1)
