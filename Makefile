@@ -45,7 +45,8 @@ test-all: test
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
 
-# What judging a config will cost, before spending: make cost-plan CONFIG=config/paper.yaml
+# What judging a config will cost, before spending, and the disk its checkpoints need:
+# make cost-plan CONFIG=config/paper.yaml
 CONFIG ?= config/config.yaml
 cost-plan: setup
 	$(BIN)/value-drifts cost-plan --configfile $(CONFIG)

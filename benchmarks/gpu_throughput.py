@@ -3,7 +3,10 @@
 1. Generation: our vLLM backend (``value_drifts.generation.sampling.generate_vllm``: one request
    per question, ``SamplingParams(n=samples)``) against bare vLLM given the same prompts
    as plain strings in one ``LLM.generate`` call; prints generated tokens/s and
-   responses/s of both, so the backend's overhead shows.
+   responses/s of both, so the backend's overhead shows, and the bare engine's start-up
+   (weights load, compile, CUDA graph capture) beside its generation time: the share of a
+   one-checkpoint job that start-up takes, and what ~1,800 such jobs on the paper grid
+   pay for it (``--enforce-eager`` measures the start without graph capture).
 2. Training: a short SFT of the same model under ``accelerate launch`` + DeepSpeed
    (``config/accelerate/zero2.yaml`` or ``zero3.yaml``) on all visible GPUs, through the
    workflow's own launcher (``value_drifts.training.launch``); prints samples/s and
@@ -59,6 +62,11 @@ def _questions(n: int):
     )
 
 
+# Generation jobs of `snakemake -n --configfile config/paper.yaml` (one per checkpoint;
+# docs/benchmarks.md, the paper's dry run): each starts its own engine.
+PAPER_GENERATION_JOBS = 1_800
+
+
 def benchmark_generation(args) -> None:
     from vllm import LLM, SamplingParams
 
@@ -75,7 +83,11 @@ def benchmark_generation(args) -> None:
     table = generate_vllm(args.model, questions, settings, args.tensor_parallel_size, engine)
     ours = time.perf_counter() - start  # includes engine start-up, as in a workflow job
 
+    if args.enforce_eager:
+        engine["enforce_eager"] = True  # no CUDA graph capture: faster start, slower decode
+    start = time.perf_counter()
     llm = LLM(model=args.model, tensor_parallel_size=args.tensor_parallel_size, seed=0, **engine)
+    startup = time.perf_counter() - start  # weights load, compile, graph capture, KV cache
     tokenizer = llm.get_tokenizer()
     prompts = [build_prompt(q, settings, tokenizer) for q in questions["question"]]
     params = SamplingParams(n=args.samples, temperature=0.7, max_tokens=args.max_new_tokens, seed=0)
@@ -89,6 +101,11 @@ def benchmark_generation(args) -> None:
     n_bare = sum(len(o.outputs) for o in outputs)
     print(f"bare vLLM (generate only): {n_bare} responses, {bare_tokens} tokens in {bare:.1f} s"
           f" = {bare_tokens / bare:.0f} tokens/s, {n_bare / bare:.1f} responses/s")
+    share = startup / (startup + bare)
+    print(f"engine start-up {startup:.1f} s (enforce_eager={args.enforce_eager}) beside "
+          f"{bare:.1f} s of generation: {share:.0%} of a one-checkpoint job; "
+          f"{PAPER_GENERATION_JOBS} such jobs on the paper grid pay "
+          f"{PAPER_GENERATION_JOBS * startup / 3600:.1f} GPU-hours of start-up")
 
 
 def benchmark_training(args, gpus: int) -> None:
@@ -130,6 +147,8 @@ def main(argv=None) -> None:
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--tensor-parallel-size", type=int, default=1)
     gen.add_argument("--prompt-style", choices=["base", "chat"], default="base")
+    gen.add_argument("--enforce-eager", action="store_true",
+                     help="start the bare engine without CUDA graphs (compare start-up)")
     train = sub.add_parser("train")
     train.add_argument("--model", required=True)
     train.add_argument("--steps", type=int, default=10)

@@ -28,6 +28,7 @@ rule train_reward_model:
         cpus_per_task=training_resource("cpus_per_task", reward_job),
         mem_mb=training_resource("mem_mb", reward_job),
         runtime=training_resource("runtime", reward_job),
+        checkpoint_disk_mb=checkpoint_disk_mb(reward_disk),
     params:
         trainer=lambda wc: config["preference_optimization"]["algorithms"]["ppo"][
             "reward_model"
@@ -61,6 +62,7 @@ rule train_preference_optimisation:
         cpus_per_task=training_resource("cpus_per_task", po_job),
         mem_mb=training_resource("mem_mb", po_job),
         runtime=training_resource("runtime", po_job),
+        checkpoint_disk_mb=checkpoint_disk_mb(po_disk),
     params:
         algorithm=lambda wc: po_phase(wc).algorithm,
         hyper=lambda wc: po_hyperparameters(po_phase(wc)),

@@ -3,6 +3,7 @@
 # src/value_drifts/core/study.py; these adapters give them a job's model size and trained
 # tokens from the study. Included by the Snakefile after rules/common.smk, before every
 # rule.
+from value_drifts.core import checkpoint_disk as disk  # noqa: E402
 from value_drifts.core import cluster_requests as res  # noqa: E402
 from value_drifts.core.checkpoints import keeps_weights, total_steps  # noqa: E402
 
@@ -22,21 +23,27 @@ def _trained_tokens(steps, trainer):
 
 
 def sft_job(wildcards):
-    """(task, trained tokens) of an SFT run."""
+    """(task, trained tokens, rollouts: PPO's only, else None) of an SFT run."""
     phase = PLAN.phase(wildcards.model, sft_run(wildcards.sft_dataset))
-    return "sft", _trained_tokens(phase.last_step, config["sft"])
+    return "sft", _trained_tokens(phase.last_step, config["sft"]), None
 
 
 def po_job(wildcards):
+    """A preference optimisation run; PPO's rollouts (one per update) count in its
+    runtime: res.rollout_seconds."""
     phase = po_phase(wildcards)
-    return phase.algorithm, _trained_tokens(phase.last_step, po_hyperparameters(phase))
+    hyper = po_hyperparameters(phase)
+    rollouts = None
+    if phase.algorithm == "ppo":
+        rollouts = res.Rollouts.for_ppo(hyper, updates=phase.last_step)
+    return phase.algorithm, _trained_tokens(phase.last_step, hyper), rollouts
 
 
 def reward_job(wildcards):
     trainer = config["preference_optimization"]["algorithms"]["ppo"]["reward_model"]
     size = config["preference_sets"][wildcards.preference_set]["size"]
     steps = total_steps(size, trainer["global_batch_size"], trainer["epochs"])
-    return "reward", _trained_tokens(steps, trainer)
+    return "reward", _trained_tokens(steps, trainer), None
 
 
 def job_threads(wildcards):
@@ -44,14 +51,43 @@ def job_threads(wildcards):
 
 
 def training_resource(key, job):
-    """A resource callable for a training rule; ``job`` gives (task, tokens)."""
+    """A resource callable for a training rule; ``job`` gives (task, tokens, rollouts)."""
 
     def resource(wildcards, attempt):
-        task, tokens = job(wildcards)
+        task, tokens, rollouts = job(wildcards)
         size = model_size(wildcards.model)
-        return res.training_resources(size, task, tokens, attempt, CLUSTER)[key]
+        requests = res.training_resources(
+            size, task, tokens, attempt, CLUSTER, rollouts
+        )
+        return requests[key]
 
     return resource
+
+
+# The disk a training run's checkpoints need at its peak (value_drifts.core.checkpoint_disk:
+# the cost plan prints the same numbers), declared as the resource checkpoint_disk_mb so
+# `--resources checkpoint_disk_mb=N` caps the runs training at once. Not Snakemake's own
+# disk_mb: Snakemake scopes that one "local", and under a cluster executor a local resource
+# is not tallied across submitted jobs, so the cap would hold nothing back; and every other
+# job carries a default disk_mb that a global scope would count (docs/cluster.md).
+def sft_disk(wildcards):
+    phase = PLAN.phase(wildcards.model, sft_run(wildcards.sft_dataset))
+    return disk.phase_disk(STUDY, phase)
+
+
+def po_disk(wildcards):
+    return disk.phase_disk(STUDY, po_phase(wildcards))
+
+
+def reward_disk(wildcards):
+    return disk.reward_disk(
+        STUDY, wildcards.model, wildcards.sft_dataset, wildcards.preference_set
+    )
+
+
+def checkpoint_disk_mb(run_disk):
+    """The resource callable: the run's peak in MB (``RunDisk.peak_mb``)."""
+    return lambda wildcards: run_disk(wildcards).peak_mb
 
 
 def accelerate_config(job):

@@ -28,6 +28,7 @@ rule train_sft:
         cpus_per_task=training_resource("cpus_per_task", sft_job),
         mem_mb=training_resource("mem_mb", sft_job),
         runtime=training_resource("runtime", sft_job),
+        checkpoint_disk_mb=checkpoint_disk_mb(sft_disk),
     params:
         trainer=config["sft"],
         output_dir=lambda wc: training_dir(wc.model, sft_run(wc.sft_dataset)),

@@ -68,6 +68,36 @@ def test_preference_optimisation_costs_more_than_sft():
         LLAMA3_3B, "sft", 1, CLUSTER)
 
 
+def test_ppo_runtime_counts_its_rollouts():
+    """PPO's runtime is generation-bound: each update decodes max_response_length tokens
+    token by token, each step reading the policy's weights at the GPU's memory bandwidth,
+    then scores prompt + response with three models forward."""
+    cluster = res.ClusterSettings(gpu_memory_bandwidth_gbps=2560, max_runtime_min=10**6)
+    rollouts = res.Rollouts(updates=100, batch=32, response_length=1000, prompt_length=1000)
+    # decode: 8 prompts per GPU, one chunk; 6.4 GB of bf16 weights at 25% of 2,560 GB/s =
+    # 0.01 s a step, × 1,000 steps × 100 updates = 1,000 s; forward: 3 models × 2 × 3.2e9
+    # FLOPs × 100 × 32 × 2,000 tokens at 4 × 200 TFLOP/s = 153.6 s
+    assert res.rollout_seconds(LLAMA3_3B, rollouts, cluster) == pytest.approx(1000 + 153.6)
+    wide = res.Rollouts(updates=100, batch=512, response_length=1000, prompt_length=1000)
+    assert res.rollout_seconds(LLAMA3_3B, wide, cluster) == pytest.approx(
+        2 * 1000 + 16 * 153.6)  # 128 prompts per GPU: two chunks of 64
+
+    tokens = 100 * 32 * 2048
+    dpo = res.training_runtime_min(LLAMA3_3B, "dpo", tokens, 1, cluster)
+    ppo_training_only = res.training_runtime_min(LLAMA3_3B, "ppo", tokens, 1, cluster)
+    ppo = res.training_runtime_min(LLAMA3_3B, "ppo", tokens, 1, cluster, rollouts)
+    assert dpo < ppo_training_only < ppo
+    assert ppo - ppo_training_only == pytest.approx(1.5 * (1000 + 153.6) / 60, abs=1)
+    longer = res.Rollouts(updates=100, batch=32, response_length=2000, prompt_length=1000)
+    assert res.training_runtime_min(LLAMA3_3B, "ppo", tokens, 1, cluster, longer) > ppo
+    # the paper's PPO hyperparameters: TRL's response length when max_response_length is unset
+    hyper = {"global_batch_size": 32, "max_length": 2048, "max_response_length": 1024,
+             "precision": "bf16"}
+    assert res.Rollouts.for_ppo(hyper, 887) == res.Rollouts(887, 32, 1024, 2048)
+    del hyper["max_response_length"]
+    assert res.Rollouts.for_ppo(hyper, 887).response_length == res.TRL_RESPONSE_LENGTH == 53
+
+
 @pytest.mark.gpu_path
 @pytest.mark.parametrize("node_memory_gb", [1000, 512, 96])
 def test_no_retry_asks_for_more_memory_than_a_node_has(node_memory_gb):
@@ -236,6 +266,34 @@ def test_paper_training_jobs_request_the_models_gpus(paper_jobs):
     assert ppo["gpu"] == "4"
     reward = _job(paper_jobs, "train_reward_model", model="llama3-3b")
     assert reward["gpu"] == "4"
+
+
+def test_paper_training_jobs_declare_their_checkpoint_disk(paper_jobs):
+    """Each training job's checkpoint_disk_mb is its run's peak (core.checkpoint_disk):
+    checkpoints × bf16 weights + 2 × resume state (12 bytes/parameter of DeepSpeed's Adam
+    state, + the weights under ZeRO-2), so --resources checkpoint_disk_mb=N caps them."""
+    disk_mb = {
+        # Llama-3-3B (6.4 GB, ZeRO-2: 44.8 GB of resume state), WildChat: 12 checkpoints
+        ("train_sft", "llama3-3b", "wildchat"): 12 * 6_400 + 2 * 44_800,
+        # Llama-3-8B (16 GB, ZeRO-2 on 8 GPUs: 112 GB), Alpaca: 11 checkpoints
+        ("train_sft", "llama3-8b", "alpaca"): 11 * 16_000 + 2 * 112_000,
+        # one checkpoint, then the final folder
+        ("train_reward_model", "llama3-3b", "wildchat"): 6_400 + 44_800,
+    }
+    for (rule, model, dataset), expected in disk_mb.items():
+        assert int(_job(paper_jobs, rule, model=model, sft_dataset=dataset)[
+            "checkpoint_disk_mb"]) == expected, rule
+    # DPO on HH-RLHF (60,908 pairs, batch 32, 3 epochs: 5,712 steps): 58 checkpoints of
+    # Qwen3-4B (8 GB, 56 GB of resume state); PPO (ZeRO-3): the Adam state of policy and
+    # value model (2 × 38.4 GB) and the value model (6.4 GB)
+    dpo = _job(paper_jobs, "train_preference_optimisation", model="qwen3-4b",
+               po_run="dpo-hh_rlhf")
+    assert int(dpo["checkpoint_disk_mb"]) == 58 * 8_000 + 2 * 56_000
+    ppo = _job(paper_jobs, "train_preference_optimisation", model="llama3-3b",
+               po_run="ppo-ultrafeedback")
+    assert int(ppo["checkpoint_disk_mb"]) == 58 * 6_400 + 2 * (2 * 38_400 + 6_400)
+    assert "checkpoint_disk_mb" not in _job(paper_jobs, "generate", model="llama3-3b",
+                                            run="sft-wildchat.ppo-ultrafeedback", step="100")
 
 
 def test_paper_generation_uses_one_gpu_per_checkpoint(paper_jobs):

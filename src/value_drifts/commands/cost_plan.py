@@ -25,6 +25,13 @@ looked up in the judge cache (``judge.cache``, else the backends' ``DEFAULT_CACH
 Elsewhere the calls are estimated, the estimate saying how: checkpoints not generated yet
 with responses of ``max_new_tokens`` tokens, datasets not searched yet with every analysed
 item matched. Prices are ``judge.prices``: USD per million tokens, as OpenAI lists them.
+
+Then the disk the training runs' checkpoints need (``value_drifts.core.checkpoint_disk``):
+per model and task, one checkpoint's weights and resume state and each run's peak (what
+its training job declares as ``checkpoint_disk_mb``), and the plan's peak: an upper bound
+with every run at its peak at once, what stays after generation deletes weights, and with
+``--checkpoint-disk-mb N`` the peak when ``--resources checkpoint_disk_mb=N`` caps the
+runs training at once.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from value_drifts.analysis.dataset_stances import (
     sample_items,
 )
 from value_drifts.core.backends import API_JUDGE_BACKENDS
+from value_drifts.core.checkpoint_disk import RESOURCE, disk_plan, format_disk_plan
 from value_drifts.core.config import reference_judge, schema_default, section_with_defaults
 from value_drifts.core.layout import (
     RESULTS,
@@ -591,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--results", default=RESULTS, type=Path)
+    parser.add_argument("--checkpoint-disk-mb", type=int, default=None, metavar="N",
+                        help=f"also print the disk peak when --resources {RESOURCE}=N "
+                             "caps the training runs at once")
     args = parser.parse_args(argv)
     study = load_study(yaml.safe_load(Path(args.configfile).read_text()),
                        count_sizes=counted_sizes)
@@ -600,6 +611,8 @@ def main(argv: list[str] | None = None) -> None:
     plan = combined(stage.plan for stage in stages)
     print(format_plan(plan, args.configfile, config["judge"]["backend"], stages,
                       [cache_note(config["judge"]), results_note]))
+    print()
+    print(format_disk_plan(disk_plan(study), args.checkpoint_disk_mb))
 
 
 def results_view(configfile: str | Path, results: Path) -> tuple[ResultsView, str]:

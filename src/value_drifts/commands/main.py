@@ -2,9 +2,10 @@
 
 ``value-drifts trace`` (below), ``value-drifts value-gap`` (``commands.value_gap``: the
 value gap of your own preference file), ``value-drifts cost-plan`` (``commands.cost_plan``:
-what judging a config will cost), ``value-drifts check-envs`` (``core.envs``: each conda
-env's requirements resolve) and ``value-drifts labels sample`` (``commands.labels``: a
-stratified sample of a results tree's answers to label by hand). The older entry points
+what judging a config will cost, and the disk its checkpoints need), ``value-drifts
+check-envs`` (``core.envs``: each conda env's requirements resolve) and ``value-drifts
+labels sample`` (``commands.labels``: a stratified sample of a results tree's answers to
+label by hand). The older entry points
 ``value-gap``, ``python -m value_drifts.judge.plan_cost`` and ``python -m
 value_drifts.envs`` run the same code.
 
@@ -158,7 +159,8 @@ FORWARDED = {
     "value-gap": ("value_drifts.commands.value_gap",
                   "the value gap of a preference file (value-drifts value-gap --help)"),
     "cost-plan": ("value_drifts.commands.cost_plan",
-                  "judge calls and cost a config will need (value-drifts cost-plan --help)"),
+                  "judge calls and cost, and checkpoint disk, a config will need "
+                  "(value-drifts cost-plan --help)"),
     "check-envs": ("value_drifts.core.envs",
                    "resolve each conda env's requirements (value-drifts check-envs --help)"),
     "restore-times": ("value_drifts.commands.restore_times",

@@ -57,10 +57,16 @@ def saved_steps(output_dir: Path) -> list[int]:
 
 
 # ---- which files of a checkpoint folder are which: three lists, three purposes ----------
+# PPO's resume state besides the HF Trainer's: the value model (a model folder inside the
+# checkpoint) and the RNG state its current pass over the prompts started from, which drew
+# that pass's shuffle (training.preference_trainers.train_ppo).
+PPO_VALUE_MODEL = "value_model"
+PPO_PROMPT_ORDER = "rng_state_prompt_pass.pth"
 # What deleting a checkpoint's weights removes (delete_checkpoint_weights): everything it
 # holds besides its config and tokenizer: model weights, optimizer, scheduler and RNG
-# state, DeepSpeed shards.
-DELETED_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "global_step*")
+# state, DeepSpeed shards, PPO's value model.
+DELETED_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "global_step*",
+                           PPO_VALUE_MODEL)
 # What a loader reads (incomplete_reason checks them): the weights transformers loads from a
 # folder, in the order it looks for them (modeling_utils: SAFE_WEIGHTS_NAME,
 # SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME), and PEFT's adapter weights.
@@ -71,9 +77,9 @@ LOADED_MODEL_WEIGHTS = (
 LOADED_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # What integrity hashes (core.integrity.weight_files): files holding a model's weights, full
 # models (one file or shards), PEFT adapters, GGUF; files named with a training-state prefix
-# (optimizer, scheduler and RNG state; DeepSpeed's global_step* folders are not files) are
-# not the model and are left out, here and from a local judge's identity
-# (judge.local.model_files).
+# (optimizer, scheduler and RNG state; DeepSpeed's global_step* folders and PPO's
+# value_model/ are not files) are not the model and are left out, here and from a local
+# judge's identity (judge.local.model_files).
 HASHED_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 TRAINING_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state")
 
@@ -291,8 +297,8 @@ def incomplete_reason(path: Path) -> str | None:
       whole zip archive (``torch.save``'s format since torch 1.6), or an index whose
       ``weight_map`` names only shards that are themselves readable.
 
-    Optimizer state is not part of it: PPO saves the policy alone (see
-    ``resumable_checkpoint`` for what resuming an optimizer needs).
+    Optimizer state is not part of it (see ``resumable_checkpoint`` and
+    ``ppo_resume_problem`` for what resuming a run needs).
     """
     path = Path(path)
     if not path.is_dir():
@@ -351,17 +357,42 @@ def optimizer_state_problem(path: Path) -> str | None:
     return None
 
 
-def newest_complete_step(output_dir: Path, optimizer: bool = False) -> int | None:
+def newest_complete_step(output_dir: Path, optimizer: bool = False,
+                         ppo: bool = False) -> int | None:
     """Step of the newest complete checkpoint in ``output_dir`` (with resumable optimizer
-    state too when ``optimizer``), or None; logs each newer one skipped and why."""
+    state too when ``optimizer``, with all of PPO's resume state when ``ppo``: see
+    ``ppo_resume_problem``), or None; logs each newer one skipped and why."""
     for step in reversed(saved_steps(Path(output_dir))):
         path = Path(output_dir) / f"checkpoint-{step}"
         reason = incomplete_reason(path)
-        if reason is None and optimizer:
+        if reason is None and ppo:
+            reason = ppo_resume_problem(path)
+        elif reason is None and optimizer:
             reason = optimizer_state_problem(path)
         if reason is None:
             return step
         log.warning("Not restarting from %s: %s", path, reason)
+    return None
+
+
+def ppo_resume_problem(path: Path) -> str | None:
+    """Why PPO checkpoint ``path`` cannot resume its run, or None when it can: besides the
+    optimizer state of policy and value model (``optimizer_state_problem``) it needs the
+    scheduler state (``scheduler.pt``), the RNG state its pass over the prompts started
+    from (``PPO_PROMPT_ORDER``) and the value model (``PPO_VALUE_MODEL``, a model folder,
+    complete as ``incomplete_reason`` says)."""
+    path = Path(path)
+    if problem := optimizer_state_problem(path):
+        return problem
+    for name in ("scheduler.pt", PPO_PROMPT_ORDER):
+        if not (path / name).is_file():
+            return f"it has no {name}"
+        if problem := _torch_archive_problem(path / name, path):
+            return problem
+    if not (path / PPO_VALUE_MODEL).is_dir():
+        return f"it has no value model ({PPO_VALUE_MODEL}/)"
+    if problem := incomplete_reason(path / PPO_VALUE_MODEL):
+        return f"its value model ({PPO_VALUE_MODEL}/) is incomplete: {problem}"
     return None
 
 
@@ -378,7 +409,8 @@ def resumable_checkpoint(output_dir: Path) -> str | None:
 # scheduler.pt, rng_state*.pth); trainer_state.json and training_args.bin stay (small; the
 # step and the arguments a checkpoint was made with). DeepSpeed's resume state: the
 # ``latest`` file naming its ``global_step*/`` folder of shards, and the script it writes
-# beside them to consolidate those shards.
+# beside them to consolidate those shards. PPO's: its value model folder (its RNG state of
+# the prompt pass is an ``rng_state*`` file).
 RESUME_STATE_PREFIXES = ("optimizer", "scheduler", "rng_state")
 DEEPSPEED_RESUME_FILES = ("latest", "zero_to_fp32.py")
 
@@ -387,14 +419,16 @@ def resume_state_files(path: Path) -> list[Path]:
     """What of checkpoint ``path`` only a resume reads, in the order it is deleted: first
     what ``optimizer_state_problem`` looks for (``optimizer*``, DeepSpeed's ``latest``), so
     a deletion cut short leaves a checkpoint no restart tries to resume from; then the
-    scheduler and RNG state and DeepSpeed's ``global_step*/`` folders. The folders stay
-    when the checkpoint has no weights a loader reads (ZeRO-3 without gathered weights:
-    they are the model)."""
+    scheduler and RNG state, PPO's value model folder (``PPO_VALUE_MODEL``) and DeepSpeed's
+    ``global_step*/`` folders. The DeepSpeed folders stay when the checkpoint has no
+    weights a loader reads (ZeRO-3 without gathered weights: they are the model)."""
     path = Path(path)
     items = sorted(path.glob("optimizer*")) + [
         path / name for name in DEEPSPEED_RESUME_FILES if (path / name).exists()
     ]
     items += sorted(item for prefix in RESUME_STATE_PREFIXES[1:] for item in path.glob(f"{prefix}*"))
+    if (path / PPO_VALUE_MODEL).is_dir():
+        items.append(path / PPO_VALUE_MODEL)
     if any((path / name).is_file() for name in LOADED_MODEL_WEIGHTS + LOADED_ADAPTER_WEIGHTS):
         items += sorted(item for item in path.glob("global_step*") if item.is_dir())
     return items

@@ -10,9 +10,11 @@ Training of a model with ``gpus: N > 0`` runs under accelerate + DeepSpeed on N 
 one node; ``gpus: 0`` (the small default) trains on CPU with ``cpu_threads`` threads.
 Generation with vLLM takes the fewest GPUs (a power of two) whose memory holds the bf16
 weights with half of it left for the KV cache; the transformers backend runs on CPU.
-Memory grows linearly with ``attempt``, up to a node's memory (``node_memory_gb``), and
-runtime too, up to ``max_runtime_min``: a training job cut at the limit resumes from its
-last checkpoint when retried. vLLM jobs (generation, downstream, a vLLM judge) ask for
+Training runtime comes from the trained tokens' FLOPs, and for PPO from its rollouts too
+(``rollout_seconds``: generation-bound, from the GPU's memory bandwidth). Memory grows
+linearly with ``attempt``, up to a node's memory (``node_memory_gb``), and runtime too, up
+to ``max_runtime_min``: a training job cut at the limit resumes from its last checkpoint
+when retried. vLLM jobs (generation, downstream, a vLLM judge) ask for
 ``cpus_per_gpu`` CPUs per GPU and host memory for vLLM's processes besides the weights.
 """
 
@@ -26,9 +28,31 @@ from typing import Any
 from value_drifts.core.config import schema_default
 
 # Training FLOPs per token relative to SFT's 6 × parameters (forward + backward): DPO runs
-# chosen and rejected through the policy and a frozen reference; PPO samples responses and
-# trains a value model beside the policy. Rough, for runtime requests only.
+# chosen and rejected through the policy and a frozen reference; PPO trains the policy and
+# a value model over each batch of rollouts TRL's num_ppo_epochs (4) times (2 × 4). PPO's
+# rollouts (sampling and the forward passes that score them) come on top: ``Rollouts``.
+# Rough, for runtime requests only.
 TRAINING_COST = {"sft": 1.0, "reward": 2.0, "simpo": 2.0, "dpo": 2.7, "ppo": 8.0}
+# Bytes of one parameter as a trainer's ``precision`` holds and saves it.
+BYTES_PER_PARAMETER = {"bf16": 2, "fp32": 4}
+# PPO's rollouts (TRL's PPOTrainer, trl/experimental/ppo): before each update every rank
+# samples responses for its share of the global batch (global_batch_size / GPUs prompts)
+# with transformers' generate, ``local_rollout_forward_batch_size`` sequences at a time
+# (TRL's default 64), up to ``response_length`` new tokens (TRL's default 53 when
+# ``max_response_length`` is unset), then runs the reference policy, the reward model and
+# the value model forward over prompt + response. Decoding is memory-bound: each new token
+# reads every weight of the policy once (ZeRO-3 gathers the whole policy onto each GPU to
+# generate), for the whole chunk at once, so a decode step takes the policy's bytes over
+# the GPU's memory bandwidth (``cluster.gpu_memory_bandwidth_gbps``, H100 SXM 3,350 GB/s,
+# NVIDIA's H100 datasheet) divided by the share of it a step achieves. Tuned inference
+# servers reach 50-60% of it ("model bandwidth utilisation", Databricks/MosaicML, "LLM
+# Inference Performance Engineering: Best Practices", 2023); transformers' eager generate
+# (no CUDA graphs, a Python step per token, KV-cache reads on top, padded sequences that
+# run to the longest) does worse: 25% here, an estimate, not measured on a GPU.
+TRL_ROLLOUT_BATCH = 64
+TRL_RESPONSE_LENGTH = 53
+ROLLOUT_FORWARD_MODELS = 3  # reference policy, reward model, value model
+DECODE_BANDWIDTH_UTILISATION = 0.25
 # Model copies a trainer holds besides the trained one: (trained, frozen).
 TRAINING_MODELS = {"sft": (1, 0), "reward": (1, 0), "simpo": (1, 0), "dpo": (1, 1), "ppo": (2, 2)}
 ACCELERATE_CONFIGS = {2: "config/accelerate/zero2.yaml", 3: "config/accelerate/zero3.yaml"}
@@ -94,6 +118,7 @@ class ClusterSettings:
     max_runtime_min: int = _cluster_default("max_runtime_min")
     gpu_tflops: float = _cluster_default("gpu_tflops")
     cpu_tflops: float = _cluster_default("cpu_tflops")
+    gpu_memory_bandwidth_gbps: float = _cluster_default("gpu_memory_bandwidth_gbps")
     generation_tokens_per_s: float = _cluster_default("generation_tokens_per_s")
     cpu_generation_tokens_per_s: float = _cluster_default("cpu_generation_tokens_per_s")
     api_jobs_local: bool = _cluster_default("api_jobs_local")  # API rules on the submit host
@@ -163,14 +188,80 @@ def accelerate_config(model: ModelSize, task: str, cluster: ClusterSettings) -> 
     return ACCELERATE_CONFIGS[zero_stage(model, task, cluster)]
 
 
+@dataclass(frozen=True)
+class Rollouts:
+    """PPO's sampling over a run: ``updates`` policy updates, each sampling up to
+    ``response_length`` new tokens for each of ``batch`` prompts of up to
+    ``prompt_length`` tokens, ``chunk`` sequences at a time on each GPU (TRL's
+    ``local_rollout_forward_batch_size``), with weights held in ``precision``."""
+
+    updates: int
+    batch: int
+    response_length: int
+    prompt_length: int
+    chunk: int = TRL_ROLLOUT_BATCH
+    precision: str = "bf16"
+
+    @classmethod
+    def for_ppo(cls, hyper: Mapping[str, Any], updates: int) -> Rollouts:
+        """A PPO run's rollouts from its hyperparameters (``preference_optimization.
+        algorithms.ppo`` with a run's overrides) and its number of updates (its last
+        step: ``checkpoints.ppo_total_steps``)."""
+        extra = hyper.get("extra") or {}
+        return cls(
+            updates=updates,
+            batch=hyper["global_batch_size"],
+            response_length=hyper.get("max_response_length", TRL_RESPONSE_LENGTH),
+            prompt_length=hyper["max_length"],
+            chunk=int(extra.get("local_rollout_forward_batch_size", TRL_ROLLOUT_BATCH)),
+            precision=hyper.get("precision", schema_default("sft", "precision")),
+        )
+
+
+def _training_flops_per_second(model: ModelSize, cluster: ClusterSettings) -> float:
+    return (model.gpus * cluster.gpu_tflops if model.gpus else cluster.cpu_tflops) * 1e12
+
+
+def rollout_seconds(model: ModelSize, rollouts: Rollouts, cluster: ClusterSettings) -> float:
+    """Seconds PPO spends sampling and scoring, over all its updates (see
+    ``TRL_ROLLOUT_BATCH`` for the sources):
+
+    - decoding, memory-bound: on GPUs each rank decodes ceil(batch / GPUs) sequences in
+      ceil(that / chunk) passes of ``response_length`` steps, each step reading the
+      policy's weights (parameters × bytes of ``precision``) at
+      ``gpu_memory_bandwidth_gbps`` × ``DECODE_BANDWIDTH_UTILISATION``; on CPU, batch ×
+      response_length tokens at ``cpu_generation_tokens_per_s``;
+    - the reference policy, reward model and value model forward over every sequence
+      (2 × parameters FLOPs per token each, prompt_length + response_length tokens) at
+      the training throughput.
+    """
+    params = model.params_b * 1e9
+    if model.gpus:
+        per_rank = math.ceil(rollouts.batch / model.gpus)
+        passes = math.ceil(per_rank / rollouts.chunk)
+        step_s = (params * BYTES_PER_PARAMETER[rollouts.precision]
+                  / (cluster.gpu_memory_bandwidth_gbps * 1e9 * DECODE_BANDWIDTH_UTILISATION))
+        decode_s = rollouts.updates * passes * rollouts.response_length * step_s
+    else:
+        tokens = rollouts.updates * rollouts.batch * rollouts.response_length
+        decode_s = tokens / cluster.cpu_generation_tokens_per_s
+    scored = rollouts.updates * rollouts.batch * (rollouts.prompt_length + rollouts.response_length)
+    forward_flops = ROLLOUT_FORWARD_MODELS * 2 * params * scored
+    return decode_s + forward_flops / _training_flops_per_second(model, cluster)
+
+
 def training_runtime_min(
-    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings
+    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings,
+    rollouts: Rollouts | None = None,
 ) -> int:
     """Minutes for ``tokens`` trained tokens at 6 × parameters FLOPs each (× the task's
-    cost), at the configured throughput, with 50% margin and 15 minutes of set-up."""
+    cost), at the configured throughput, plus PPO's ``rollouts`` (``rollout_seconds``:
+    generation-bound), with 50% margin and 15 minutes of set-up."""
     flops = 6 * model.params_b * 1e9 * tokens * TRAINING_COST[task]
-    per_second = (model.gpus * cluster.gpu_tflops if model.gpus else cluster.cpu_tflops) * 1e12
-    return _runtime(15 + 1.5 * flops / per_second / 60, attempt, cluster)
+    seconds = flops / _training_flops_per_second(model, cluster)
+    if rollouts is not None:
+        seconds += rollout_seconds(model, rollouts, cluster)
+    return _runtime(15 + 1.5 * seconds / 60, attempt, cluster)
 
 
 def training_mem_mb(model: ModelSize, task: str, attempt: int, cluster: ClusterSettings) -> int:
@@ -185,15 +276,17 @@ def training_mem_mb(model: ModelSize, task: str, attempt: int, cluster: ClusterS
 
 
 def training_resources(
-    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings
+    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings,
+    rollouts: Rollouts | None = None,
 ) -> dict[str, int]:
-    """Everything a training job asks for (keys as the SLURM executor reads them)."""
+    """Everything a training job asks for (keys as the SLURM executor reads them);
+    ``rollouts``: PPO's sampling, part of its runtime."""
     return {
         "gpu": model.gpus,
         "nodes": 1,
         "cpus_per_task": threads(model, cluster),
         "mem_mb": training_mem_mb(model, task, attempt, cluster),
-        "runtime": training_runtime_min(model, task, tokens, attempt, cluster),
+        "runtime": training_runtime_min(model, task, tokens, attempt, cluster, rollouts),
     }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from value_drifts.judge.local import adds_special_tokens
 from value_drifts.judge.prompt import render
 
 # Tokens a server's chat template adds around one user turn (role markers, BOS, the
@@ -75,7 +76,7 @@ def byte_fit(context_tokens: int) -> AnswerFit:
 def tokenizer_fit(tokenizer, context_tokens: int, rendered: Callable[[str], str]) -> AnswerFit:
     """The fit of a local judge: ``tokenizer`` counts ``rendered(prompt)`` (the prompt
     in the model's chat template, as the scorer encodes it) against ``context_tokens``."""
-    add_special = getattr(tokenizer, "chat_template", None) is None
+    add_special = adds_special_tokens(tokenizer)
 
     def count(prompt: str) -> int:
         return len(tokenizer.encode(rendered(prompt), add_special_tokens=add_special))

@@ -82,6 +82,15 @@ def render_chat(tokenizer, prompt: str) -> str:
     )
 
 
+def adds_special_tokens(tokenizer) -> bool:
+    """Whether a local judge's rendered text is encoded with the tokenizer's special tokens:
+    only without a chat template. A template writes its own BOS where the model wants one
+    (Llama 3, Gemma); adding the tokenizer's again would give two, or one the judge never
+    saw when it was adapted through the template (TRL encodes templated text without
+    them). Every local backend and the answer fit encode this way (as vLLM's ``LLM.chat``)."""
+    return getattr(tokenizer, "chat_template", None) is None
+
+
 class LocalScorer(Protocol):
     """A local model reduced to what a cached judge needs."""
 
@@ -94,6 +103,9 @@ class LocalScorer(Protocol):
 
     def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """First-answer-token ``{token text: logprob}`` top lists, one per rendered text."""
+
+    # Optional: ``prepare(texts)`` sees every text this run will score before the first
+    # ``score`` call (vLLM sizes its engine's context to the longest).
 
 
 class CachedLocalJudge:
@@ -138,6 +150,8 @@ class CachedLocalJudge:
         counts.cache_hits = sum(key in answers for key in keys)
         counts.distinct_requests = len(set(keys))
         to_score = list(distinct_missing(keys, texts, answers).items())
+        if to_score and (prepare := getattr(self.scorer, "prepare", None)):
+            prepare([text for _, text in to_score])  # e.g. size an engine to what it reads
         if self.scorer.pads_batches:
             to_score = length_sorted_windows(to_score, self.batch_size * SORT_WINDOW_BATCHES)
         emitted = 0

@@ -14,7 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from value_drifts.backends.cache import JudgeCache
 from value_drifts.judge.answers import merged_top
-from value_drifts.judge.local import CachedLocalJudge, model_identity, render_chat
+from value_drifts.judge.local import (
+    CachedLocalJudge,
+    adds_special_tokens,
+    model_identity,
+    render_chat,
+)
 
 BACKEND_KIND = "transformers"
 
@@ -46,7 +51,8 @@ class TransformersScorer:
         return render_chat(self.tokenizer, prompt)
 
     def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True)
+        encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True,
+                                 add_special_tokens=adds_special_tokens(self.tokenizer))
         self.forward_calls += 1
         with torch.inference_mode():
             # Only the next-token distribution is needed: skip the vocab projection elsewhere.

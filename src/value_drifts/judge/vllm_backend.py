@@ -21,10 +21,25 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from value_drifts.backends.cache import JudgeCache
+from value_drifts.judge.answer_fit import model_context
 from value_drifts.judge.answers import merged_top
-from value_drifts.judge.local import CachedLocalJudge, model_identity, render_chat
+from value_drifts.judge.local import (
+    CachedLocalJudge,
+    adds_special_tokens,
+    model_identity,
+    render_chat,
+)
 
 BACKEND_KIND = "vllm_offline"
+
+
+def judge_max_model_len(longest_prompt: int, model_window: int | None) -> int:
+    """The vLLM judge engine's ``max_model_len``: the longest prompt it reads, in tokens,
+    plus the one token it answers, never beyond the model's own window (``model_window``,
+    None when unknown). Answers longer than the window are cut to fit before this
+    (``judge.answer_fit``)."""
+    needed = longest_prompt + 1
+    return min(needed, model_window) if model_window else needed
 
 
 class JudgeOutputError(RuntimeError):
@@ -82,6 +97,18 @@ class VLLMScorer:
         self._llm = None
         self._sampling_params = None
         self.generate_calls = 0
+        self._sized: dict[str, Any] = {}  # engine arguments derived from the texts (prepare)
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Size the engine's context to the longest of ``texts`` plus the one answer token
+        (``judge_max_model_len``), unless ``judge.vllm.max_model_len`` is configured: vLLM
+        otherwise reserves KV cache for the model's whole window (131,072 tokens for Llama
+        3.1) to read prompts of a few hundred. Only before the engine starts; the length is
+        not part of the cache key (it does not change a reading)."""
+        if self._llm is not None or "max_model_len" in self.engine_args or not texts:
+            return
+        longest = max(len(self._token_ids(text)) for text in texts)
+        self._sized = {"max_model_len": judge_max_model_len(longest, model_context(self.model))}
 
     def _engine(self):
         if self._llm is None:
@@ -91,7 +118,7 @@ class VLLMScorer:
                 model=self.model,
                 tensor_parallel_size=self.tensor_parallel_size,
                 seed=self.seed,
-                **self.engine_args,
+                **{**self._sized, **self.engine_args},
             )
             self._sampling_params = vllm.SamplingParams(
                 max_tokens=1, temperature=0.0, logprobs=self.top_logprobs
@@ -103,15 +130,13 @@ class VLLMScorer:
 
     def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
         llm = self._engine()
-        # A chat template writes its own BOS; a bare prompt (no template) gets the usual one.
-        add_special = self.tokenizer.chat_template is None
-        prompts = [
-            {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=add_special)}
-            for text in texts
-        ]
+        prompts = [{"prompt_token_ids": self._token_ids(text)} for text in texts]
         self.generate_calls += 1
         outputs = llm.generate(prompts, self._sampling_params, use_tqdm=False)
         return [first_position_top(output, self._decode) for output in outputs]
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=adds_special_tokens(self.tokenizer))
 
     def _decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])

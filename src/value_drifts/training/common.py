@@ -147,3 +147,12 @@ def model_dtype(settings: TrainerSettings):
 
     return torch.bfloat16 if settings.precision == "bf16" else torch.float32
 
+
+
+def as_dataset(rows):
+    """``rows`` as a ``datasets.Dataset``: one as is (``launch.training_dataset``'s, backed by
+    files, whose tokenisation other ranks read from its cache), a list of dicts through
+    ``Dataset.from_list``."""
+    from datasets import Dataset
+
+    return rows if isinstance(rows, Dataset) else Dataset.from_list(list(rows))

@@ -73,21 +73,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _read_rows(path: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    import polars as pl
+# Under a training run's output directory: the Arrow files of its data and of the trainer's
+# tokenisation (``training_dataset``), removed once the run has trained.
+DATASETS_CACHE = "datasets_cache"
 
-    frame = pl.read_parquet(path)
-    return (frame.select(columns) if columns else frame).to_dicts()
+
+def training_dataset(path: str, output_dir: str, columns: list[str] | None = None):
+    """The rows of the parquet file ``path`` as a ``datasets.Dataset`` backed by Arrow files
+    in ``<output_dir>/datasets_cache`` (``Dataset.from_parquet``; ranks loading at once wait
+    on datasets' file lock).
+
+    Backed by files, every ``map`` a TRL trainer runs on it is cached under its
+    fingerprint: the trainers tokenise inside ``PartialState().main_process_first()``
+    (SFTTrainer, DPOTrainer, RewardTrainer, CPOTrainer; TRL 1.12), so rank 0 tokenises
+    and the other ranks of an ``accelerate launch`` read its cache files instead of each
+    tokenising the whole set again (an in-memory ``Dataset.from_list`` has no cache)."""
+    from datasets import Dataset
+
+    cache = Path(output_dir) / DATASETS_CACHE
+    return Dataset.from_parquet(path, columns=columns, cache_dir=str(cache))
+
+
+def remove_datasets_cache(trainer, output_dir: str) -> None:
+    """Once every rank has trained, the main process removes the run's datasets cache."""
+    import shutil
+
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(Path(output_dir) / DATASETS_CACHE, ignore_errors=True)
 
 
 def run_job(job: TrainingJob):
     """Train; under accelerate every process runs this (the trainer shards the work)."""
+    trainer = _train_job(job)
+    remove_datasets_cache(trainer, job.settings.output_dir)
+    return trainer
+
+
+def _train_job(job: TrainingJob):
     from value_drifts.training import preference_trainers
     from value_drifts.training.sft import train_sft
 
     if job.task == "sft":
-        return train_sft(job.settings, _read_rows(job.data, ["messages"]))
-    pairs = _read_rows(job.data)
+        return train_sft(
+            job.settings, training_dataset(job.data, job.settings.output_dir, ["messages"]))
+    pairs = training_dataset(job.data, job.settings.output_dir)
     if job.task == "dpo":
         return preference_trainers.train_dpo(job.settings, job.hyper, pairs)
     if job.task == "simpo":

@@ -12,16 +12,17 @@ from value_drifts.core.checkpoints import (
     resumable_checkpoint,
     resume_state_callback,
 )
-from value_drifts.training.common import TrainerSettings, model_dtype, trl_config
+from value_drifts.training.common import TrainerSettings, as_dataset, model_dtype, trl_config
 
 
-def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
+def train_sft(run: TrainerSettings, rows: list[dict[str, Any]] | Any):
     """Fine-tune ``run.model_path`` on conversational ``rows`` (TRL's ``messages`` or
-    ``prompt``/``completion`` format), saving a checkpoint every ``save_steps`` and at
-    the end, each with a completion marker; resumes from the newest complete checkpoint
-    with optimizer state in ``output_dir``, the only one that keeps it while the run goes
-    on (none once it ends: ``checkpoints.resume_state_callback``)."""
-    from datasets import Dataset
+    ``prompt``/``completion`` format; a list of dicts, or a ``datasets.Dataset`` such as
+    ``launch.training_dataset``'s, whose tokenisation other ranks read from its cache),
+    saving a checkpoint every ``save_steps`` and at the end, each with a completion
+    marker; resumes from the newest complete checkpoint with optimizer state in
+    ``output_dir``, the only one that keeps it while the run goes on (none once it ends:
+    ``checkpoints.resume_state_callback``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -48,7 +49,7 @@ def train_sft(run: TrainerSettings, rows: list[dict[str, Any]]):
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=as_dataset(rows),
         processing_class=tokenizer,
         callbacks=[completion_marker_callback(), resume_state_callback()],
     )

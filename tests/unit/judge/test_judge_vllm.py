@@ -24,7 +24,11 @@ from tests.support.tiny_model import build_tiny_model
 from value_drifts.judge.backends import backend_counts, make_backend
 from value_drifts.judge.local import render_chat
 from value_drifts.judge.run import judge_generations
-from value_drifts.judge.vllm_backend import JudgeOutputError, first_position_top
+from value_drifts.judge.vllm_backend import (
+    JudgeOutputError,
+    first_position_top,
+    judge_max_model_len,
+)
 
 PROMPTS = [f"Question {i}: should the death penalty end? Response: reply {i}." for i in range(7)]
 
@@ -169,12 +173,15 @@ def test_engine_settings_chat_rendering_and_logprob_conversion(stand_in, model_d
     assert stand_in.engines == []  # nothing starts before something must be scored
     tops = judge_all(judge, PROMPTS)
 
+    sent = [p["prompt_token_ids"] for call in stand_in.generate_calls for p in call[0]]
+    # The engine's context is sized to the longest prompt plus the answer token.
+    longest = max(len(ids) for ids in sent)
     assert stand_in.engines == [{"model": str(model_dir), "tensor_parallel_size": 2, "seed": 3,
-                                 "dtype": "float32", "enforce_eager": True}]
+                                 "dtype": "float32", "enforce_eager": True,
+                                 "max_model_len": longest + 1}]
     assert [len(c[0]) for c in stand_in.generate_calls] == [3, 3, 1]  # batch_size
     params = stand_in.generate_calls[0][1]
     assert (params.max_tokens, params.temperature, params.logprobs) == (1, 0.0, 8)
-    sent = [p["prompt_token_ids"] for call in stand_in.generate_calls for p in call[0]]
     tokenizer = stand_in.tokenizer
     for ids, prompt in zip(sent, PROMPTS, strict=True):
         # The chat template's text, encoded once: no second BOS or template around it.
@@ -218,6 +225,31 @@ def test_other_engine_settings_are_other_cache_entries(stand_in, model_dir, tmp_
     judge_all(vllm_backend(model_dir, tmp_path, vllm={"dtype": "bfloat16"}), PROMPTS[:2])
     judge_all(vllm_backend(model_dir, tmp_path, top_logprobs=5), PROMPTS[:2])
     assert len(stand_in.engines) == 3
+
+
+def test_engine_context_is_the_longest_prompt_of_the_run_whatever_the_batch(
+    stand_in, model_dir, tmp_path
+):
+    """The longest prompt may sit in a later batch: the engine, started once, must still
+    read it; a configured max_model_len wins; a cached run starts no engine at all."""
+    prompts = ["short", "short", "brief", "a much longer prompt " * 12]
+    judge_all(vllm_backend(model_dir, tmp_path, batch_size=2), prompts)
+    sent = [p["prompt_token_ids"] for call in stand_in.generate_calls for p in call[0]]
+    assert len(stand_in.engines) == 1 and len(stand_in.generate_calls) == 2  # 3 distinct
+    assert stand_in.engines[0]["max_model_len"] == max(len(ids) for ids in sent) + 1
+    assert len(sent[-1]) > len(sent[0])  # the longest came in the last batch
+
+    judge_all(vllm_backend(model_dir, tmp_path, vllm={"max_model_len": 96}), prompts[-1:])
+    assert stand_in.engines[-1]["max_model_len"] == 96
+    engines = len(stand_in.engines)
+    judge_all(vllm_backend(model_dir, tmp_path, batch_size=2), prompts)  # all cached
+    assert len(stand_in.engines) == engines
+
+
+def test_judge_max_model_len_adds_the_answer_token_and_stays_in_the_window():
+    assert judge_max_model_len(300, 131_072) == 301
+    assert judge_max_model_len(300, None) == 301
+    assert judge_max_model_len(4096, 4096) == 4096  # cut to fit before: never beyond
 
 
 def test_missing_logprobs_fail_loudly(stand_in, model_dir, tmp_path):

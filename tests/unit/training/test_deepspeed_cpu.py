@@ -9,6 +9,7 @@ must save loadable models.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,9 +24,20 @@ import yaml
 from tests.support.tiny_model import build_tiny_model, support_pairs
 from tests.support.workflow import REPO
 from value_drifts.core import cluster_requests as res
-from value_drifts.core.checkpoints import resumable_checkpoint, saved_steps
+from value_drifts.core.checkpoints import (
+    PPO_VALUE_MODEL,
+    ppo_resume_problem,
+    resumable_checkpoint,
+    resume_state_files,
+    saved_steps,
+)
 from value_drifts.training.common import TrainerSettings
-from value_drifts.training.launch import GPU_JOBS_ON_CPU, TrainingJob, run_training
+from value_drifts.training.launch import (
+    DATASETS_CACHE,
+    GPU_JOBS_ON_CPU,
+    TrainingJob,
+    run_training,
+)
 
 # One rerun: a launch of this suite failed once in CI (2-core container) and passed in every
 # rerun here, its cause hidden by the truncated log. A real regression fails both attempts;
@@ -108,15 +120,25 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(float((a[key] - b[key]).abs().max()) for key in a)
 
 
+@pytest.mark.gpu_path
 @pytest.mark.parametrize(("task", "stage"), [("sft", 2), ("dpo", 3)])
 def test_zero_training_on_two_processes_matches_one_process(data, tmp_path, task, stage, capfd):
     single = _job(data, task, tmp_path / "single")
     run_training(single, gpus=0, accelerate_config=None)
+    capfd.readouterr()  # the in-process run's output
     sharded = replace(single, settings=replace(single.settings, output_dir=str(tmp_path / "zero")))
     _launch(sharded, cpu_accelerate_config(stage, tmp_path), capfd)
+    launched = capfd.readouterr()
+    sys.stdout.write(launched.out)
+    sys.stderr.write(launched.err)
 
     zero = tmp_path / "zero"
     assert saved_steps(zero) == [2, 4]
+    # Tokenised once: rank 0 under TRL's main_process_first, the other rank read its cache
+    # (launch.training_dataset); the run's datasets cache went when it ended.
+    output = launched.out + launched.err
+    assert len(re.findall(r"Tokenizing train dataset:\s+0%", output)) == 1, output[-3000:]
+    assert not (zero / DATASETS_CACHE).exists() and not (tmp_path / "single" / DATASETS_CACHE).exists()
     # The run ended: DeepSpeed's shards (resume state) went from every checkpoint, the
     # gathered weights stayed (core.checkpoints.resume_state_callback).
     assert not list(zero.glob("checkpoint-*/global_step*")) and resumable_checkpoint(zero) is None
@@ -180,9 +202,15 @@ def test_preempted_zero_run_resumes_from_its_shards(data, tmp_path, monkeypatch,
     assert not list(run.glob("checkpoint-*/global_step*"))  # the run ended: shards gone
 
 
-def test_reward_model_then_ppo_under_zero3_save_loadable_models(data, tmp_path, capfd):
+@pytest.mark.gpu_path
+def test_reward_model_then_ppo_under_zero3_save_loadable_models_and_resume(
+    data, tmp_path, monkeypatch, capfd
+):
     """As in the workflow: the reward model's final save gathers ZeRO-3's shards, and PPO
-    (scored by it) saves the policy alone at every checkpoint."""
+    (scored by it) saves the policy alone at every checkpoint, beside what a resume reads
+    while it runs; preempted after its first checkpoint, PPO resumes from DeepSpeed's
+    engine checkpoint (policy, value model and optimizer partitions), its value model and
+    its schedule, and ends where the uninterrupted run ends."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -198,17 +226,49 @@ def test_reward_model_then_ppo_under_zero3_save_loadable_models(data, tmp_path, 
     trunk = {k: v for k, v in scorer.state_dict().items() if k.startswith("model.")}
     assert _max_difference(trunk, {k: base.state_dict()[k] for k in trunk}) > 1e-4
 
-    # As in config/paper.yaml (save_only_model: false), which PPO ignores: it never reads
-    # optimizer state back, so it never writes any.
+    # As in config/paper.yaml (save_only_model: false): resumable while it runs.
     ppo = replace(_job(data, "ppo", tmp_path / "ppo", save_only_model=False),
                   reward_model_path=str(tmp_path / "reward_model"))  # fmt: skip
     _launch(ppo, config, capfd)
     assert saved_steps(tmp_path / "ppo") == [2, 4]
     for step in (2, 4):
-        policy = AutoModelForCausalLM.from_pretrained(
-            tmp_path / "ppo" / f"checkpoint-{step}", dtype=torch.float32
-        )
-        assert not list((tmp_path / "ppo" / f"checkpoint-{step}").glob("global_step*"))
+        checkpoint = tmp_path / "ppo" / f"checkpoint-{step}"
+        policy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+        # The run ended: no resume state (engine checkpoint, value model) is left.
+        assert not list(checkpoint.glob("global_step*")) and resume_state_files(checkpoint) == []
         # The policy alone (no value head), with every weight present and trained.
         assert policy.state_dict().keys() == base.state_dict().keys()
         assert _max_difference(policy.state_dict(), base.state_dict()) > 1e-4
+
+    # A job preempted right after its step-2 checkpoint (every process stops there).
+    cut = replace(ppo, settings=replace(ppo.settings, output_dir=str(tmp_path / "cut")))
+    hook = tmp_path / "preempt"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PREEMPT_AFTER_FIRST_SAVE)
+    with monkeypatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+        with pytest.raises(AssertionError, match="launch exited"):
+            _launch(cut, config, capfd)
+    saved = tmp_path / "cut" / "checkpoint-2"
+    assert ppo_resume_problem(saved) is None
+    # DeepSpeed's tag counts its optimizer steps (several per PPO update), not updates.
+    tag = (saved / "latest").read_text().strip()
+    assert sorted(p.name for p in (saved / tag).glob("*optim*")) == [
+        f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(PROCESSES)]
+    value_model = AutoModelForSequenceClassification.from_pretrained(
+        saved / PPO_VALUE_MODEL, dtype=torch.float32)  # fmt: skip
+    assert _max_difference(value_model.state_dict(), scorer.state_dict()) > 1e-4  # it trained
+    first_save = (saved / "model.safetensors").stat().st_mtime_ns
+    # The requeued job runs the same command.
+    capfd.readouterr()
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
+    _launch(cut, config, capfd)
+    assert f"Attempting to resume from {saved}" in capfd.readouterr().out  # the engine's
+    assert saved_steps(tmp_path / "cut") == [2, 4]
+    assert (saved / "model.safetensors").stat().st_mtime_ns == first_save  # resumed, not redone
+    history = [json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+               for run in (tmp_path / "ppo", tmp_path / "cut")]  # fmt: skip
+    assert [e["lr"] for e in history[1]] == [e["lr"] for e in history[0]]  # the schedule went on
+    difference = _max_difference(_weights(tmp_path / "cut" / "checkpoint-4"),
+                                 _weights(tmp_path / "ppo" / "checkpoint-4"))  # fmt: skip
+    assert difference < 1e-6, difference

@@ -18,6 +18,7 @@ from value_drifts.core.checkpoints import (
     COMPLETE_MARKER,
     checkpoint_steps,
     incomplete_reason,
+    ppo_resume_problem,
     saved_steps,
 )
 
@@ -93,9 +94,13 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, pairs_file
     assert (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == first_checkpoint
 
 
-def test_ppo_restarts_from_its_last_complete_policy_and_keeps_step_numbers(
+def test_killed_ppo_run_resumes_from_its_last_complete_checkpoint_and_keeps_step_numbers(
     tmp_path, tiny_model, pairs_file
 ):
+    """Killed after its first checkpoint and again while saving the next, PPO resumes from
+    the complete one with its value model, optimizer and schedule
+    (``test_resume_state.test_a_cut_ppo_run_resumes_its_value_model_optimizer_and_schedule``
+    checks what continues)."""
     reward_dir = tmp_path / "reward"
     _train([tiny_model, reward_dir, "reward", pairs_file, ""])
     out = tmp_path / "ppo"
@@ -103,6 +108,7 @@ def test_ppo_restarts_from_its_last_complete_policy_and_keeps_step_numbers(
     _train(args, kill_after_checkpoint=out / "checkpoint-2")
     assert saved_steps(out) == [2]
     assert (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    assert ppo_resume_problem(out / "checkpoint-2") is None
     first_checkpoint = (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
     # As if killed while saving checkpoint-4: its config written, its weights cut short.
     half = out / "checkpoint-4"
@@ -116,5 +122,5 @@ def test_ppo_restarts_from_its_last_complete_policy_and_keeps_step_numbers(
     assert _global_step(out / "checkpoint-4") == 4
     assert incomplete_reason(out / "checkpoint-4") is None
     assert (out / "checkpoint-4" / COMPLETE_MARKER).is_file()
-    # restarted from checkpoint-2, which was not written again
+    # resumed from checkpoint-2, which was not written again
     assert (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == first_checkpoint
