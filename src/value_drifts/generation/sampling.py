@@ -139,6 +139,9 @@ def generate_transformers(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_causal_lm(model_path, revision).eval()
+    # stop where the chat template ends a turn, not only at the generation config's eos
+    # (a base model's, or a trace's checkpoint that kept it), as the vLLM backend does
+    stops = stop_token_ids(tokenizer, model.generation_config)
     jobs = [
         (number, row, sample)
         for number, row in enumerate(questions.iter_rows(named=True))
@@ -172,6 +175,7 @@ def generate_transformers(
                     top_k=None,
                     max_new_tokens=settings.max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=stops,
                 )
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -80,3 +80,41 @@ def test_an_sft_checkpoint_stops_at_the_end_of_its_turn(base_with_other_eos, tmp
     for response in frame["response"]:
         assert "user" not in response and "assistant" not in response, response
         assert len(response) < len(ANSWER) + 10, response
+
+
+def test_both_backends_stop_at_the_end_of_turn_whatever_the_generation_config(
+    base_with_other_eos, monkeypatch
+):
+    """A model whose generation config names only the base eos (a base model at step 0, a
+    trace's checkpoint) is still stopped at the template's end of turn by the transformers
+    backend, with the same stop ids the vLLM backend passes."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from value_drifts.generation import sampling
+
+    assert GenerationConfig.from_pretrained(base_with_other_eos).eos_token_id == 0
+    seen = []
+    real = sampling.load_causal_lm
+
+    def recording(*args, **kwargs):
+        model = real(*args, **kwargs)
+        generate = model.generate
+
+        def spy(**arguments):
+            seen.append(arguments.get("eos_token_id"))
+            return generate(**arguments)
+
+        model.generate = spy
+        return model
+
+    monkeypatch.setattr(sampling, "load_causal_lm", recording)
+    sampling.generate_transformers(
+        str(base_with_other_eos),
+        pl.DataFrame({"question_id": ["q1"], "category": ["A"], "question": ["Executions?"]}),
+        sampling.SamplingSettings(samples=1, temperature=0.7, max_new_tokens=4, seed=0,
+                                  prompt_style="chat"))
+    tokenizer = AutoTokenizer.from_pretrained(base_with_other_eos)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert seen == [[im_end, tokenizer.eos_token_id]]
+    assert seen[0] == stop_token_ids(tokenizer, GenerationConfig.from_pretrained(
+        base_with_other_eos))  # what generate_vllm passes as stop_token_ids
