@@ -105,17 +105,24 @@ def train_reward_model(
     return _train(trainer, settings, callbacks)
 
 
-def ppo_prompts(pairs: list[dict[str, Any]], tokenizer, max_prompt_length: int):
-    """PPO's dataset: each pair's prompt, chat-templated and tokenised (no padding yet)."""
-    from datasets import Dataset
+def ppo_prompts(pairs, tokenizer, max_prompt_length: int):
+    """PPO's dataset: each pair's prompt, chat-templated and tokenised (no padding yet), its
+    last ``max_prompt_length`` tokens. ``pairs``: a list of dicts or a ``datasets.Dataset``
+    (``launch.training_dataset``'s, backed by files): tokenised on the main process first,
+    as TRL's other trainers do, so the other ranks read its cache (``Dataset.map``)."""
+    from accelerate import PartialState
 
-    rows = []
-    for pair in pairs:
+    dataset = as_dataset(pairs)
+
+    def encode(pair):
         ids = tokenizer.apply_chat_template(
             pair["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False
         )
-        rows.append({"input_ids": list(ids)[-max_prompt_length:]})
-    return Dataset.from_list(rows)
+        return {"input_ids": list(ids)[-max_prompt_length:]}
+
+    with PartialState().main_process_first():
+        return dataset.map(encode, remove_columns=dataset.column_names,
+                           desc="Tokenizing PPO prompts")
 
 
 class PPOResumeError(RuntimeError):

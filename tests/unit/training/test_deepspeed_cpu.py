@@ -229,8 +229,14 @@ def test_reward_model_then_ppo_under_zero3_save_loadable_models_and_resume(
     # As in config/paper.yaml (save_only_model: false): resumable while it runs.
     ppo = replace(_job(data, "ppo", tmp_path / "ppo", save_only_model=False),
                   reward_model_path=str(tmp_path / "reward_model"))  # fmt: skip
+    capfd.readouterr()
     _launch(ppo, config, capfd)
+    launched = capfd.readouterr()
+    sys.stdout.write(launched.out)
+    sys.stderr.write(launched.err)
     assert saved_steps(tmp_path / "ppo") == [2, 4]
+    # Its prompts tokenised once, by rank 0; the other rank read the cache.
+    assert len(re.findall(r"Tokenizing PPO prompts:\s+0%", launched.out + launched.err)) == 1
     for step in (2, 4):
         checkpoint = tmp_path / "ppo" / f"checkpoint-{step}"
         policy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
