@@ -1,4 +1,5 @@
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -37,30 +38,14 @@ def main():
                 return
         require_weights(checkpoint)
         model = snakemake.params.model  # prompt style, tokenizer source, hub revision
-        # the checkpoint's weights, per shard, before anything reads them (integrity); a
-        # hub revision is named by the hub, not hashed here
-        weights = shard_columns(shard_digests(checkpoint)) if checkpoint.exists() else {}
         questions = pl.read_parquet(snakemake.input.questions)
-        if settings_config["backend"] == "vllm":
-            generations = generate_vllm(
-                snakemake.params.model_path,
-                questions,
-                settings,
-                tensor_parallel_size=max(snakemake.resources.gpu, 1),
-                engine_args=settings_config.get("vllm_engine_args"),
-                tokenizer_path=model["tokenizer"],
-                revision=model["revision"],
-            )
-        else:
-            generations = generate_transformers(
-                snakemake.params.model_path,
-                questions,
-                settings,
-                batch_size=settings_config["batch_size"],
-                threads=snakemake.threads,
-                tokenizer_path=model["tokenizer"],
-                revision=model["revision"],
-            )
+        # the checkpoint's weights, per shard (integrity), hashed in a thread while the
+        # engine loads them (hashlib releases the GIL): an 8B checkpoint's 16 GB no longer
+        # delay every generation job's start; a hub revision is named by the hub, not hashed
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashing = pool.submit(shard_digests, checkpoint) if checkpoint.exists() else None
+            generations = _generate(settings, settings_config, model, questions)
+            weights = shard_columns(hashing.result()) if hashing else {}
         generations = generations.with_columns(
             pl.lit(digest).alias(SETTINGS_COLUMN),
             *[pl.lit(value).alias(name) for name, value in weights.items()],
@@ -70,6 +55,28 @@ def main():
             shutil.copyfile(snakemake.output[0], checkpoint / KEPT_ANSWERS)
             deleted = delete_checkpoint_weights(checkpoint)
             print(f"deleted checkpoint weights: {deleted}")
+
+
+def _generate(settings, settings_config, model, questions):
+    if settings_config["backend"] == "vllm":
+        return generate_vllm(
+            snakemake.params.model_path,
+            questions,
+            settings,
+            tensor_parallel_size=max(snakemake.resources.gpu, 1),
+            engine_args=settings_config.get("vllm_engine_args"),
+            tokenizer_path=model["tokenizer"],
+            revision=model["revision"],
+        )
+    return generate_transformers(
+        snakemake.params.model_path,
+        questions,
+        settings,
+        batch_size=settings_config["batch_size"],
+        threads=snakemake.threads,
+        tokenizer_path=model["tokenizer"],
+        revision=model["revision"],
+    )
 
 
 # vLLM's worker processes may re-import this script: run only in the main process.
