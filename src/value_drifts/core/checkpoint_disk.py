@@ -147,7 +147,9 @@ def phase_disk(study: Study, phase: Phase) -> RunDisk:
     if phase.kind == "sft":
         return _run_disk(study, phase.model, phase.run, "sft", config["sft"], phase.steps)
     if phase.kind == "po":
-        trainer = config["preference_optimization"]["algorithms"][phase.algorithm]
+        # an ablation run's overrides (plan.Phase.overrides) change its section
+        trainer = {**config["preference_optimization"]["algorithms"][phase.algorithm],
+                   **phase.overrides}
         return _run_disk(study, phase.model, phase.run, phase.algorithm, trainer, phase.steps)
     raise ValueError(f"{phase.model}/{phase.run} is a {phase.kind}, not a training run")
 

@@ -214,7 +214,9 @@ class Rollouts:
             response_length=hyper.get("max_response_length", TRL_RESPONSE_LENGTH),
             prompt_length=hyper["max_length"],
             chunk=int(extra.get("local_rollout_forward_batch_size", TRL_ROLLOUT_BATCH)),
-            precision=hyper.get("precision", schema_default("sft", "precision")),
+            # filled from the schema in every workflow config; a section built without it
+            # (an earlier tree's settings, tests) sizes the rollouts in bf16
+            precision=hyper.get("precision", cls.precision),
         )
 
 

@@ -71,12 +71,31 @@ class TransformersScorer:
 def transformers_judge(
     model_path: str, cache: JudgeCache, top_logprobs: int = 20, batch_size: int = 8
 ) -> CachedLocalJudge:
-    """The cached local judge: keyed on the model directory's file digest, computed once."""
+    """The cached local judge: keyed on the model directory's file digest, computed once.
+
+    A tokenizer that adds special tokens of its own to templated text (a BOS: Llama 3,
+    Gemma) is now encoded without them (``local.adds_special_tokens``): its key carries
+    ``"special_tokens": "template"`` so readings cached when it was encoded with them are
+    not reused; other tokenizers (SmolLM2) keep their keys."""
+    scorer = TransformersScorer(model_path, top_logprobs)
+    params = {"top_logprobs": top_logprobs, "dtype": "float32", "position": "first_token"}
+    if encoding_changed(scorer.tokenizer):
+        params["special_tokens"] = "template"
     return CachedLocalJudge(
-        TransformersScorer(model_path, top_logprobs),
+        scorer,
         cache,
         identity=model_identity(model_path, cache),
-        params={"top_logprobs": top_logprobs, "dtype": "float32", "position": "first_token"},
+        params=params,
         kind=BACKEND_KIND,
         batch_size=batch_size,
     )
+
+
+def encoding_changed(tokenizer) -> bool:
+    """Whether encoding templated text without the tokenizer's special tokens
+    (``local.adds_special_tokens``) gives other ids than encoding it with them did."""
+    if adds_special_tokens(tokenizer):
+        return False
+    probe = render_chat(tokenizer, "probe")
+    return (tokenizer.encode(probe, add_special_tokens=True)
+            != tokenizer.encode(probe, add_special_tokens=False))

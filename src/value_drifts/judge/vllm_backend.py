@@ -103,12 +103,30 @@ class VLLMScorer:
         """Size the engine's context to the longest of ``texts`` plus the one answer token
         (``judge_max_model_len``), unless ``judge.vllm.max_model_len`` is configured: vLLM
         otherwise reserves KV cache for the model's whole window (131,072 tokens for Llama
-        3.1) to read prompts of a few hundred. Only before the engine starts; the length is
-        not part of the cache key (it does not change a reading)."""
-        if self._llm is not None or "max_model_len" in self.engine_args or not texts:
+        3.1) to read prompts of a few hundred. A later call with a longer text (the prompt
+        audit judges again with other templates) stops a running engine so the next one is
+        started larger. The length is not part of the cache key (no reading depends on it)."""
+        if "max_model_len" in self.engine_args or not texts:
             return
         longest = max(len(self._token_ids(text)) for text in texts)
-        self._sized = {"max_model_len": judge_max_model_len(longest, model_context(self.model))}
+        needed = judge_max_model_len(longest, model_context(self.model))
+        if needed <= self._sized.get("max_model_len", 0):
+            return
+        if self._llm is not None:
+            self._stop_engine()
+        self._sized = {"max_model_len": needed}
+
+    def _stop_engine(self) -> None:
+        """Drop the running engine and free its memory (vLLM's documented way: delete the
+        ``LLM`` and collect; its engine's ``shutdown`` where the version has one)."""
+        import gc
+
+        llm, self._llm = self._llm, None
+        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        gc.collect()
 
     def _engine(self):
         if self._llm is None:

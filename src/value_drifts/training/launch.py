@@ -73,34 +73,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Under a training run's output directory: the Arrow files of its data and of the trainer's
-# tokenisation (``training_dataset``), removed once the run has trained.
-DATASETS_CACHE = "datasets_cache"
+def datasets_cache_dir(output_dir: str) -> Path:
+    """Where a training run keeps the Arrow files of its data and of the trainer's
+    tokenisation (``training_dataset``): node-local temporary space (``$TMPDIR``, which
+    Slurm jobs often get per job), named after the run, not the shared results
+    filesystem, whose file locks (datasets' ``FileLock``) not every NFS or Lustre mount
+    supports. Removed once the run has trained (``remove_datasets_cache``)."""
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "value-drifts-datasets" / name
 
 
 def training_dataset(path: str, output_dir: str, columns: list[str] | None = None):
     """The rows of the parquet file ``path`` as a ``datasets.Dataset`` backed by Arrow files
-    in ``<output_dir>/datasets_cache`` (``Dataset.from_parquet``; ranks loading at once wait
-    on datasets' file lock).
+    in ``datasets_cache_dir(output_dir)`` (``Dataset.from_parquet``; ranks loading at once
+    wait on datasets' file lock).
 
     Backed by files, every ``map`` a TRL trainer runs on it is cached under its
     fingerprint: the trainers tokenise inside ``PartialState().main_process_first()``
-    (SFTTrainer, DPOTrainer, RewardTrainer, CPOTrainer; TRL 1.12), so rank 0 tokenises
-    and the other ranks of an ``accelerate launch`` read its cache files instead of each
-    tokenising the whole set again (an in-memory ``Dataset.from_list`` has no cache)."""
+    (SFTTrainer, DPOTrainer, RewardTrainer, CPOTrainer; TRL 1.12; PPO's prompts,
+    ``preference_trainers.ppo_prompts``), so rank 0 tokenises and the other ranks of its
+    node read its cache files instead of each tokenising the whole set again (an
+    in-memory ``Dataset.from_list`` has no cache). Ranks of other nodes tokenise for
+    themselves, as before."""
     from datasets import Dataset
 
-    cache = Path(output_dir) / DATASETS_CACHE
+    cache = datasets_cache_dir(output_dir)
     return Dataset.from_parquet(path, columns=columns, cache_dir=str(cache))
 
 
 def remove_datasets_cache(trainer, output_dir: str) -> None:
-    """Once every rank has trained, the main process removes the run's datasets cache."""
+    """Once every rank has trained, each node's main process removes the run's cache."""
     import shutil
 
     trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        shutil.rmtree(Path(output_dir) / DATASETS_CACHE, ignore_errors=True)
+    if trainer.accelerator.is_local_main_process:
+        shutil.rmtree(datasets_cache_dir(output_dir), ignore_errors=True)
 
 
 def run_job(job: TrainingJob):
@@ -177,16 +187,73 @@ def launch_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key not in SITE_SRUN_VARIABLES}
 
 
+# Beside a run's checkpoints: what decided them (``run_fingerprint``).
+RUN_FINGERPRINT = "run_fingerprint.json"
+
+
+def run_fingerprint(job: TrainingJob) -> dict[str, Any]:
+    """What decides a training run's trajectory: its task, trainer settings and
+    hyperparameters less throughput keys (``job_settings.output_settings``: threads,
+    per-device batch, save_only_model) and paths, the sha256 of its data file and the
+    weights of the models it starts from (``integrity.shard_digests``: its start model;
+    PPO's reward model). Reading them costs a pass over those files once per job start
+    (an 8B model's 16 GB: seconds to a minute)."""
+    from value_drifts.core.integrity import shard_digests, weights_digest
+    from value_drifts.core.io import file_sha256
+    from value_drifts.core.job_settings import output_settings
+
+    settings = {key: value for key, value in asdict(job.settings).items()
+                if key not in ("model_path", "output_dir")}
+    models = {"start": job.settings.model_path}
+    if job.reward_model_path:
+        models["reward_model"] = job.reward_model_path
+    return {
+        "task": job.task,
+        "settings": output_settings(settings),
+        "hyper": output_settings(job.hyper),
+        "data": "sha256:" + file_sha256(Path(job.data)),
+        "models": {name: weights_digest(shard_digests(Path(path)))
+                   for name, path in models.items()},
+    }
+
+
+def begin_run(job: TrainingJob) -> list[str]:
+    """Before any process trains (in the job's own process, so no rank races another):
+    a run whose saved checkpoints were made from other inputs (``run_fingerprint``
+    differs or was never recorded) starts over, its checkpoints removed, rather than
+    resuming one run's state with another's settings, data or start model; so does a PPO
+    run none of whose checkpoints holds resume state (``preference_trainers.start_over``).
+    Records the fingerprint; returns the removed folders' names."""
+    from value_drifts.core.io import write_json
+    from value_drifts.training.preference_trainers import ppo_needs_start_over, start_over
+
+    output_dir = Path(job.settings.output_dir)
+    fingerprint = run_fingerprint(job)
+    file = output_dir / RUN_FINGERPRINT
+    recorded = json.loads(file.read_text()) if file.is_file() else None
+    removed: list[str] = []
+    if recorded != fingerprint and any(output_dir.glob("checkpoint-*")):
+        print(f"{output_dir}: its checkpoints were saved from other inputs "
+              f"({RUN_FINGERPRINT} differs); the run starts over", flush=True)
+        removed = start_over(output_dir)
+    elif job.task == "ppo" and ppo_needs_start_over(output_dir):
+        removed = start_over(output_dir)
+    write_json(file, fingerprint)
+    return removed
+
+
 def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
     """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
     launched processes write to this process's stdout (the job's log under ``logged``).
+    First ``begin_run``: checkpoints saved from other inputs are removed, never resumed.
     Raises RuntimeError at once when the job sees fewer GPUs than it asked for
     (``gpu_problem``)."""
+    if gpus and (problem := gpu_problem(gpus)):
+        raise RuntimeError(problem)
+    begin_run(job)
     if gpus == 0:
         run_job(job)
         return
-    if problem := gpu_problem(gpus):
-        raise RuntimeError(problem)
     if accelerate_config is None:
         raise ValueError("a GPU training job needs an accelerate config")
     job_file = Path(job.settings.output_dir) / "training_job.json"

@@ -163,19 +163,20 @@ def train_ppo(
     Not continued: the logged throughput ``eps`` divides all the run's episodes by the time
     since the restart. On GPUs, non-deterministic kernels make the continuation
     statistically, not bitwise, the same.
-    A checkpoint saved with another number of processes or for a run of another length
-    (settings or data changed) is refused: ``PPOResumeError``, nothing trained. Where no
-    checkpoint holds resume state (a run that ended and is run again because an input
-    changed, or ``save_only_model: true``), the run starts over from the SFT policy and
-    its old checkpoints are removed first (``start_over``): going on from a saved policy
-    alone, with a fresh value model, optimizer and schedule, is never done.
+    Checkpoints saved from other inputs (settings, data, SFT or reward model) never get
+    here: ``launch.begin_run`` removes them before the job trains. Where no checkpoint
+    holds resume state (a run that ended and runs again, or ``save_only_model: true``),
+    the run starts over from the SFT policy, its old checkpoints removed first
+    (``start_over``): going on from a saved policy alone, with a fresh value model,
+    optimizer and schedule, is never done. A checkpoint saved by another number of
+    processes, or for a run of another length, is refused: ``PPOResumeError``.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     output_dir = Path(settings.output_dir)
     start_step = newest_complete_step(output_dir, ppo=True)
-    if start_step is None and saved_steps(output_dir):
+    if start_step is None and saved_steps(output_dir):  # direct calls; launch.begin_run did
         start_over(output_dir)
     checkpoint = output_dir / f"checkpoint-{start_step}" if start_step else None
     # Arguments first: under accelerate + ZeRO-3 they make the models load partitioned.
@@ -221,20 +222,24 @@ def train_ppo(
     return trainer
 
 
+def ppo_needs_start_over(output_dir: Path) -> bool:
+    """True when a PPO run has saved checkpoints but none holds what a resume reads (a run
+    that ended and runs again, or ``save_only_model: true``): it must start over."""
+    return newest_complete_step(output_dir, ppo=True) is None and bool(saved_steps(output_dir))
+
+
 def start_over(output_dir: Path) -> list[str]:
-    """Remove a run's checkpoints before it trains again from its start (the main process;
-    the others never read them), so no old checkpoint stays beside the new run's.
-    Returns the removed folders' names."""
-    import os
+    """Remove a run's checkpoints before it trains again from its start, so no old
+    checkpoint stays beside the new run's. Called before any training process starts
+    (``launch.begin_run``); ``train_ppo`` called directly (one process) does it too.
+    Raises OSError when a folder cannot be removed. Returns the removed folders' names."""
     import shutil
 
     removed = sorted(path.name for path in output_dir.glob("checkpoint-*"))
-    if int(os.environ.get("RANK", "0")) == 0:
-        for name in removed:
-            shutil.rmtree(output_dir / name, ignore_errors=True)
-        print(f"PPO: no checkpoint in {output_dir} holds resume state (the run ended, or "
-              f"save_only_model: true); training it from the start, its old {removed} "
-              "removed", flush=True)
+    for name in removed:
+        shutil.rmtree(output_dir / name)
+    if removed:
+        print(f"{output_dir}: training from the start, its old {removed} removed", flush=True)
     return removed
 
 

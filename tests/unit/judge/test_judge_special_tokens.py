@@ -83,3 +83,16 @@ def test_without_a_template_the_tokenizer_adds_its_bos(bos_adding_model, tmp_pat
     scorer, sent = _sent_ids(bos_adding_model.parent / "bare", ["Q: yes?\nStance:"])
     assert render_chat(scorer.tokenizer, "Q: yes?\nStance:") == "Q: yes?\nStance:"
     assert sent[0][0] == scorer.tokenizer.bos_token_id and sent[0].count(sent[0][0]) == 1
+
+
+def test_readings_cached_with_the_extra_bos_are_not_reused(bos_adding_model, tmp_path):
+    """Only a tokenizer whose encoding changed gets another cache key; SmolLM2's (the small
+    default's judge) adds nothing, so its cached readings stay valid."""
+    from value_drifts.backends.cache import JudgeCache
+    from value_drifts.judge.transformers_backend import transformers_judge
+
+    cache = JudgeCache(tmp_path / "cache.sqlite")
+    bos = transformers_judge(str(bos_adding_model), cache)
+    assert bos.params["special_tokens"] == "template"
+    plain = build_tiny_model(tmp_path / "plain")
+    assert "special_tokens" not in transformers_judge(str(plain), cache).params

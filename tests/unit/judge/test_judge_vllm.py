@@ -246,6 +246,20 @@ def test_engine_context_is_the_longest_prompt_of_the_run_whatever_the_batch(
     assert len(stand_in.engines) == engines
 
 
+def test_a_later_longer_prompt_starts_a_larger_engine(stand_in, model_dir, tmp_path):
+    """The prompt audit judges with the same backend again (other templates): a prompt
+    longer than the running engine reads stops it and the next engine is sized to it."""
+    judge = vllm_backend(model_dir, tmp_path)
+    judge_all(judge, ["short"])
+    judge_all(judge, ["brief"])  # no longer: the same engine
+    assert len(stand_in.engines) == 1
+    judge_all(judge, ["a much longer prompt " * 12])
+    assert len(stand_in.engines) == 2
+    assert stand_in.engines[1]["max_model_len"] > stand_in.engines[0]["max_model_len"]
+    sent = stand_in.generate_calls[-1][0][0]["prompt_token_ids"]
+    assert stand_in.engines[1]["max_model_len"] == len(sent) + 1
+
+
 def test_judge_max_model_len_adds_the_answer_token_and_stays_in_the_window():
     assert judge_max_model_len(300, 131_072) == 301
     assert judge_max_model_len(300, None) == 301

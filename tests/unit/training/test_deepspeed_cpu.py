@@ -33,9 +33,9 @@ from value_drifts.core.checkpoints import (
 )
 from value_drifts.training.common import TrainerSettings
 from value_drifts.training.launch import (
-    DATASETS_CACHE,
     GPU_JOBS_ON_CPU,
     TrainingJob,
+    datasets_cache_dir,
     run_training,
 )
 
@@ -138,7 +138,8 @@ def test_zero_training_on_two_processes_matches_one_process(data, tmp_path, task
     # (launch.training_dataset); the run's datasets cache went when it ended.
     output = launched.out + launched.err
     assert len(re.findall(r"Tokenizing train dataset:\s+0%", output)) == 1, output[-3000:]
-    assert not (zero / DATASETS_CACHE).exists() and not (tmp_path / "single" / DATASETS_CACHE).exists()
+    for run in (zero, tmp_path / "single"):
+        assert not datasets_cache_dir(str(run)).exists()
     # The run ended: DeepSpeed's shards (resume state) went from every checkpoint, the
     # gathered weights stayed (core.checkpoints.resume_state_callback).
     assert not list(zero.glob("checkpoint-*/global_step*")) and resumable_checkpoint(zero) is None

@@ -96,10 +96,12 @@ def test_job_round_trips_through_json():
 
 
 def test_cpu_runs_in_process_and_gpu_runs_under_accelerate(monkeypatch, tmp_path):
-    ran, launched = [], []
+    ran, launched, began = [], [], []
     # the GPU job below is faked on this CPU machine on purpose, and says so
     monkeypatch.setenv(launch.GPU_JOBS_ON_CPU, "1")
     monkeypatch.setattr(launch, "run_job", ran.append)
+    # its checkpoints' inputs are checked first, in this process (test_run_fingerprint.py)
+    monkeypatch.setattr(launch, "begin_run", began.append)
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command))
     settings = TrainerSettings(
         model_path="m", output_dir=str(tmp_path / "run"), learning_rate=1e-5,
@@ -116,6 +118,7 @@ def test_cpu_runs_in_process_and_gpu_runs_under_accelerate(monkeypatch, tmp_path
     job_file = Path(command[-1])
     assert job_file == tmp_path / "run" / "training_job.json"
     assert TrainingJob.from_json(job_file.read_text()) == job  # what every rank runs
+    assert began == [job, job]
 
 
 def test_module_entry_point_runs_the_job(monkeypatch, tmp_path):

@@ -58,6 +58,7 @@ def test_run_training_starts_accelerate_without_them(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: seen.update(kw))
     monkeypatch.setattr(launch, "gpu_problem", lambda gpus: None)
+    monkeypatch.setattr(launch, "begin_run", lambda job: [])  # no model or data here
     monkeypatch.setenv("SLURM_PARTITION", "gpu")
     monkeypatch.setenv("SLURM_ACCOUNT", "")
     settings = TrainerSettings(model_path="m", output_dir=str(tmp_path), learning_rate=1e-5,
