@@ -109,6 +109,18 @@ def _launch(job: TrainingJob, config: str, capfd) -> None:
         raise AssertionError(f"launch exited {failure.returncode}: {summary}") from failure
 
 
+def _launch_preempted(job: TrainingJob, config: str, capfd, monkeypatch, tmp_path) -> None:
+    """``_launch`` with every process stopped right after the first checkpoint's save
+    callbacks (``PREEMPT_AFTER_FIRST_SAVE`` on their PYTHONPATH), as a preempted job."""
+    hook = tmp_path / "preempt"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PREEMPT_AFTER_FIRST_SAVE)
+    with monkeypatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+        with pytest.raises(AssertionError, match="launch exited"):
+            _launch(job, config, capfd)
+
+
 def _weights(checkpoint: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -177,13 +189,7 @@ def test_preempted_zero_run_resumes_from_its_shards(data, tmp_path, monkeypatch,
     uninterrupted = _weights(tmp_path / "whole" / "checkpoint-4")
 
     # A job preempted right after its step-2 checkpoint (every process stops there).
-    hook = tmp_path / "preempt"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PREEMPT_AFTER_FIRST_SAVE)
-    with monkeypatch.context() as patch:
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
-        with pytest.raises(AssertionError, match="launch exited"):
-            _launch(job, config, capfd)
+    _launch_preempted(job, config, capfd, monkeypatch, tmp_path)
     run = tmp_path / "run"
     assert saved_steps(run) == [2]
     # DeepSpeed's optimizer shards, one per process, so the checkpoint can resume.
@@ -249,13 +255,7 @@ def test_reward_model_then_ppo_under_zero3_save_loadable_models_and_resume(
 
     # A job preempted right after its step-2 checkpoint (every process stops there).
     cut = replace(ppo, settings=replace(ppo.settings, output_dir=str(tmp_path / "cut")))
-    hook = tmp_path / "preempt"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PREEMPT_AFTER_FIRST_SAVE)
-    with monkeypatch.context() as patch:
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
-        with pytest.raises(AssertionError, match="launch exited"):
-            _launch(cut, config, capfd)
+    _launch_preempted(cut, config, capfd, monkeypatch, tmp_path)
     saved = tmp_path / "cut" / "checkpoint-2"
     assert ppo_resume_problem(saved) is None
     # DeepSpeed's tag counts its optimizer steps (several per PPO update), not updates.
