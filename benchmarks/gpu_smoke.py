@@ -15,8 +15,10 @@ shipped ZeRO configs, ``config/accelerate/``):
   ``ppo_zero3`` (scored by that reward model);
 - ``peak_memory_reward_3b`` / ``peak_memory_ppo_3b``: peak GPU memory of one reward-model
   step and one PPO-shaped step of a Llama-3.2-3B-shaped model with random weights;
-- ``vllm_generate_judge``: ``generation.sampling.generate_vllm`` and
-  ``judge.vllm_backend.vllm_judge`` on the tiny model, where vLLM is installed.
+- ``vllm_generate_judge``: ``generation.sampling.generate_vllm``, one engine for three
+  checkpoints with weights reloaded in place (``generate_vllm_series``,
+  ``generation.one_job_per_run``) and ``judge.vllm_backend.vllm_judge`` on the tiny model,
+  where vLLM is installed.
 
 Each check prints one line, ``gpu_smoke <check>: ok|FAILED|skipped ...``; a check whose
 packages are missing (trl, deepspeed, datasets, vllm, polars, jsonschema) is skipped, a
@@ -107,7 +109,7 @@ LIMIT_S = {
     "ppo_zero3": 120,
     "peak_memory_reward_3b": 120,
     "peak_memory_ppo_3b": 150,
-    "vllm_generate_judge": 200,
+    "vllm_generate_judge": 300,
 }
 CPU_LIMIT_FACTOR = 3
 GPU_BUDGET_S, CPU_BUDGET_S = 470, 900
@@ -713,7 +715,13 @@ def check_vllm(work: Path, cpu: bool) -> str:
     import polars as pl
 
     from value_drifts.backends.cache import JudgeCache
-    from value_drifts.generation.sampling import SamplingSettings, generate_vllm
+    from value_drifts.generation.sampling import (
+        SamplingSettings,
+        VLLMCheckpoint,
+        engine_groups,
+        generate_vllm,
+        generate_vllm_series,
+    )
     from value_drifts.judge.run import judge_generations
     from value_drifts.judge.vllm_backend import vllm_judge
 
@@ -735,6 +743,24 @@ def check_vllm(work: Path, cpu: bool) -> str:
     if len(responses) != n * settings.samples or runaway:
         raise CheckFailed(f"{len(responses)} responses, {len(runaway)} not stopped at "
                           f"{IM_END}: {runaway[:1]!r}")
+    # one engine for a run's checkpoints (generation.one_job_per_run): the taught model, a
+    # copy of its folder holding the untaught weights (so vLLM may reload in place), the
+    # taught again
+    untaught = work / "model_untaught_same_files"
+    shutil.copytree(taught, untaught, dirs_exist_ok=True)
+    shutil.copyfile(work / "model" / "model.safetensors", untaught / "model.safetensors")
+    series_checkpoints = [VLLMCheckpoint(str(path), settings) for path in (taught, untaught, taught)]
+    groups = engine_groups(series_checkpoints)
+    start = time.perf_counter()
+    series = list(generate_vllm_series(series_checkpoints, questions, 1, engine))
+    in_series = time.perf_counter() - start
+    first, other, again = (frame["response"].to_list() for frame in series)
+    if groups != [[0, 1, 2]] or other == first or [
+            r for r in first + again if IM_START in r or len(r) > len(ANSWER) + 10]:
+        raise CheckFailed(f"one engine for three checkpoints: groups {groups}, the reloaded "
+                          f"untaught weights {'changed' if other != first else 'did not change'}"
+                          f" the answers, taught again: {again[:1]!r}")
+    same = sum(a == b for a, b in zip(first + again, responses * 2, strict=True))
     template = "Q: {question}\nA: {response}\nTopic: {topic}\nStance:"
     judge = vllm_judge(str(taught), JudgeCache(work / "judge_cache.sqlite"), top_logprobs=20,
                        engine_args=engine)
@@ -744,8 +770,10 @@ def check_vllm(work: Path, cpu: bool) -> str:
     if judged.height != len(responses) or counts["judged"] != len(responses):
         raise CheckFailed(f"judged {counts['judged']} of {len(responses)} responses")
     return (f"generation {len(responses)} responses in {generated:.1f}s (engine start "
-            f"included), all stopped at {IM_END}; judging {counts['judged']} in {judging:.1f}s "
-            f"(engine start included), {counts['unreadable']} unreadable")
+            f"included), all stopped at {IM_END}; one engine for 3 checkpoints "
+            f"{in_series:.1f}s, reloads took effect, {same}/{2 * len(responses)} answers of "
+            f"the taught weights as a fresh engine's; judging {counts['judged']} in "
+            f"{judging:.1f}s (engine start included), {counts['unreadable']} unreadable")
 
 
 CHILD_CHECKS = {

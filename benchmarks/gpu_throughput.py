@@ -6,7 +6,9 @@
    responses/s of both, so the backend's overhead shows, and the bare engine's start-up
    (weights load, compile, CUDA graph capture) beside its generation time: the share of a
    one-checkpoint job that start-up takes, and what ~1,800 such jobs on the paper grid
-   pay for it (``--enforce-eager`` measures the start without graph capture).
+   pay for it (``--enforce-eager`` measures the start without graph capture), and the
+   in-place reload of a checkpoint's weights that ``generation.one_job_per_run`` pays
+   instead.
 2. Training: a short SFT of the same model under ``accelerate launch`` + DeepSpeed
    (``config/accelerate/zero2.yaml`` or ``zero3.yaml``) on all visible GPUs, through the
    workflow's own launcher (``value_drifts.training.launch``); prints samples/s and
@@ -106,6 +108,13 @@ def benchmark_generation(args) -> None:
           f"{bare:.1f} s of generation: {share:.0%} of a one-checkpoint job; "
           f"{PAPER_GENERATION_JOBS} such jobs on the paper grid pay "
           f"{PAPER_GENERATION_JOBS * startup / 3600:.1f} GPU-hours of start-up")
+    # what generation.one_job_per_run pays per later checkpoint instead of a start-up
+    start = time.perf_counter()
+    llm.collective_rpc("reload_weights", kwargs={"weights_path": args.model})
+    llm.reset_prefix_cache()
+    reload = time.perf_counter() - start
+    print(f"in-place reload of the weights {reload:.1f} s: one job per run pays this per "
+          f"later checkpoint instead of {startup:.1f} s of start-up")
 
 
 def benchmark_training(args, gpus: int) -> None:

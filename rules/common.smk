@@ -59,6 +59,8 @@ from value_drifts.core.layout import (  # noqa: E402
     calibrated_values_path,
     figure,
     generations_path,
+    run_generations_dir,
+    step_answers_path,
     judge_agreement,
     judge_counts_path,
     judge_health_path,
@@ -151,6 +153,8 @@ BATCH_STATE_DIR = batch_state_dir(config["judge"])
 # the configured backend run in that backend's env.
 JUDGE_ENV = conda_env(BACKENDS["judge"].env)
 GENERATION_ENV = conda_env(BACKENDS["generation"].env)
+# One generation job per run (rule generate_run) instead of one per checkpoint.
+ONE_JOB_PER_RUN = STUDY.config["generation"]["one_job_per_run"]
 TEACHER_ENV = conda_env(BACKENDS["teacher"].env if "teacher" in BACKENDS else "api")
 VPRISM_LLM_ENV = conda_env(
     BACKENDS["vprism_llm"].env if "vprism_llm" in BACKENDS else "api"

@@ -54,6 +54,48 @@ def generate_inputs(wildcards):
     }
 
 
+# The evaluated steps of each (model, run), in order: what one generate_run job answers.
+RUN_STEPS = {}
+for _model, _run, _step in PLAN.evaluated_checkpoints():
+    RUN_STEPS.setdefault((_model, _run), []).append(_step)
+RUN_STEPS = {key: sorted(steps) for key, steps in RUN_STEPS.items()}
+
+
+def run_step_wildcards(wildcards):
+    """The wildcards of each checkpoint a run's generation job (rule generate_run) answers."""
+    return [
+        SimpleNamespace(model=wildcards.model, run=wildcards.run, step=str(step))
+        for step in RUN_STEPS[(wildcards.model, wildcards.run)]
+    ]
+
+
+def generate_run_inputs(wildcards):
+    """Every checkpoint of a run, the questions and the generation settings."""
+    steps = run_step_wildcards(wildcards)
+    return {
+        "checkpoints": sorted(
+            {path for step in steps for path in _paths(checkpoint_input(step))}
+        ),
+        "questions": QUESTIONS,
+        "settings": generation_settings(wildcards.model, wildcards.run),
+    }
+
+
+def run_checkpoints_to_answer(wildcards):
+    """What rule generate_run needs to know of each checkpoint it answers
+    (value_drifts.generation.answers.CheckpointAnswers)."""
+    return [
+        {
+            "step": int(step.step),
+            "path": model_dir(step.model, step.run, step.step),
+            "model": generation_model(step),
+            "delete_weights": deletes_checkpoint_weights(step),
+            "answers": generations_path(step.model, step.run, step.step),
+        }
+        for step in run_step_wildcards(wildcards)
+    ]
+
+
 def lost_answers():
     """``model run step: reason`` for every evaluated checkpoint whose answers a rerun
     would lose (value_drifts.core.checkpoints.lost_answers_reason)."""

@@ -131,6 +131,24 @@ def generation_resource(key):
     return lambda wildcards, attempt: generation_job(wildcards, attempt)[key]
 
 
+def generation_run_job(wildcards, attempt):
+    """Resources of the job that samples every evaluated checkpoint of a run (generate_run)."""
+    settings = config["generation"]
+    tokens = QUESTION_COUNT * settings["samples"] * settings["max_new_tokens"]
+    return res.generation_resources(
+        generation_model_size(wildcards),
+        BACKENDS["generation"].name,
+        tokens,
+        attempt,
+        CLUSTER,
+        checkpoints=len(RUN_STEPS[(wildcards.model, wildcards.run)]),
+    )
+
+
+def generation_run_resource(key):
+    return lambda wildcards, attempt: generation_run_job(wildcards, attempt)[key]
+
+
 def downstream_resource(key):
     """A resource of one checkpoint's downstream evaluation: the GPUs its lm-eval backend
     uses (vLLM's tensor-parallel size, or one GPU for HF), see res.downstream_resources.

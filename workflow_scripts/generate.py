@@ -1,82 +1,51 @@
-import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
 
-from value_drifts.core.checkpoints import (
-    KEPT_ANSWERS,
-    SETTINGS_COLUMN,
-    delete_checkpoint_weights,
-    kept_answers,
-    require_weights,
-    weights_deleted,
-)
-from value_drifts.core.integrity import shard_columns, shard_digests
 from value_drifts.core.io import logged
-from value_drifts.generation.sampling import SamplingSettings, generate_transformers, generate_vllm
+from value_drifts.core.layout import run_generations_dir, step_answers_path
+from value_drifts.generation.answers import (
+    CheckpointAnswers,
+    after_answering,
+    copy_answers,
+    part_is_current,
+    restored_answers,
+    sampled_answers,
+    write_answers,
+)
 
 
 def main():
     with logged(snakemake.log[0]):
-        settings_config = snakemake.params.settings
-        settings = SamplingSettings(
-            samples=settings_config["samples"],
-            temperature=settings_config["temperature"],
-            max_new_tokens=settings_config["max_new_tokens"],
-            seed=snakemake.params.seed,
-            prompt_style=snakemake.params.model["prompt_style"],
-            base_prompt_suffix=settings_config["base_prompt_suffix"],
+        checkpoint = CheckpointAnswers(
+            step=int(snakemake.wildcards.step),
+            path=snakemake.params.model_path,
+            model=snakemake.params.model,  # prompt style, tokenizer source, hub revision
+            delete_weights=snakemake.params.delete_weights,
+            # what one job per run made (generation.one_job_per_run), if it ran
+            answers=str(step_answers_path(
+                run_generations_dir(snakemake.wildcards.model, snakemake.wildcards.run),
+                snakemake.wildcards.step)),
         )
-        checkpoint = Path(snakemake.params.model_path)
         digest = snakemake.params.answers_digest
-        if weights_deleted(checkpoint):
-            kept = kept_answers(checkpoint, digest)
-            if kept is not None:  # same settings: the answers kept when the weights went
-                shutil.copyfile(kept, snakemake.output[0])
-                print(f"weights deleted; restored the answers kept in {kept}")
-                return
-        require_weights(checkpoint)
-        model = snakemake.params.model  # prompt style, tokenizer source, hub revision
+        output = Path(snakemake.output[0])
+        restored = restored_answers(checkpoint, digest)
+        if restored is not None:  # same settings: the answers kept when the weights went
+            copy_answers(restored, output)
+            return
+        if part_is_current(Path(checkpoint.answers), checkpoint, digest):
+            # e.g. made by one job per run before generation.one_job_per_run was turned off
+            print(f"current answers in {checkpoint.answers}")
+            copy_answers(checkpoint.answers, output)
+            after_answering(checkpoint, output)
+            return
         questions = pl.read_parquet(snakemake.input.questions)
-        # the checkpoint's weights, per shard (integrity), hashed in a thread while the
-        # engine loads them (hashlib releases the GIL): an 8B checkpoint's 16 GB no longer
-        # delay every generation job's start; a hub revision is named by the hub, not hashed
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            hashing = pool.submit(shard_digests, checkpoint) if checkpoint.exists() else None
-            generations = _generate(settings, settings_config, model, questions)
-            weights = shard_columns(hashing.result()) if hashing else {}
-        generations = generations.with_columns(
-            pl.lit(digest).alias(SETTINGS_COLUMN),
-            *[pl.lit(value).alias(name) for name, value in weights.items()],
-        )
-        generations.write_parquet(snakemake.output[0])
-        if snakemake.params.delete_weights:
-            shutil.copyfile(snakemake.output[0], checkpoint / KEPT_ANSWERS)
-            deleted = delete_checkpoint_weights(checkpoint)
-            print(f"deleted checkpoint weights: {deleted}")
-
-
-def _generate(settings, settings_config, model, questions):
-    if settings_config["backend"] == "vllm":
-        return generate_vllm(
-            snakemake.params.model_path,
-            questions,
-            settings,
-            tensor_parallel_size=max(snakemake.resources.gpu, 1),
-            engine_args=settings_config.get("vllm_engine_args"),
-            tokenizer_path=model["tokenizer"],
-            revision=model["revision"],
-        )
-    return generate_transformers(
-        snakemake.params.model_path,
-        questions,
-        settings,
-        batch_size=settings_config["batch_size"],
-        threads=snakemake.threads,
-        tokenizer_path=model["tokenizer"],
-        revision=model["revision"],
-    )
+        for _, answers in sampled_answers(
+            [checkpoint], questions, snakemake.params.settings, snakemake.params.seed,
+            digest, gpus=snakemake.resources.gpu, threads=snakemake.threads,
+        ):
+            write_answers(answers, output)
+        after_answering(checkpoint, output)
 
 
 # vLLM's worker processes may re-import this script: run only in the main process.

@@ -291,10 +291,18 @@ def offline_judge_program(spec_path: str, out_path: str) -> None:
 
 def offline_generation_program(spec_path: str, out_dir: str) -> None:
     """Run our vLLM generation backend (generate_vllm) once per entry of ``spec['runs']``,
-    each with a fresh engine, writing ``<name>.parquet`` and ``timings.json``."""
+    each with a fresh engine (on ``spec['run_models'][name]``, else ``spec['model']``),
+    writing ``<name>.parquet``; then, with ``spec['series']``, one engine for those
+    checkpoints in turn (generate_vllm_series), writing ``series-<i>.parquet``; and
+    ``timings.json``."""
     import polars as pl
 
-    from value_drifts.generation.sampling import SamplingSettings, generate_vllm
+    from value_drifts.generation.sampling import (
+        SamplingSettings,
+        VLLMCheckpoint,
+        generate_vllm,
+        generate_vllm_series,
+    )
 
     spec = json.loads(Path(spec_path).read_text())
     questions = pl.read_parquet(spec["questions"])
@@ -302,11 +310,21 @@ def offline_generation_program(spec_path: str, out_dir: str) -> None:
     for name, settings in spec["runs"].items():
         started = time.monotonic()
         frame = generate_vllm(
-            spec["model"], questions, SamplingSettings(**settings),
-            engine_args=spec["engine_args"],
+            spec.get("run_models", {}).get(name, spec["model"]), questions,
+            SamplingSettings(**settings), engine_args=spec["engine_args"],
         )
         frame.write_parquet(Path(out_dir) / f"{name}.parquet")
         timings[name] = round(time.monotonic() - started, 1)
+    if spec.get("series"):
+        started = time.monotonic()
+        settings = SamplingSettings(**next(iter(spec["runs"].values())))
+        series = generate_vllm_series(
+            [VLLMCheckpoint(path, settings) for path in spec["series"]], questions,
+            engine_args=spec["engine_args"],
+        )
+        for number, frame in enumerate(series):
+            frame.write_parquet(Path(out_dir) / f"series-{number}.parquet")
+        timings["series"] = round(time.monotonic() - started, 1)
     (Path(out_dir) / "timings.json").write_text(json.dumps(timings))
 
 

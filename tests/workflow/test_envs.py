@@ -49,6 +49,7 @@ BACKEND_KEYS = {
 # Rules whose env follows a configured backend (the BACKEND_KEYS entry) and its default.
 RULE_BACKENDS = {
     "generate": ("generation", None),
+    "generate_run": ("generation", None),
     "judge": ("judge", None),
     "judge_agreement": ("judge", None),
     "dataset_stances": ("judge", None),

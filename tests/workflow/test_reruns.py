@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,37 @@ def test_a_tree_copied_without_its_times_stops_and_restore_times_makes_it_curren
     finally:
         for path, mtime_ns in kept.items():
             os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+@pytest.mark.gpu_path
+def test_one_job_per_run_samples_only_missing_answers_and_both_modes_reuse_each_other(small_run):
+    """generation.one_job_per_run (the paper's vLLM path: one engine per run) on the finished
+    run: one generate_run job per run and a local copy per checkpoint; it reuses every
+    current answer (none sampled), samples a checkpoint whose answers are gone exactly as
+    its own job did, and switching back reuses its answers. No answer changes a byte."""
+    import shutil
+
+    before = {path: sha for path, (sha, _) in _generations(small_run).items()}
+    runs = sorted({path.split("/")[2] for path in before})
+    by_run = [f"results/smollm2-135m/{run}/generations-by-step" for run in runs]
+    sampled = small_run / "results/smollm2-135m/sft-opinionated/step-6/generations.parquet"
+    with edited_config(small_run, "generation.one_job_per_run", True):
+        # every run's job and every checkpoint's copy, whatever ran here before
+        forced = [*by_run, *before, "--forcerun", "generate_step"]
+        jobs = dry_run_jobs(*forced, cwd=small_run)
+        assert jobs == {"generate_run": len(runs), "generate_step": len(before)}, jobs
+        sampled.unlink()  # gone everywhere: its weights are kept (a run's final checkpoint)
+        snakemake("--cores", "2", *forced, cwd=small_run)
+        assert {path: sha for path, (sha, _) in _generations(small_run).items()} == before
+        logs = {run: (small_run / f"logs/generate/smollm2-135m/{run}/run.log").read_text()
+                for run in runs}
+        assert "1 of 2 checkpoints to sample" in logs.pop("sft-opinionated")
+        assert all(re.search(r"^0 of \d checkpoints to sample", log, re.M)
+                   for log in logs.values()), logs
+    snakemake("--cores", "2", *before, "--forcerun", "generate", cwd=small_run)
+    log = (small_run / "logs/generate/smollm2-135m/sft-opinionated/step-6.log").read_text()
+    assert "current answers in results/smollm2-135m/sft-opinionated/generations-by-step" in log
+    assert {path: sha for path, (sha, _) in _generations(small_run).items()} == before
+    for folder in (small_run / "results").glob("*/*/generations-by-step"):
+        shutil.rmtree(folder)
+    assert dry_run_jobs(cwd=small_run) == {}  # judgments and everything after stay current

@@ -3,6 +3,7 @@ checkpoint weights once generated without Snakemake rerunning anything."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -163,8 +164,8 @@ def test_api_calling_rules_are_local_and_local_models_are_jobs(small_config, pap
     assert {"judge", "judge_agreement", "dataset_stances", "value_gap_pairs", "vprism_rephrase",
             "vprism_name_clusters", "vprism_filter", "generate_value_gap",
             "values", "figure_sft_trajectories"} <= paper
-    assert not {"train_sft", "generate", "train_preference_optimisation", "vprism_embed",
-                "downstream_eval"} & paper
+    assert not {"train_sft", "generate", "generate_run", "train_preference_optimisation",
+                "vprism_embed", "downstream_eval"} & paper
     small = set(local_rules(small_config))  # local transformers judge and V-PRISM LLM
     assert not {"judge", "dataset_stances", "vprism_rephrase"} & small
     assert "values" in small
@@ -292,14 +293,23 @@ def test_paper_training_jobs_declare_their_checkpoint_disk(paper_jobs):
     ppo = _job(paper_jobs, "train_preference_optimisation", model="llama3-3b",
                po_run="ppo-ultrafeedback")
     assert int(ppo["checkpoint_disk_mb"]) == 58 * 6_400 + 2 * (2 * 38_400 + 6_400)
-    assert "checkpoint_disk_mb" not in _job(paper_jobs, "generate", model="llama3-3b",
-                                            run="sft-wildchat.ppo-ultrafeedback", step="100")
+    assert "checkpoint_disk_mb" not in _job(paper_jobs, "generate_run", model="llama3-3b",
+                                            run="sft-wildchat.ppo-ultrafeedback")
 
 
-def test_paper_generation_uses_one_gpu_per_checkpoint(paper_jobs):
-    generate = _job(paper_jobs, "generate", model="llama3-3b",
-                    run="sft-wildchat.ppo-ultrafeedback", step="100")
+def test_paper_generation_uses_one_gpu_and_one_job_per_run(paper_jobs):
+    generate = _job(paper_jobs, "generate_run", model="llama3-3b",
+                    run="sft-wildchat.ppo-ultrafeedback")
     assert (generate["gpu"], generate["cpus_per_task"]) == ("1", "8")
+    # one job samples the run's evaluated checkpoints; each step's file is copied locally
+    runs = [job for job in paper_jobs if job["rule"] == "generate_run"]
+    steps = [job for job in paper_jobs if job["rule"] == "generate_step"]
+    assert not [job for job in paper_jobs if job["rule"] == "generate"]
+    per_run = {(job["wildcards"]["model"], job["wildcards"]["run"]): 0 for job in runs}
+    for job in steps:
+        per_run[(job["wildcards"]["model"], job["wildcards"]["run"])] += 1
+    assert sum(per_run.values()) == len(steps), per_run
+    assert per_run[("qwen3-4b", "sft-alpaca.dpo-hh_rlhf")] == 58  # one job, not 58
     # CPU-side jobs keep the profile's defaults and no GPU.
     data = _job(paper_jobs, "prepare_sft_dataset", sft_dataset="alpaca")
     assert "gpu" not in data and data["mem_mb"] == "16000"
@@ -309,8 +319,8 @@ def test_paper_generation_uses_one_gpu_per_checkpoint(paper_jobs):
 
 @pytest.mark.gpu_path
 def test_paper_vllm_jobs_ask_for_cpus_and_memory_of_vllm(paper_jobs, vllm_judge_jobs):
-    generate = _job(paper_jobs, "generate", model="llama3-3b",
-                    run="sft-wildchat.ppo-ultrafeedback", step="100")
+    generate = _job(paper_jobs, "generate_run", model="llama3-3b",
+                    run="sft-wildchat.ppo-ultrafeedback")
     assert (generate["gpu"], generate["cpus_per_task"]) == ("1", "8")
     assert int(generate["mem_mb"]) == res.vllm_mem_mb(1, 4 * 3.2) >= 40_000
     judge = _job(vllm_judge_jobs, "judge", model="qwen3-4b", run="sft-alpaca.dpo-hh_rlhf")
@@ -364,7 +374,8 @@ def test_paper_light_rules_are_local():
     # the hub downloads: compute nodes often have no internet
     assert {"prepare_base_model", "prepare_sft_dataset", "prepare_preference_set",
             "vprism_load_prompts"} <= local
-    assert not {"train_sft", "train_preference_optimisation", "generate", "vprism_embed"} & local
+    assert not {"train_sft", "train_preference_optimisation", "generate", "generate_run",
+                "vprism_embed"} & local
 
 
 # Conda environments: tests/workflow/test_envs.py.
@@ -455,3 +466,20 @@ def test_nothing_reruns_after_deletion(generated_repo):
     result = snakemake("-n", *targets, "results/models/smollm2-135m/sft-taskish/training.json",
                        "--rerun-triggers", "mtime", cwd=repo)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.gpu_path
+def test_one_job_per_run_asks_for_one_set_up_and_every_checkpoints_sampling():
+    """generation.one_job_per_run: 15 minutes of set-up once, then per checkpoint its
+    sampling (1.5 × tokens at the configured throughput) and a minute for its weights;
+    the same GPUs, CPUs and memory as one checkpoint's job; never above the time limit."""
+    tokens = 10**6
+    sampling = 1.5 * tokens / CLUSTER.generation_tokens_per_s / 60  # one GPU for 3.2B
+    one = res.generation_resources(LLAMA3_3B, "vllm", tokens, 1, CLUSTER)
+    run = res.generation_resources(LLAMA3_3B, "vllm", tokens, 1, CLUSTER, checkpoints=12)
+    assert one["runtime"] == math.ceil(15 + sampling)
+    assert run["runtime"] == math.ceil(15 + 11 + 12 * sampling)
+    assert {k: v for k, v in run.items() if k != "runtime"} == {
+        k: v for k, v in one.items() if k != "runtime"}
+    many = res.generation_resources(LLAMA3_3B, "vllm", tokens, 1, CLUSTER, checkpoints=10_000)
+    assert many["runtime"] == CLUSTER.max_runtime_min  # a cut job resumes on its retry

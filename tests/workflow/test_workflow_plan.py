@@ -21,7 +21,10 @@ def test_paper_config_dry_run_lists_the_whole_grid(clean_copy):
     # (58 per UltraFeedback/HH-RLHF run, 9 per synthetic run) + 9 synthetic ablation runs.
     expected_generations = 4 + 4 * (12 + 11) + 4 * 3 * (58 + 58 + 9 + 9) + 9 * 9
     # The paper's PPO counts episodes: ceil(3 * 9453 / 32) = 887 updates, still 9 checkpoints.
-    assert jobs["generate"] == expected_generations
+    # one generation job per run (generation.one_job_per_run): 4 base models, 8 SFT runs and
+    # 57 PO runs, each checkpoint's answers copied out by a local job
+    assert jobs["generate_run"] == 4 + 8 + 48 + 9 and "generate" not in jobs
+    assert jobs["generate_step"] == expected_generations
     assert jobs["judge"] == expected_generations
     assert jobs["figure_sft_trajectories"] == 4 * 3
     assert jobs["sft_drift_table"] == 4
@@ -126,7 +129,8 @@ def test_one_figure_builds_only_what_it_needs(clean_copy):
     # Qwen3-4B's two SFT runs only: no PO, no other model.
     assert jobs["prepare_base_model"] == 1
     assert jobs["train_sft"] == 2
-    assert jobs["generate"] == 1 + 12 + 11
+    assert jobs["generate_run"] == 1 + 2  # the base model's and the two SFT runs'
+    assert jobs["generate_step"] == 1 + 12 + 11
     assert "train_preference_optimisation" not in jobs
 
 

@@ -306,13 +306,16 @@ def generation_gpus(model: ModelSize, backend: str, cluster: ClusterSettings) ->
 
 
 def generation_resources(
-    model: ModelSize, backend: str, tokens: int, attempt: int, cluster: ClusterSettings
+    model: ModelSize, backend: str, tokens: int, attempt: int, cluster: ClusterSettings,
+    checkpoints: int = 1,
 ) -> dict[str, int]:
-    """A generation job: ``tokens`` is the most it can produce (questions × samples ×
-    max new tokens)."""
+    """A generation job: ``tokens`` is the most it can produce from one checkpoint
+    (questions × samples × max new tokens). A job answering ``checkpoints`` checkpoints of
+    a run (``generation.one_job_per_run``) sets up once and adds, per later checkpoint,
+    its sampling and a minute to load its weights."""
     return inference_resources(
         model, generation_gpus(model, backend, cluster), tokens, attempt, cluster,
-        vllm=backend == "vllm",
+        vllm=backend == "vllm", checkpoints=checkpoints,
     )
 
 
@@ -381,12 +384,13 @@ def judge_resources(
 
 def inference_resources(
     model: ModelSize, gpus: int, tokens: int, attempt: int, cluster: ClusterSettings,
-    vllm: bool = False,
+    vllm: bool = False, checkpoints: int = 1,
 ) -> dict[str, int]:
     """A job running a model forward on ``gpus`` GPUs (0: CPU) producing up to ``tokens``
-    tokens: CPUs per GPU, host memory for the weights (with ``vllm``, vLLM's processes
-    too: ``vllm_mem_mb``), runtime at the configured throughput with 50% margin and 15
-    minutes of set-up."""
+    tokens from each of ``checkpoints`` checkpoints: CPUs per GPU, host memory for the
+    weights (with ``vllm``, vLLM's processes too: ``vllm_mem_mb``), runtime at the
+    configured throughput with 50% margin, 15 minutes of set-up and a minute per later
+    checkpoint's weights."""
     if gpus:
         rate = gpus * cluster.generation_tokens_per_s
         weights_gb = 4 * model.params_b  # fp32 at most: a checkpoint trained in fp32
@@ -401,7 +405,9 @@ def inference_resources(
         "nodes": 1,
         "cpus_per_task": cpus,
         "mem_mb": _memory(mem, attempt, cluster),
-        "runtime": _runtime(15 + 1.5 * tokens / rate / 60, attempt, cluster),
+        "runtime": _runtime(
+            15 + (checkpoints - 1) + checkpoints * 1.5 * tokens / rate / 60, attempt, cluster
+        ),
     }
 
 

@@ -52,6 +52,7 @@ THROUGHPUT_KEYS = frozenset({
     "concurrency", "request_timeout_s", "max_retries", "retries", "cache", "batch",
     "prices", "max_enqueued_tokens", "poll_interval_s",
     "delete_checkpoint_weights",
+    "one_job_per_run",  # one engine for a run's checkpoints: the same answers (tested)
     "max_unreadable_share",  # a gate: a job passes or fails, its output does not change
     "save_only_model",  # whether checkpoints also hold what a resume reads: same weights
     "cluster",  # the config section of what jobs ask a cluster for

@@ -130,6 +130,19 @@ def generations_path(model: str, run: str, step: int | str) -> str:
     return f"{step_dir(model, run, step)}/generations.parquet"
 
 
+def run_generations_dir(model: str, run: str) -> str:
+    """Every evaluated checkpoint's answers of a run, sampled by one job
+    (``generation.one_job_per_run``), a ``step-<step>.parquet`` each: each checkpoint's
+    ``generations_path`` is copied from here."""
+    return f"{run_dir(model, run)}/generations-by-step"
+
+
+def step_answers_path(folder: str | Path, step: int | str) -> Path:
+    """One checkpoint's answers in a folder of a run's answers (``run_generations_dir``,
+    and the parts an interrupted job leaves beside it)."""
+    return Path(folder) / f"step-{step}.parquet"
+
+
 def judgments_path(model: str, run: str, step: int | str) -> str:
     return f"{step_dir(model, run, step)}/judgments.parquet"
 

@@ -50,7 +50,7 @@ ESTIMATED_QUESTIONS_PER_CATEGORY = 50
 # value_gap.teacher or vprism.llm has no teacher or V-PRISM LLM, while downstream takes the
 # schema's default backend). Every section present names its backend (schema: required).
 ROLES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...], bool]] = {
-    "generation": (("generation",), None, ("generate",), True),
+    "generation": (("generation",), None, ("generate", "generate_run"), True),
     "judge": (("judge",), None, res.API_JUDGE_RULES, True),
     "downstream": (
         ("downstream",), schema_default("downstream", "backend"), ("downstream_eval",), True

@@ -6,8 +6,10 @@ Both backends (transformers on CPU, vLLM on GPU) write the same table: one row p
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,62 @@ def vllm_max_model_len(longest_prompt: int, settings: SamplingSettings) -> int:
     return longest_prompt + settings.max_new_tokens
 
 
+@dataclass(frozen=True)
+class VLLMCheckpoint:
+    """One checkpoint a vLLM engine samples from: its folder (or hub id), sampling
+    settings, tokenizer source (a trace's checkpoint without one) and hub revision."""
+
+    model_path: str
+    settings: SamplingSettings
+    tokenizer_path: str | None = None
+    revision: str | None = None
+
+
+# The files of a checkpoint folder that decide how vLLM starts on it (architecture, dtype,
+# vocabulary, the eos it stops at): checkpoints equal in all of them can share an engine.
+ENGINE_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "tokenizer.model",
+    "vocab.json", "merges.txt",
+)
+
+
+def engine_key(checkpoint: VLLMCheckpoint) -> str | None:
+    """What an engine started on ``checkpoint`` shares with the next: the sha256 of its
+    folder's ``ENGINE_FILES`` (and of its tokenizer folder's). None where the checkpoint
+    shares an engine with none: a hub id or revision (vLLM reloads from a folder), a PEFT
+    adapter."""
+    folders = [Path(checkpoint.model_path)]
+    if checkpoint.tokenizer_path is not None:
+        folders.append(Path(checkpoint.tokenizer_path))
+    if (checkpoint.revision is not None or not all(folder.is_dir() for folder in folders)
+            or adapter_base(checkpoint.model_path) is not None):
+        return None
+    digest = hashlib.sha256()
+    for folder in folders:
+        for name in ENGINE_FILES:
+            path = folder / name
+            digest.update(f"{len(folders)}:{name}:".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def engine_groups(checkpoints: Sequence[VLLMCheckpoint]) -> list[list[int]]:
+    """Indices of ``checkpoints`` in runs of consecutive ones that one vLLM engine
+    samples: equal ``engine_key`` (never None). Order is kept; a checkpoint whose key
+    differs from the one before starts a new engine."""
+    groups: list[list[int]] = []
+    previous: str | None = None
+    for index, checkpoint in enumerate(checkpoints):
+        key = engine_key(checkpoint)
+        if groups and key is not None and key == previous:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+        previous = key
+    return groups
+
+
 def generate_vllm(
     model_path: str,
     questions: pl.DataFrame,
@@ -229,8 +287,35 @@ def generate_vllm(
     tokenizer_path: str | None = None,
     revision: str | None = None,
 ) -> pl.DataFrame:
-    """Sample ``settings.samples`` responses per question with vLLM's offline engine: one
-    request per question with ``SamplingParams(n=samples)``, seeded per question so a
+    """Sample ``settings.samples`` responses per question from one checkpoint with vLLM's
+    offline engine (``generate_vllm_series`` of that one checkpoint).
+
+    Call it under ``if __name__ == "__main__":``: vLLM's workers may re-import the caller.
+    """
+    checkpoint = VLLMCheckpoint(model_path, settings, tokenizer_path, revision)
+    return list(generate_vllm_series([checkpoint], questions, tensor_parallel_size,
+                                     engine_args))[0]
+
+
+def generate_vllm_series(
+    checkpoints: Sequence[VLLMCheckpoint],
+    questions: pl.DataFrame,
+    tensor_parallel_size: int = 1,
+    engine_args: Mapping[str, Any] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Sample ``settings.samples`` responses per question from each checkpoint in turn
+    with vLLM's offline engine, yielding one table per checkpoint, in order.
+
+    One engine samples each run of checkpoints with equal ``engine_key`` (a training
+    run's checkpoints): it starts on the first (weights load, compilation, CUDA graph
+    capture, KV-cache profiling) and loads each later one's weights in place (vLLM's
+    ``reload_weights`` worker call, the path vLLM keeps for RL weight updates), then drops
+    its prefix cache, which holds the previous weights' keys and values. A reload that
+    fails starts a fresh engine on that checkpoint instead. The answers are the same as a
+    fresh engine's per checkpoint (tests/unit/generation/test_vllm_cpu.py): every request
+    is seeded on its own.
+
+    One request per question with ``SamplingParams(n=samples)``, seeded per question so a
     question's samples do not depend on what else is in the batch. vLLM gives sample k of a
     request seed + k (vllm/v1/engine/parallel_sampling.py), so question number i gets
     ``seed + i * samples``: every (question, sample) has its own random stream. (With
@@ -239,33 +324,96 @@ def generate_vllm(
 
     Call it under ``if __name__ == "__main__":``: vLLM's workers may re-import the caller.
     """
-    from vllm import LLM, SamplingParams  # lazily: vLLM is only in the generate env on GPUs
+    for checkpoint in checkpoints:
+        if adapter_base(checkpoint.model_path) is not None:
+            raise ValueError(
+                f"{checkpoint.model_path} is a PEFT adapter: the vLLM backend loads full "
+                "models; merge it (PEFT's merge_and_unload) or use generation.backend: "
+                "transformers")
+    for group in engine_groups(checkpoints):
+        # every prompt first: the longest sizes the engine (vllm_max_model_len)
+        prompted = [_vllm_prompts(checkpoints[index], questions) for index in group]
+        max_model_len = max(
+            vllm_max_model_len(longest, checkpoints[index].settings)
+            for index, (_, _, _, longest) in zip(group, prompted, strict=True)
+        )
+        llm = None
+        try:
+            for position, (index, prompts) in enumerate(zip(group, prompted, strict=True)):
+                checkpoint = checkpoints[index]
+                if position and not _reload_weights(llm, checkpoint.model_path):
+                    _stop_engine(llm)
+                    llm = None
+                if llm is None:
+                    llm = _start_engine(checkpoint, max_model_len, tensor_parallel_size,
+                                        engine_args)
+                yield _sample_vllm(llm, checkpoint, *prompts[:3])
+        finally:
+            _stop_engine(llm)
 
-    if adapter_base(model_path) is not None:
-        raise ValueError(
-            f"{model_path} is a PEFT adapter: the vLLM backend loads full models; merge it "
-            "(PEFT's merge_and_unload) or use generation.backend: transformers")
-    # the tokenizer vLLM would load (the same source and revision), read first: the prompts'
-    # lengths size the engine (vllm_max_model_len)
-    tokenizer = load_tokenizer(tokenizer_path or model_path,
-                               revision=None if tokenizer_path else revision)
+
+def _vllm_prompts(checkpoint: VLLMCheckpoint, questions: pl.DataFrame):
+    """(tokenizer, question rows, vLLM prompts as token ids, longest prompt in tokens),
+    with the tokenizer vLLM would load (the same source and revision)."""
+    tokenizer = load_tokenizer(
+        checkpoint.tokenizer_path or checkpoint.model_path,
+        revision=None if checkpoint.tokenizer_path else checkpoint.revision)
     rows = list(questions.iter_rows(named=True))
     prompts = [
-        {"prompt_token_ids": prompt_token_ids(row["question"], settings, tokenizer)}
+        {"prompt_token_ids": prompt_token_ids(row["question"], checkpoint.settings, tokenizer)}
         for row in rows
     ]
     longest = max((len(prompt["prompt_token_ids"]) for prompt in prompts), default=0)
-    optional = {"tokenizer": tokenizer_path, "revision": revision}
-    llm = LLM(
-        model=model_path,
+    return tokenizer, rows, prompts, longest
+
+
+def _start_engine(checkpoint: VLLMCheckpoint, max_model_len: int, tensor_parallel_size: int,
+                  engine_args: Mapping[str, Any] | None):
+    from vllm import LLM  # lazily: vLLM is only in the generate env on GPUs
+
+    optional = {"tokenizer": checkpoint.tokenizer_path, "revision": checkpoint.revision}
+    return LLM(
+        model=checkpoint.model_path,
         tensor_parallel_size=tensor_parallel_size,
-        seed=settings.seed,
+        seed=checkpoint.settings.seed,
         **{key: value for key, value in optional.items() if value is not None},
-        **{"dtype": "auto", "max_model_len": vllm_max_model_len(longest, settings),
-           **(engine_args or {})},
+        **{"dtype": "auto", "max_model_len": max_model_len, **(engine_args or {})},
     )
+
+
+def _reload_weights(llm, model_path: str) -> bool:
+    """Load ``model_path``'s weights into the running engine (every worker) and drop the
+    prefix cache; False (with the reason printed) where vLLM could not."""
+    try:
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+        llm.reset_prefix_cache()
+    except Exception as error:  # noqa: BLE001 - any failure: a fresh engine samples instead
+        print(f"vLLM could not reload the weights of {model_path} in place "
+              f"({type(error).__name__}: {error}); starting a fresh engine on it")
+        return False
+    print(f"vLLM reloaded the weights of {model_path} in place")
+    return True
+
+
+def _stop_engine(llm) -> None:
+    """Shut a vLLM engine's processes down and free its memory before another starts."""
+    if llm is None:
+        return
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del llm
+    gc.collect()
+
+
+def _sample_vllm(llm, checkpoint: VLLMCheckpoint, tokenizer, rows, prompts) -> pl.DataFrame:
+    """Sample ``checkpoint``'s answers with the engine holding its weights."""
+    from vllm import SamplingParams
+
+    settings = checkpoint.settings
     # stop where the chat template ends a turn, not only at the tokenizer's eos
-    stops = stop_token_ids(tokenizer, _generation_config(model_path, revision))
+    stops = stop_token_ids(tokenizer,
+                           _generation_config(checkpoint.model_path, checkpoint.revision))
     params = [
         SamplingParams(
             n=settings.samples,

@@ -6,6 +6,8 @@ the same table as the transformers backend, which runs for real on a tiny model.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import types
 from dataclasses import dataclass, field
@@ -16,8 +18,11 @@ import pytest
 from tests.support.tiny_model import build_tiny_model
 from value_drifts.generation.sampling import (
     SamplingSettings,
+    VLLMCheckpoint,
+    engine_groups,
     generate_transformers,
     generate_vllm,
+    generate_vllm_series,
     prompt_token_ids,
 )
 
@@ -66,6 +71,7 @@ class SamplingParams:  # vllm.SamplingParams: only real argument names are accep
 
 class FakeLLM:
     instances: list[FakeLLM] = []
+    failing_reload = False
 
     def __init__(self, model, tensor_parallel_size=1, seed=0, dtype="auto", **engine_args):
         from transformers import AutoTokenizer
@@ -73,16 +79,29 @@ class FakeLLM:
         self.model, self.tensor_parallel_size, self.seed = model, tensor_parallel_size, seed
         self.dtype, self.engine_args = dtype, engine_args
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.calls = []
+        self.calls, self.events = [], []
         FakeLLM.instances.append(self)
 
     def get_tokenizer(self):
         return self.tokenizer
 
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        # vLLM's worker call; a reload loads another checkpoint's weights in place
+        assert method == "reload_weights" and set(kwargs) == {"weights_path"}, (method, kwargs)
+        if FakeLLM.failing_reload:
+            raise RuntimeError("Attempted to load weight into parameter")
+        self.events.append(("reload_weights", kwargs["weights_path"]))
+        return [None] * self.tensor_parallel_size
+
+    def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
+        self.events.append(("reset_prefix_cache",))
+        return True
+
     def generate(self, prompts, sampling_params=None, use_tqdm=True):
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         assert len(params) == len(prompts)
         self.calls.append((prompts, params))
+        self.events.append(("generate", len(prompts)))
         results = []
         for number, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
             # Out of index order, as vLLM may finish a request's samples in any order.
@@ -99,6 +118,7 @@ def fake_vllm(monkeypatch):
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = FakeLLM, SamplingParams
     FakeLLM.instances.clear()
+    FakeLLM.failing_reload = False
     monkeypatch.setitem(sys.modules, "vllm", module)
     return module
 
@@ -184,3 +204,69 @@ def test_the_engine_context_fits_the_longest_prompt_and_its_answer(fake_vllm, ti
     assert llm.engine_args["max_model_len"] == lengths[1] + SETTINGS.max_new_tokens
     generate_vllm(tiny_model, long, SETTINGS, engine_args={"max_model_len": 4096})
     assert FakeLLM.instances[-1].engine_args["max_model_len"] == 4096
+
+
+def _checkpoint_copy(source: str, folder) -> str:
+    """A copy of ``source``: another checkpoint of the same run (same config, tokenizer)."""
+    shutil.copytree(source, folder)
+    return str(folder)
+
+
+@pytest.mark.gpu_path
+def test_a_runs_checkpoints_share_one_engine_that_reloads_each_ones_weights(
+        fake_vllm, tiny_model, tmp_path):
+    """One engine starts on a run's first checkpoint; each later one with the same config
+    and tokenizer is loaded in place (reload_weights) with the prefix cache dropped, and
+    every checkpoint gets the table a fresh engine of its own gives."""
+    second = _checkpoint_copy(tiny_model, tmp_path / "checkpoint-2")
+    third = _checkpoint_copy(tiny_model, tmp_path / "checkpoint-3")
+    checkpoints = [VLLMCheckpoint(path, SETTINGS) for path in (tiny_model, second, third)]
+    assert engine_groups(checkpoints) == [[0, 1, 2]]
+    tables = list(generate_vllm_series(checkpoints, QUESTIONS, tensor_parallel_size=2))
+    (llm,) = FakeLLM.instances
+    assert (llm.model, llm.tensor_parallel_size) == (tiny_model, 2)
+    assert llm.events == [
+        ("generate", 3),
+        ("reload_weights", second), ("reset_prefix_cache",), ("generate", 3),
+        ("reload_weights", third), ("reset_prefix_cache",), ("generate", 3),
+    ]
+    alone = generate_vllm(second, QUESTIONS, SETTINGS)
+    assert tables[1].equals(alone) and tables[0].equals(tables[2])
+
+
+@pytest.mark.gpu_path
+def test_a_checkpoint_unlike_the_one_before_starts_its_own_engine(fake_vllm, tiny_model,
+                                                                   tmp_path):
+    """A changed config (here its dtype), a changed tokenizer file or a hub revision
+    starts a fresh engine: vLLM read those when it started. Groups are consecutive."""
+    other_config = _checkpoint_copy(tiny_model, tmp_path / "other-config")
+    config = json.loads((tmp_path / "other-config/config.json").read_text())
+    (tmp_path / "other-config/config.json").write_text(
+        json.dumps({**config, "dtype": "bfloat16"}))
+    other_tokenizer = _checkpoint_copy(tiny_model, tmp_path / "other-tokenizer")
+    (tmp_path / "other-tokenizer/chat_template.jinja").write_text("{{ messages }}")
+    same = _checkpoint_copy(tiny_model, tmp_path / "same")
+    checkpoints = [
+        VLLMCheckpoint(tiny_model, SETTINGS),
+        VLLMCheckpoint(same, SETTINGS),
+        VLLMCheckpoint(other_config, SETTINGS),
+        VLLMCheckpoint(other_tokenizer, SETTINGS),
+        VLLMCheckpoint(same, SETTINGS, revision="main"),  # a hub revision: never shared
+        VLLMCheckpoint(tiny_model, SETTINGS),
+    ]
+    assert engine_groups(checkpoints) == [[0, 1], [2], [3], [4], [5]]
+    list(generate_vllm_series(checkpoints, QUESTIONS))
+    assert [llm.model for llm in FakeLLM.instances] == [
+        tiny_model, other_config, other_tokenizer, same, tiny_model]
+
+
+@pytest.mark.gpu_path
+def test_a_failed_reload_falls_back_to_a_fresh_engine(fake_vllm, tiny_model, tmp_path,
+                                                      capsys):
+    second = _checkpoint_copy(tiny_model, tmp_path / "checkpoint-2")
+    FakeLLM.failing_reload = True
+    tables = list(generate_vllm_series(
+        [VLLMCheckpoint(tiny_model, SETTINGS), VLLMCheckpoint(second, SETTINGS)], QUESTIONS))
+    assert [llm.model for llm in FakeLLM.instances] == [tiny_model, second]
+    assert len(tables) == 2 and tables[1].height == QUESTIONS.height * SETTINGS.samples
+    assert "could not reload the weights" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -165,16 +166,40 @@ def test_a_rerun_answers_from_the_cache_without_the_engine(
     assert here.scorer._llm is None
 
 
+def _another_checkpoint(smollm2: Path, folder: Path) -> Path:
+    """A later checkpoint of the same run, as far as vLLM can tell: SmolLM2's files with
+    every weight matrix but the (tied) embedding moved by 2% of its spread, seeded."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(smollm2, folder)
+    weights = load_file(folder / "model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    moved = {
+        name: value + 0.02 * value.std() * torch.randn(value.shape, generator=generator)
+        if value.dim() == 2 and "embed" not in name else value
+        for name, value in weights.items()
+    }
+    save_file(moved, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
 @pytest.fixture(scope="module")
 def generated(vllm_venv, smollm2, tmp_path_factory):
     work = tmp_path_factory.mktemp("vllm_generate")
+    later = _another_checkpoint(smollm2, work / "checkpoint-later")
     GEN_QUESTIONS.write_parquet(work / "questions.parquet")
     spec = work / "spec.json"
     spec.write_text(json.dumps({
         "model": str(smollm2), "questions": str(work / "questions.parquet"),
         "engine_args": ENGINE_ARGS,
-        # Two runs with the same settings, each with a fresh engine, as two jobs would.
-        "runs": {"first": GEN_SETTINGS, "again": GEN_SETTINGS},
+        # each with a fresh engine, as one job per checkpoint would
+        "runs": {"first": GEN_SETTINGS, "later": GEN_SETTINGS},
+        "run_models": {"later": str(later)},
+        # one engine for three checkpoints of a run, as generation.one_job_per_run does
+        "series": [str(smollm2), str(later), str(smollm2)],
     }))
     started = time.monotonic()
     run_in_vllm_venv("generate", str(spec), str(work), log_path=work / "log.txt")
@@ -214,8 +239,27 @@ def test_vllm_generations_have_the_transformers_tables_format(generated, smollm2
 
 def test_a_fixed_seed_gives_identical_text_with_a_fresh_engine(generated):
     first = pl.read_parquet(generated / "first.parquet")
-    again = pl.read_parquet(generated / "again.parquet")
+    again = pl.read_parquet(generated / "series-0.parquet")  # the series' own engine
     assert again.equals(first)
+
+
+@pytest.mark.gpu_path
+def test_one_engine_reloading_each_checkpoint_answers_as_a_fresh_engine_each(generated):
+    """generation.one_job_per_run: an engine started on one checkpoint and given the next
+    one's weights in place (reload_weights) writes exactly what a fresh engine on that
+    checkpoint writes, and back again; the checkpoints' answers differ, so a reload that
+    kept the old weights would fail here."""
+    first = pl.read_parquet(generated / "first.parquet")
+    later = pl.read_parquet(generated / "later.parquet")
+    assert not later["response"].equals(first["response"])
+    assert pl.read_parquet(generated / "series-1.parquet").equals(later)
+    assert pl.read_parquet(generated / "series-2.parquet").equals(first)
+    log = (generated / "log.txt").read_text()
+    assert log.count("reloaded the weights of") == 2
+    assert "starting a fresh engine" not in log
+    timings = json.loads((generated / "timings.json").read_text())
+    print(f"fresh engine per checkpoint: {timings['first']} s and {timings['later']} s; "
+          f"one engine for three: {timings['series']} s")
 
 
 def test_samples_of_neighbouring_questions_do_not_share_random_streams(generated):
