@@ -60,7 +60,9 @@ from value_drifts.core.layout import (  # noqa: E402
     figure,
     generations_path,
     run_generations_dir,
+    run_judgments_dir,
     step_answers_path,
+    step_judge_counts_path,
     judge_agreement,
     judge_counts_path,
     judge_health_path,
@@ -106,7 +108,10 @@ from value_drifts.core.study import (  # noqa: E402
 from value_drifts.core.traces import octal_key_problems, skipped_warnings  # noqa: E402
 from value_drifts.data.counted_sizes import counted_sizes  # noqa: E402
 from value_drifts.core.config import without_added_defaults  # noqa: E402
-from value_drifts.training.common import TRAINER_DEFAULT_KEYS  # noqa: E402
+from value_drifts.training.common import (
+    TRAINER_DEFAULT_KEYS,
+    TrainerSettings,
+)  # noqa: E402
 from value_drifts.core.site_settings import check_site_variables  # noqa: E402
 from value_drifts.core.checkpoints import (  # noqa: E402
     lost_answers_reason,
@@ -155,6 +160,8 @@ JUDGE_ENV = conda_env(BACKENDS["judge"].env)
 GENERATION_ENV = conda_env(BACKENDS["generation"].env)
 # One generation job per run (rule generate_run) instead of one per checkpoint.
 ONE_JOB_PER_RUN = STUDY.config["generation"]["one_job_per_run"]
+# One judge job per run (rule judge_run; local judges) instead of one per checkpoint.
+JUDGE_ONE_JOB_PER_RUN = STUDY.config["judge"]["one_job_per_run"]
 TEACHER_ENV = conda_env(BACKENDS["teacher"].env if "teacher" in BACKENDS else "api")
 VPRISM_LLM_ENV = conda_env(
     BACKENDS["vprism_llm"].env if "vprism_llm" in BACKENDS else "api"

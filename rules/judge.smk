@@ -32,36 +32,92 @@ rule adapt_local_judge:
         "../workflow_scripts/adapt_local_judge.py"
 
 
-rule judge:
-    """Stance probabilities for every response of one checkpoint."""
-    input:
-        generations=generations_path("{model}", "{run}", "{step}"),
-        prompt=config["judge"]["prompt"],
-        topics=config["topics"],
-        judge_model=judge_model_input,
-        settings=JUDGE_SETTINGS,
-    output:
-        judgments=judgments_path("{model}", "{run}", "{step}"),
-        counts=judge_counts_path("{model}", "{run}", "{step}"),
-    log:
-        "logs/judge/{model}/{run}/step-{step}.log",
-    benchmark:
-        "benchmarks/judge/{model}/{run}/step-{step}.tsv"
-    conda:
-        JUDGE_ENV
-    threads: JUDGE_THREADS
-    resources:
-        gpu=JUDGE_GPUS,
-        cpus_per_task=judge_resource("cpus_per_task", 4000, 60),
-        mem_mb=judge_resource("mem_mb", 4000, 60),
-        runtime=judge_resource("runtime", 4000, 60),
-    params:
-        judge=config["judge"],
-        fingerprint_settings=JUDGE_FINGERPRINT_SETTINGS,
-        model_path=judge_model_dir(),
-        batch_state=f"{BATCH_STATE_DIR}/{{model}}/{{run}}/step-{{step}}.json",
-    script:
-        "../workflow_scripts/judge.py"
+if not JUDGE_ONE_JOB_PER_RUN:
+
+    rule judge:
+        """Stance probabilities for every response of one checkpoint."""
+        input:
+            generations=generations_path("{model}", "{run}", "{step}"),
+            prompt=config["judge"]["prompt"],
+            topics=config["topics"],
+            judge_model=judge_model_input,
+            settings=JUDGE_SETTINGS,
+        output:
+            judgments=judgments_path("{model}", "{run}", "{step}"),
+            counts=judge_counts_path("{model}", "{run}", "{step}"),
+        log:
+            "logs/judge/{model}/{run}/step-{step}.log",
+        benchmark:
+            "benchmarks/judge/{model}/{run}/step-{step}.tsv"
+        conda:
+            JUDGE_ENV
+        threads: JUDGE_THREADS
+        resources:
+            gpu=JUDGE_GPUS,
+            cpus_per_task=judge_resource("cpus_per_task", 4000, 60),
+            mem_mb=judge_resource("mem_mb", 4000, 60),
+            runtime=judge_resource("runtime", 4000, 60),
+        params:
+            judge=config["judge"],
+            fingerprint_settings=JUDGE_FINGERPRINT_SETTINGS,
+            model_path=judge_model_dir(),
+            batch_state=f"{BATCH_STATE_DIR}/{{model}}/{{run}}/step-{{step}}.json",
+        script:
+            "../workflow_scripts/judge.py"
+
+else:
+
+    rule judge_run:
+        """Stance probabilities for every response of each evaluated checkpoint of a run
+        in one job (judge.one_job_per_run, local judges): a vLLM judge starts its engine
+        once per run; a job cut short resumes from the judge cache.
+        """
+        input:
+            generations=lambda wc: [
+                generations_path(step.model, step.run, step.step)
+                for step in run_step_wildcards(wc)
+            ],
+            prompt=config["judge"]["prompt"],
+            topics=config["topics"],
+            judge_model=judge_model_input,
+            settings=JUDGE_SETTINGS,
+        output:
+            directory(run_judgments_dir("{model}", "{run}")),
+        log:
+            "logs/judge/{model}/{run}/run.log",
+        benchmark:
+            "benchmarks/judge/{model}/{run}/run.tsv"
+        conda:
+            JUDGE_ENV
+        threads: JUDGE_THREADS
+        resources:
+            gpu=JUDGE_GPUS,
+            cpus_per_task=judge_run_resource("cpus_per_task", 4000, 60),
+            mem_mb=judge_run_resource("mem_mb", 4000, 60),
+            runtime=judge_run_resource("runtime", 4000, 60),
+        params:
+            judge=config["judge"],
+            fingerprint_settings=JUDGE_FINGERPRINT_SETTINGS,
+            model_path=judge_model_dir(),
+            steps=lambda wc: [step.step for step in run_step_wildcards(wc)],
+            batch_state=f"{BATCH_STATE_DIR}/{{model}}/{{run}}/run.json",
+        script:
+            "../workflow_scripts/judge_run.py"
+
+    rule judge_step:
+        """One checkpoint's judgments and judge counts, out of its run's (judge_run)."""
+        input:
+            run_judgments_dir("{model}", "{run}"),
+        output:
+            judgments=judgments_path("{model}", "{run}", "{step}"),
+            counts=judge_counts_path("{model}", "{run}", "{step}"),
+        localrule: True
+        params:
+            judgments=lambda wc, input: step_answers_path(input[0], wc.step),
+            counts=lambda wc, input: step_judge_counts_path(input[0], wc.step),
+        shell:
+            "cp -- {params.judgments:q} {output.judgments:q} && "
+            "cp -- {params.counts:q} {output.counts:q}"
 
 
 rule judge_agreement:

@@ -46,6 +46,76 @@ def reward_job(wildcards):
     return "reward", _trained_tokens(steps, trainer), None
 
 
+def training_runs():
+    """(run name, model, trainer section, (task, tokens, rollouts)) of every training job
+    of the plan: SFT and preference-optimisation runs, and PPO's reward models. Trainer
+    sections with the schema's defaults (STUDY.config)."""
+    c = STUDY.config
+    for phase in PLAN.phases:
+        name = f"{phase.model} {phase.run}"
+        if phase.kind == "sft":
+            wildcards = SimpleNamespace(
+                model=phase.model, sft_dataset=phase.sft_dataset
+            )
+            yield name, phase.model, c["sft"], sft_job(wildcards)
+        elif phase.kind == "po":
+            hyper = po_hyperparameters(phase, c)
+            rollouts = None
+            if phase.algorithm == "ppo":
+                rollouts = res.Rollouts.for_ppo(hyper, updates=phase.last_step)
+                trainer = c["preference_optimization"]["algorithms"]["ppo"][
+                    "reward_model"
+                ]
+                reward = SimpleNamespace(preference_set=phase.preference_set)
+                yield (
+                    f"{phase.model} {reward_run(phase.sft_dataset, phase.preference_set)}",
+                    phase.model,
+                    trainer,
+                    reward_job(reward),
+                )
+            tokens = _trained_tokens(phase.last_step, hyper)
+            yield name, phase.model, hyper, (phase.algorithm, tokens, rollouts)
+
+
+def trainer_settings(trainer):
+    """A trainer section's settings as the training job reads them (paths aside)."""
+    return TrainerSettings.from_config(
+        trainer, model_path="", output_dir="", save_steps=1, seed=0, threads=1
+    )
+
+
+def check_runs_can_finish():
+    """Stop the workflow at start (dry runs too) when a training run's runtime estimate is
+    over cluster.max_runtime_min while its trainer keeps no resume state
+    (save_only_model: true): each job would be cut at the limit and each retry start over
+    (res.endless_restart_problem)."""
+    problems = sorted(
+        {
+            problem
+            for run, model, trainer, (task, tokens, rollouts) in training_runs()
+            if (
+                problem := res.endless_restart_problem(
+                    run,
+                    model_size(model),
+                    task,
+                    tokens,
+                    CLUSTER,
+                    rollouts,
+                    # as the trainer will read it (a section the schema has not filled too)
+                    trainer_settings(trainer).save_only_model,
+                )
+            )
+        }
+    )
+    if problems:
+        raise WorkflowError(
+            "Stopped before running anything: these training runs could never finish:\n  "
+            + "\n  ".join(problems)
+            + "\nSet save_only_model: false in their trainer sections (checkpoints then "
+            "keep what a restart resumes from), or raise cluster.max_runtime_min."
+        )
+
+
 def job_threads(wildcards):
     return res.threads(model_size(wildcards.model), CLUSTER)
 
@@ -169,6 +239,19 @@ def judge_resource(key, mem_mb, runtime):
     )[key]
 
 
+def judge_run_resource(key, mem_mb, runtime):
+    """A resource of a run's judge job (judge_run): a checkpoint's judge job's, with its
+    runtime once per evaluated checkpoint (at most the time limit; a cut job resumes from
+    the judge cache)."""
+    return lambda wildcards, attempt: res.judge_resources(
+        JUDGE_GPUS,
+        mem_mb,
+        runtime * len(RUN_STEPS[(wildcards.model, wildcards.run)]),
+        attempt,
+        CLUSTER,
+    )[key]
+
+
 JUDGE_THREADS = res.judge_resources(JUDGE_GPUS, 0, 1, 1, CLUSTER)["cpus_per_task"]
 REFERENCE_JUDGE_GPUS = res.judge_gpus(REFERENCE_JUDGE) if REFERENCE_JUDGE else 0
 
@@ -192,3 +275,8 @@ def deletes_checkpoint_weights(wildcards):
         return False
     last = PLAN.phase(wildcards.model, wildcards.run).last_step
     return not keeps_weights(wildcards.run, int(wildcards.step), last, BASE_RUN)
+
+
+# Once, in the main Snakemake process, as check_no_answers_lost (rules/targets.smk).
+if workflow.is_main_process:
+    check_runs_can_finish()

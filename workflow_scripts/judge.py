@@ -4,16 +4,11 @@ import polars as pl
 import yaml
 
 from value_drifts.core.io import logged, write_json
-from value_drifts.judge.backends import backend_counts, make_backend
-from value_drifts.judge.canary import CanarySettings, canary_counts, unsupported
+from value_drifts.judge.backends import make_backend
+from value_drifts.judge.canary import CanarySettings, unsupported
 from value_drifts.judge.prompt import load_template
 from value_drifts.judge.reference import sample_answers
-from value_drifts.judge.run import (
-    check_readable,
-    judge_fingerprint,
-    judge_generations,
-    min_label_mass,
-)
+from value_drifts.judge.run import judge_checkpoint
 
 with logged(snakemake.log[0]):
     judge = snakemake.params.judge
@@ -30,7 +25,6 @@ with logged(snakemake.log[0]):
         backend.canaries = canaries
     elif canaries.count:
         print(f"judge.canaries = {canaries.count}: {unsupported(judge['backend'])}")
-    template = load_template(snakemake.input.prompt)
     generations = pl.read_parquet(snakemake.input.generations)
     # rule reference_judge: the reference judge's fixed seeded sample of the answers
     # (judge.reference.answers_per_checkpoint; rule judge has no such param: all answers)
@@ -38,25 +32,15 @@ with logged(snakemake.log[0]):
         generations = sample_answers(
             generations, snakemake.params.answers_per_checkpoint, snakemake.params.seed
         )
-    judgments, counts = judge_generations(
+    judgments, counts = judge_checkpoint(
+        judge,
+        backend,
+        load_template(snakemake.input.prompt),
         generations,
         yaml.safe_load(open(snakemake.input.topics)),
-        template,
-        backend,
-        label_mass=min_label_mass(judge),
+        snakemake.params.fingerprint_settings,
+        where=str(Path(snakemake.output.judgments).parent),
+        canaries=canaries,
     )
-    counts.update(backend_counts(backend))
-    counts["canaries"] = canary_counts(
-        canaries, getattr(backend, "last_canaries", None), judge["backend"]
-    )
-    fingerprint = judge_fingerprint(
-        judge, template, getattr(backend, "identity", None),
-        settings=snakemake.params.fingerprint_settings,
-    )
-    counts["judge_fingerprint"] = fingerprint
-    print(counts)
-    check_readable(counts["health"], judge, str(Path(snakemake.output.judgments).parent))
-    judgments.with_columns(
-        pl.lit(fingerprint["id"], dtype=pl.Utf8).alias("judge_fingerprint")
-    ).write_parquet(snakemake.output.judgments)
+    judgments.write_parquet(snakemake.output.judgments)
     write_json(snakemake.output.counts, counts)

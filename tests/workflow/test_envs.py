@@ -51,6 +51,7 @@ RULE_BACKENDS = {
     "generate": ("generation", None),
     "generate_run": ("generation", None),
     "judge": ("judge", None),
+    "judge_run": ("judge", None),
     "judge_agreement": ("judge", None),
     "dataset_stances": ("judge", None),
     "value_gap_pairs": ("judge", None),

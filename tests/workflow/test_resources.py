@@ -483,3 +483,66 @@ def test_one_job_per_run_asks_for_one_set_up_and_every_checkpoints_sampling():
         k: v for k, v in one.items() if k != "runtime"}
     many = res.generation_resources(LLAMA3_3B, "vllm", tokens, 1, CLUSTER, checkpoints=10_000)
     assert many["runtime"] == CLUSTER.max_runtime_min  # a cut job resumes on its retry
+
+
+@pytest.mark.gpu_path
+def test_a_run_over_the_time_limit_without_resume_state_is_an_endless_restart():
+    """save_only_model: true keeps no resume state: a run whose runtime estimate is over
+    cluster.max_runtime_min would be cut and started over on every retry."""
+    tokens = 10**9  # 6 × 3.2e9 × 1e9 × 1.0 FLOPs at 4 × 200 TFLOP/s: about 6.7 h, 400 min
+    short = res.ClusterSettings(max_runtime_min=300)
+    problem = res.endless_restart_problem("llama3-3b sft-wildchat", LLAMA3_3B, "sft", tokens,
+                                          short, save_only_model=True)
+    assert problem and problem.startswith("llama3-3b sft-wildchat: about ")
+    needed = res.training_runtime_min(LLAMA3_3B, "sft", tokens, 1, CLUSTER)
+    assert f"about {needed} min" in problem and needed > 300
+    assert res.endless_restart_problem("r", LLAMA3_3B, "sft", tokens, short,
+                                       save_only_model=False) is None  # it resumes
+    assert res.endless_restart_problem("r", LLAMA3_3B, "sft", tokens, CLUSTER,
+                                       save_only_model=True) is None  # within the limit
+
+
+@pytest.mark.gpu_path
+def test_the_paper_grid_with_ppo_checkpoints_of_weights_alone_stops_at_start(tmp_path):
+    """PPO on UltraFeedback needs more than the 2,880-minute limit (its rollouts): with
+    save_only_model: true the dry run stops, naming each such run and the way out."""
+    import subprocess
+    import sys
+
+    override = tmp_path / "weights_alone.yaml"
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    ppo = paper["preference_optimization"]["algorithms"]["ppo"]
+    override.write_text(yaml.safe_dump({"preference_optimization": {"algorithms": {
+        **paper["preference_optimization"]["algorithms"],
+        "ppo": {**ppo, "save_only_model": True}}}}))
+    env = {**os.environ, "SLURM_PARTITION": "gpu", "SLURM_ACCOUNT": "proj"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--profile", "slurm",
+         "--configfile", "config/paper.yaml", str(override)],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "could never finish" in output, output[-3000:]
+    assert "llama3-3b sft-wildchat.ppo-ultrafeedback: about " in output
+    assert "sft-wildchat.dpo-ultrafeedback" not in output  # DPO keeps its resume state
+    assert "set save_only_model: false" in output.lower()
+
+
+@pytest.mark.gpu_path
+def test_a_vllm_judge_with_one_job_per_run_starts_once_per_run(tmp_path):
+    """judge.one_job_per_run with a vLLM judge: one judge_run job per run, asking for the
+    judge's GPUs and a checkpoint job's hour once per checkpoint (up to the time limit),
+    and a local copy per checkpoint."""
+    path = tmp_path / "judge.yaml"
+    path.write_text(yaml.safe_dump({"judge": {"backend": "vllm", "model": "Qwen/Qwen3-8B",
+                                              "tensor_parallel_size": 2,
+                                              "one_job_per_run": True}}))
+    jobs = _paper_dry_run(str(path))
+    assert not [job for job in jobs if job["rule"] == "judge"]
+    steps = [job for job in jobs if job["rule"] == "judge_step"]
+    assert len([job for job in steps if job["wildcards"]["run"] == "sft-alpaca.dpo-hh_rlhf"]) == 58
+    sft = _job(jobs, "judge_run", model="qwen3-4b", run="sft-alpaca")
+    assert (sft["gpu"], sft["cpus_per_task"]) == ("2", "16")
+    assert int(sft["runtime"]) == 60 * 11  # the 11 checkpoints of an Alpaca SFT run
+    dpo = _job(jobs, "judge_run", model="qwen3-4b", run="sft-alpaca.dpo-hh_rlhf")
+    assert int(dpo["runtime"]) == CLUSTER.max_runtime_min  # 58 hours, cut: resumes from the cache

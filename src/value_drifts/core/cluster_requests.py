@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from value_drifts.core.config import schema_default
@@ -275,6 +275,25 @@ def training_mem_mb(model: ModelSize, task: str, attempt: int, cluster: ClusterS
     if model.gpus:
         return _memory(32_000 + 4_000 * model.params_b * copies * model.gpus, attempt, cluster)
     return _memory(8_000 + 60_000 * model.params_b * copies, attempt, cluster)
+
+
+def endless_restart_problem(
+    run: str, model: ModelSize, task: str, tokens: int, cluster: ClusterSettings,
+    rollouts: Rollouts | None = None, save_only_model: bool = False,
+) -> str | None:
+    """Why a training run would never finish, or None: its runtime estimate (uncapped,
+    ``training_runtime_min``) is over ``cluster.max_runtime_min`` while its trainer keeps
+    no resume state (``save_only_model: true``), so every job is cut at the limit and
+    every retry starts the run over."""
+    if not save_only_model:
+        return None
+    uncapped = replace(cluster, max_runtime_min=10**12)
+    needed = training_runtime_min(model, task, tokens, 1, uncapped, rollouts)
+    if needed <= cluster.max_runtime_min:
+        return None
+    return (f"{run}: about {needed} min of training, over cluster.max_runtime_min "
+            f"({cluster.max_runtime_min}), and save_only_model: true keeps nothing to resume "
+            "from, so every retry would start it over")
 
 
 def training_resources(

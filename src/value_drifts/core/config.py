@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from value_drifts.core.backends import backend_kind
 from value_drifts.core.secrets import credential_problems, redact
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "schema" / "config.schema.yaml"
@@ -56,7 +57,8 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
 # cannot have: it neither has a reference of its own nor is adapted, audited or scored on
 # the labelled set.
 REFERENCE_OWN_KEYS = ("answers_per_checkpoint",)
-NOT_FOR_A_REFERENCE = ("reference", "agreement", "adapt", "audit", "audit_answers")
+NOT_FOR_A_REFERENCE = ("reference", "agreement", "adapt", "audit", "audit_answers",
+                       "one_job_per_run")
 
 
 def reference_judge(judge: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -125,6 +127,10 @@ def _reference_problems(config: Mapping[str, Any]) -> list[str]:
             check(f"{key}.algorithm", ab["algorithm"], set(po["algorithms"]), "algorithm")
             check(f"{key}.preference_set", ab["preference_set"], pref_sets, "preference set")
     judge = config["judge"]
+    if judge.get("one_job_per_run") and backend_kind(judge["backend"]).api:
+        problems.append(
+            f"judge.one_job_per_run: for local judges (vllm, transformers), not backend "
+            f"{judge['backend']!r}: an API judge has no start-up to share")
     if judge["model"] == "adapted":
         if "adapt" not in judge or "base_model" not in judge:
             problems.append("judge: model 'adapted' needs judge.adapt and judge.base_model")

@@ -36,6 +36,27 @@ def weight_files(checkpoint: Path) -> list[Path]:
     )
 
 
+def tensor_layout(checkpoint: Path) -> dict[str, tuple[str, tuple[int, ...]]] | None:
+    """``{tensor name: (dtype, shape)}`` of a checkpoint's weights, read from its
+    safetensors headers only (the format: 8-byte little-endian header length, then a JSON
+    header); None when a weight file is not safetensors or a header is unreadable."""
+    layout: dict[str, tuple[str, tuple[int, ...]]] = {}
+    files = weight_files(checkpoint)
+    if not files or any(path.suffix != ".safetensors" for path in files):
+        return None
+    for path in files:
+        try:
+            with path.open("rb") as stream:
+                header = json.loads(stream.read(int.from_bytes(stream.read(8), "little")))
+            layout.update({
+                name: (str(tensor["dtype"]), tuple(int(n) for n in tensor["shape"]))
+                for name, tensor in header.items() if name != "__metadata__"
+            })
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+    return layout
+
+
 def shard_digests(checkpoint: Path) -> dict[str, str]:
     """``{file name: "sha256:<hex>"}`` for every weight file of ``checkpoint`` (the
     judge cache's file digest, ``judge.local.file_sha256``). Raises FileNotFoundError

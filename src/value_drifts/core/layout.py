@@ -138,9 +138,21 @@ def run_generations_dir(model: str, run: str) -> str:
 
 
 def step_answers_path(folder: str | Path, step: int | str) -> Path:
-    """One checkpoint's answers in a folder of a run's answers (``run_generations_dir``,
-    and the parts an interrupted job leaves beside it)."""
+    """One checkpoint's table in a folder of a run's (``run_generations_dir``,
+    ``run_judgments_dir``, and the parts an interrupted generation job leaves)."""
     return Path(folder) / f"step-{step}.parquet"
+
+
+def step_judge_counts_path(folder: str | Path, step: int | str) -> Path:
+    """One checkpoint's ``judge_counts.json`` in a run's ``run_judgments_dir``."""
+    return Path(folder) / f"step-{step}.judge_counts.json"
+
+
+def run_judgments_dir(model: str, run: str) -> str:
+    """Every evaluated checkpoint's judgments and judge counts of a run, made by one job
+    (``judge.one_job_per_run``): each checkpoint's ``judgments_path`` and
+    ``judge_counts_path`` are copied from here."""
+    return f"{run_dir(model, run)}/judgments-by-step"
 
 
 def judgments_path(model: str, run: str, step: int | str) -> str:

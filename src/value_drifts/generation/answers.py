@@ -147,8 +147,8 @@ def sampled_answers(
     vLLM (``generation.backend: vllm``) samples them with one engine per run of
     checkpoints that can share one (``sampling.generate_vllm_series``); transformers loads
     each in the same process. Each checkpoint's weights are hashed in a thread while the
-    engine loads and samples (hashlib releases the GIL), so an 8B checkpoint's 16 GB do not
-    delay its answers; a hub revision is named by the hub, not hashed."""
+    engine loads and samples it (hashlib releases the GIL), so an 8B checkpoint's 16 GB do
+    not delay its answers; a hub revision is named by the hub, not hashed."""
     for checkpoint in checkpoints:
         require_weights(Path(checkpoint.path))
 
@@ -171,16 +171,16 @@ def sampled_answers(
                 revision=c.model["revision"])
             for c in checkpoints
         )
+    series = iter(series)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = [
-            pool.submit(shard_digests, Path(c.path)) if Path(c.path).exists() else None
-            for c in checkpoints
-        ]
-        for checkpoint, answers, shards in zip(checkpoints, series, hashing, strict=True):
-            weights = shard_columns(shards.result()) if shards else {}
+        for checkpoint in checkpoints:
+            # hashed while this checkpoint is loaded and sampled, never ahead: a failed job
+            # does not first hash every checkpoint after it
+            folder = Path(checkpoint.path)
+            hashing = pool.submit(shard_digests, folder) if folder.exists() else None
+            answers = next(series)
+            weights = shard_columns(hashing.result()) if hashing else {}
             yield checkpoint, stamped(answers, digest, weights)
-
-
 
 
 def parts_dir(run_answers: str | Path) -> Path:

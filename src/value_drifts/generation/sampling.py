@@ -18,8 +18,14 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from value_drifts.core.chat_template import stop_token_ids
-from value_drifts.core.checkpoints import has_tokenizer, is_adapter_folder, tokenizer_problem
+from value_drifts.core.checkpoints import (
+    has_tokenizer,
+    incomplete_reason,
+    is_adapter_folder,
+    tokenizer_problem,
+)
 from value_drifts.core.config import schema_default
+from value_drifts.core.integrity import tensor_layout
 
 
 @dataclass(frozen=True)
@@ -331,22 +337,28 @@ def generate_vllm_series(
                 "models; merge it (PEFT's merge_and_unload) or use generation.backend: "
                 "transformers")
     for group in engine_groups(checkpoints):
-        # every prompt first: the longest sizes the engine (vllm_max_model_len)
-        prompted = [_vllm_prompts(checkpoints[index], questions) for index in group]
+        # every prompt first: the longest sizes the engine (vllm_max_model_len); the
+        # checkpoints of a group share their tokenizer files, so equal settings share prompts
+        prompted: list[tuple] = []
+        for index in group:
+            same = prompted and checkpoints[index].settings == checkpoints[index - 1].settings
+            prompted.append(prompted[-1] if same else _vllm_prompts(checkpoints[index], questions))
         max_model_len = max(
             vllm_max_model_len(longest, checkpoints[index].settings)
             for index, (_, _, _, longest) in zip(group, prompted, strict=True)
         )
-        llm = None
+        llm, loaded = None, None
         try:
-            for position, (index, prompts) in enumerate(zip(group, prompted, strict=True)):
+            for index, prompts in zip(group, prompted, strict=True):
                 checkpoint = checkpoints[index]
-                if position and not _reload_weights(llm, checkpoint.model_path):
+                if llm is not None and not _reload_weights(llm, loaded, checkpoint.model_path):
                     _stop_engine(llm)
                     llm = None
+                    gc.collect()  # the engine's memory, before another starts
                 if llm is None:
                     llm = _start_engine(checkpoint, max_model_len, tensor_parallel_size,
                                         engine_args)
+                loaded = checkpoint.model_path
                 yield _sample_vllm(llm, checkpoint, *prompts[:3])
         finally:
             _stop_engine(llm)
@@ -381,29 +393,52 @@ def _start_engine(checkpoint: VLLMCheckpoint, max_model_len: int, tensor_paralle
     )
 
 
-def _reload_weights(llm, model_path: str) -> bool:
-    """Load ``model_path``'s weights into the running engine (every worker) and drop the
-    prefix cache; False (with the reason printed) where vLLM could not."""
+def reload_problem(loaded: str, model_path: str) -> str | None:
+    """Why the engine holding ``loaded``'s weights must not reload ``model_path``'s in
+    place, or None. vLLM's reload only warns about weights it did not find (a fresh
+    engine refuses them), so a checkpoint whose weights are incomplete, or whose tensors
+    (names, dtypes, shapes in the safetensors headers) differ from the loaded one's, gets a
+    fresh engine instead of a silent mix of two checkpoints."""
+    if reason := incomplete_reason(Path(model_path)):
+        return reason
+    layout = tensor_layout(Path(model_path))
+    if layout is None:
+        return "its weights are not all readable safetensors files"
+    if layout != tensor_layout(Path(loaded)):
+        return f"its tensors differ from those of {loaded} in name, dtype or shape"
+    return None
+
+
+def _reload_weights(llm, loaded: str, model_path: str) -> bool:
+    """Load ``model_path``'s weights into the engine holding ``loaded``'s (every worker,
+    vLLM's ``reload_weights``) and drop the prefix cache; False (with the reason printed)
+    where that cannot be done safely (``reload_problem``) or vLLM could not."""
+    problem = reload_problem(loaded, model_path)
     try:
-        llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
-        llm.reset_prefix_cache()
+        if problem is None:
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+            # the cached prompts' keys and values are the old weights': every checkpoint
+            # asks the same questions, so a cache that stays would answer from them
+            if not llm.reset_prefix_cache():
+                problem = "vLLM did not drop its prefix cache"
     except Exception as error:  # noqa: BLE001 - any failure: a fresh engine samples instead
-        print(f"vLLM could not reload the weights of {model_path} in place "
-              f"({type(error).__name__}: {error}); starting a fresh engine on it")
+        problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        print(f"vLLM does not reload the weights of {model_path} in place ({problem}); "
+              "starting a fresh engine on it")
         return False
     print(f"vLLM reloaded the weights of {model_path} in place")
     return True
 
 
 def _stop_engine(llm) -> None:
-    """Shut a vLLM engine's processes down and free its memory before another starts."""
+    """Shut a vLLM engine's processes down (the caller drops its reference), so its GPU
+    memory is free before another engine starts."""
     if llm is None:
         return
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()
-    del llm
-    gc.collect()
 
 
 def _sample_vllm(llm, checkpoint: VLLMCheckpoint, tokenizer, rows, prompts) -> pl.DataFrame:

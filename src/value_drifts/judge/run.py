@@ -16,6 +16,8 @@ from value_drifts.core.job_settings import SETTINGS_COLUMN, settings_path
 from value_drifts.core.stances import STANCES
 from value_drifts.judge.answer_fit import AnswerFit, fitted_answer
 from value_drifts.judge.answer_flags import CUT_TO_FIT, answer_flags, flag_counts
+from value_drifts.judge.backends import backend_counts
+from value_drifts.judge.canary import canary_counts
 from value_drifts.judge.prompt import render
 from value_drifts.judge.stance import (
     DEFAULT_MAX_UNREADABLE_SHARE,
@@ -230,3 +232,31 @@ def check_one_judge(fingerprints: Mapping[str, str | None]) -> None:
             f"setting or prompt changed and only some judge jobs reran): {lines}. Rerun "
             "the judge jobs of the others (snakemake --forcerun judge) so all share one judge."
         )
+
+
+def judge_checkpoint(
+    judge: Mapping[str, Any],
+    backend: Any,
+    template: str,
+    generations: pl.DataFrame,
+    topics: Mapping[str, str],
+    fingerprint_settings: Any,
+    where: str,
+    canaries: Any = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """One checkpoint's judgments (with the judge's fingerprint id) and its
+    ``judge_counts.json`` fields, as rule judge writes them (and rule judge_run, per
+    checkpoint, with one backend for a run's checkpoints). Raises when too few readings
+    are readable (``check_readable``, naming ``where``)."""
+    judgments, counts = judge_generations(
+        generations, topics, template, backend, label_mass=min_label_mass(judge))
+    counts.update(backend_counts(backend))
+    counts["canaries"] = canary_counts(
+        canaries, getattr(backend, "last_canaries", None), judge["backend"])
+    fingerprint = judge_fingerprint(
+        judge, template, getattr(backend, "identity", None), settings=fingerprint_settings)
+    counts["judge_fingerprint"] = fingerprint
+    print(counts)
+    check_readable(counts["health"], judge, where)
+    return judgments.with_columns(
+        pl.lit(fingerprint["id"], dtype=pl.Utf8).alias("judge_fingerprint")), counts

@@ -54,3 +54,14 @@ def test_stance_mix_must_sum_to_one(small_config):
 def test_hub_model_needs_hub_id(paper_config):
     del paper_config["models"]["qwen3-4b"]["hub_id"]
     assert "models.qwen3-4b" in _error(paper_config)
+
+
+@pytest.mark.parametrize("backend", ["openai", "openai_batch"])
+def test_one_judge_job_per_run_is_for_local_judges(paper_config, backend):
+    """An API judge pays no start-up per job: judge.one_job_per_run is refused, named."""
+    paper_config["judge"].update(backend=backend, one_job_per_run=True)
+    assert "judge.one_job_per_run: for local judges" in _error(paper_config)
+    paper_config["judge"].update(backend="vllm", model="Qwen/Qwen3-8B")
+    validate_config(paper_config)  # a local judge may
+    paper_config["judge"]["reference"] = {"backend": "vllm", "model": "m", "one_job_per_run": True}
+    assert "judge.reference.one_job_per_run" in _error(paper_config)

@@ -269,4 +269,40 @@ def test_a_failed_reload_falls_back_to_a_fresh_engine(fake_vllm, tiny_model, tmp
         [VLLMCheckpoint(tiny_model, SETTINGS), VLLMCheckpoint(second, SETTINGS)], QUESTIONS))
     assert [llm.model for llm in FakeLLM.instances] == [tiny_model, second]
     assert len(tables) == 2 and tables[1].height == QUESTIONS.height * SETTINGS.samples
-    assert "could not reload the weights" in capsys.readouterr().out
+    assert "does not reload the weights" in capsys.readouterr().out
+
+
+def _without_a_tensor(folder):
+    """The checkpoint's weights less one tensor (a partial copy of a checkpoint)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    weights.pop(sorted(name for name in weights if "layers.0." in name)[0])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _cut_short(folder):
+    """The checkpoint's weights file cut short (a copy or save interrupted)."""
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.gpu_path
+@pytest.mark.parametrize("damage", [_without_a_tensor, _cut_short, "prefix cache kept"])
+def test_a_checkpoint_that_cannot_be_reloaded_whole_gets_a_fresh_engine(
+        fake_vllm, tiny_model, tmp_path, monkeypatch, capsys, damage):
+    """vLLM's in-place reload only warns about weights it did not find, so a checkpoint
+    with a tensor missing or its weights cut short, or an engine that keeps its prefix
+    cache (the old weights' keys and values), would answer from a mix of two checkpoints:
+    each gets a fresh engine instead (which refuses what it cannot load)."""
+    second = _checkpoint_copy(tiny_model, tmp_path / "checkpoint-2")
+    if damage == "prefix cache kept":
+        monkeypatch.setattr(FakeLLM, "reset_prefix_cache", lambda self, *a, **k: False)
+    else:
+        damage(tmp_path / "checkpoint-2")
+    list(generate_vllm_series(
+        [VLLMCheckpoint(tiny_model, SETTINGS), VLLMCheckpoint(second, SETTINGS)], QUESTIONS))
+    assert [llm.model for llm in FakeLLM.instances] == [tiny_model, second]
+    out = capsys.readouterr().out
+    assert "does not reload the weights" in out and "reloaded the weights" not in out.replace(
+        "does not reload the weights", "")
