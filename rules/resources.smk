@@ -47,34 +47,39 @@ def reward_job(wildcards):
 
 
 def training_runs():
-    """(run name, model, trainer section, (task, tokens, rollouts)) of every training job
-    of the plan: SFT and preference-optimisation runs, and PPO's reward models. Trainer
-    sections with the schema's defaults (STUDY.config)."""
+    """(run name, model, whether a cut job resumes, (task, tokens, rollouts), the output
+    whose existence means the run is done) of every training job of the plan: SFT and
+    preference-optimisation runs (they resume unless save_only_model, as the trainer reads
+    it from a section the schema may not have filled), and PPO's reward models (they save
+    no checkpoint before the end: train_reward_model's save_steps)."""
     c = STUDY.config
     for phase in PLAN.phases:
         name = f"{phase.model} {phase.run}"
+        done = training_marker(phase.model, phase.run)
         if phase.kind == "sft":
             wildcards = SimpleNamespace(
                 model=phase.model, sft_dataset=phase.sft_dataset
             )
-            yield name, phase.model, c["sft"], sft_job(wildcards)
+            resumes = not trainer_settings(c["sft"]).save_only_model
+            yield name, phase.model, resumes, sft_job(wildcards), done
         elif phase.kind == "po":
             hyper = po_hyperparameters(phase, c)
             rollouts = None
             if phase.algorithm == "ppo":
                 rollouts = res.Rollouts.for_ppo(hyper, updates=phase.last_step)
-                trainer = c["preference_optimization"]["algorithms"]["ppo"][
-                    "reward_model"
-                ]
                 reward = SimpleNamespace(preference_set=phase.preference_set)
                 yield (
                     f"{phase.model} {reward_run(phase.sft_dataset, phase.preference_set)}",
                     phase.model,
-                    trainer,
+                    False,
                     reward_job(reward),
+                    reward_model_dir(
+                        phase.model, phase.sft_dataset, phase.preference_set
+                    ),
                 )
             tokens = _trained_tokens(phase.last_step, hyper)
-            yield name, phase.model, hyper, (phase.algorithm, tokens, rollouts)
+            resumes = not trainer_settings(hyper).save_only_model
+            yield name, phase.model, resumes, (phase.algorithm, tokens, rollouts), done
 
 
 def trainer_settings(trainer):
@@ -85,24 +90,18 @@ def trainer_settings(trainer):
 
 
 def check_runs_can_finish():
-    """Stop the workflow at start (dry runs too) when a training run's runtime estimate is
-    over cluster.max_runtime_min while its trainer keeps no resume state
-    (save_only_model: true): each job would be cut at the limit and each retry start over
+    """Stop the workflow at start (dry runs too) when a training run not yet done is
+    estimated to take longer than cluster.max_runtime_min while a cut job cannot resume:
+    each job would be cut at the limit and each retry start over
     (res.endless_restart_problem)."""
     problems = sorted(
         {
             problem
-            for run, model, trainer, (task, tokens, rollouts) in training_runs()
-            if (
+            for run, model, resumes, (task, tokens, rollouts), done in training_runs()
+            if not Path(done).exists()
+            and (
                 problem := res.endless_restart_problem(
-                    run,
-                    model_size(model),
-                    task,
-                    tokens,
-                    CLUSTER,
-                    rollouts,
-                    # as the trainer will read it (a section the schema has not filled too)
-                    trainer_settings(trainer).save_only_model,
+                    run, model_size(model), task, tokens, CLUSTER, rollouts, resumes
                 )
             )
         }
@@ -112,7 +111,8 @@ def check_runs_can_finish():
             "Stopped before running anything: these training runs could never finish:\n  "
             + "\n  ".join(problems)
             + "\nSet save_only_model: false in their trainer sections (checkpoints then "
-            "keep what a restart resumes from), or raise cluster.max_runtime_min."
+            "keep what a restart resumes from; the reward model saves none: use fewer "
+            "preference pairs or epochs), or raise cluster.max_runtime_min."
         )
 
 

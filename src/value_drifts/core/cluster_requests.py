@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from value_drifts.core.config import schema_default
@@ -252,17 +252,27 @@ def rollout_seconds(model: ModelSize, rollouts: Rollouts, cluster: ClusterSettin
     return decode_s + forward_flops / _training_flops_per_second(model, cluster)
 
 
-def training_runtime_min(
-    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings,
+def training_seconds(
+    model: ModelSize, task: str, tokens: int, cluster: ClusterSettings,
     rollouts: Rollouts | None = None,
-) -> int:
-    """Minutes for ``tokens`` trained tokens at 6 × parameters FLOPs each (× the task's
-    cost), at the configured throughput, plus PPO's ``rollouts`` (``rollout_seconds``:
-    generation-bound), with 50% margin and 15 minutes of set-up."""
+) -> float:
+    """The estimated training time in seconds, without margin: ``tokens`` trained tokens
+    at 6 × parameters FLOPs each (× the task's cost) at the configured throughput, plus
+    PPO's ``rollouts`` (``rollout_seconds``: generation-bound)."""
     flops = 6 * model.params_b * 1e9 * tokens * TRAINING_COST[task]
     seconds = flops / _training_flops_per_second(model, cluster)
     if rollouts is not None:
         seconds += rollout_seconds(model, rollouts, cluster)
+    return seconds
+
+
+def training_runtime_min(
+    model: ModelSize, task: str, tokens: int, attempt: int, cluster: ClusterSettings,
+    rollouts: Rollouts | None = None,
+) -> int:
+    """Minutes a training job asks for: ``training_seconds`` with 50% margin and 15
+    minutes of set-up, at most the time limit."""
+    seconds = training_seconds(model, task, tokens, cluster, rollouts)
     return _runtime(15 + 1.5 * seconds / 60, attempt, cluster)
 
 
@@ -279,21 +289,21 @@ def training_mem_mb(model: ModelSize, task: str, attempt: int, cluster: ClusterS
 
 def endless_restart_problem(
     run: str, model: ModelSize, task: str, tokens: int, cluster: ClusterSettings,
-    rollouts: Rollouts | None = None, save_only_model: bool = False,
+    rollouts: Rollouts | None = None, resumes: bool = True,
 ) -> str | None:
-    """Why a training run would never finish, or None: its runtime estimate (uncapped,
-    ``training_runtime_min``) is over ``cluster.max_runtime_min`` while its trainer keeps
-    no resume state (``save_only_model: true``), so every job is cut at the limit and
-    every retry starts the run over."""
-    if not save_only_model:
+    """Why a training run would never finish, or None: its estimated training time
+    (``training_seconds``, without the request's margin) is over
+    ``cluster.max_runtime_min`` while a cut job cannot resume (``resumes`` false:
+    ``save_only_model: true``, or the reward model, which saves no checkpoint before its
+    end), so every job is cut at the limit and every retry starts the run over."""
+    if resumes:
         return None
-    uncapped = replace(cluster, max_runtime_min=10**12)
-    needed = training_runtime_min(model, task, tokens, 1, uncapped, rollouts)
+    needed = math.ceil(training_seconds(model, task, tokens, cluster, rollouts) / 60)
     if needed <= cluster.max_runtime_min:
         return None
     return (f"{run}: about {needed} min of training, over cluster.max_runtime_min "
-            f"({cluster.max_runtime_min}), and save_only_model: true keeps nothing to resume "
-            "from, so every retry would start it over")
+            f"({cluster.max_runtime_min}), and a cut job cannot resume (nothing saved to "
+            "resume from), so every retry would start it over")
 
 
 def training_resources(

@@ -351,14 +351,17 @@ def generate_vllm_series(
         try:
             for index, prompts in zip(group, prompted, strict=True):
                 checkpoint = checkpoints[index]
-                if llm is not None and not _reload_weights(llm, loaded, checkpoint.model_path):
+                # the tensors now loaded, read before the caller may delete the weights
+                layout = tensor_layout(Path(checkpoint.model_path))
+                if llm is not None and not _reload_weights(llm, loaded, checkpoint.model_path,
+                                                           layout):
                     _stop_engine(llm)
                     llm = None
                     gc.collect()  # the engine's memory, before another starts
                 if llm is None:
                     llm = _start_engine(checkpoint, max_model_len, tensor_parallel_size,
                                         engine_args)
-                loaded = checkpoint.model_path
+                loaded = layout
                 yield _sample_vllm(llm, checkpoint, *prompts[:3])
         finally:
             _stop_engine(llm)
@@ -393,27 +396,30 @@ def _start_engine(checkpoint: VLLMCheckpoint, max_model_len: int, tensor_paralle
     )
 
 
-def reload_problem(loaded: str, model_path: str) -> str | None:
-    """Why the engine holding ``loaded``'s weights must not reload ``model_path``'s in
-    place, or None. vLLM's reload only warns about weights it did not find (a fresh
-    engine refuses them), so a checkpoint whose weights are incomplete, or whose tensors
-    (names, dtypes, shapes in the safetensors headers) differ from the loaded one's, gets a
-    fresh engine instead of a silent mix of two checkpoints."""
+def reload_problem(loaded: Mapping[str, Any] | None, model_path: str,
+                   layout: Mapping[str, Any] | None) -> str | None:
+    """Why an engine holding weights of tensor layout ``loaded`` (``tensor_layout``: names,
+    dtypes, shapes) must not reload ``model_path``'s (of ``layout``) in place, or None.
+    vLLM's reload only warns about weights it did not find (a fresh engine refuses them),
+    so a checkpoint whose weights are incomplete, or whose tensors differ from the loaded
+    ones, gets a fresh engine instead of a silent mix of two checkpoints. ``loaded`` is
+    read when those weights were loaded: they may be deleted since."""
     if reason := incomplete_reason(Path(model_path)):
         return reason
-    layout = tensor_layout(Path(model_path))
-    if layout is None:
+    if layout is None or loaded is None:
         return "its weights are not all readable safetensors files"
-    if layout != tensor_layout(Path(loaded)):
-        return f"its tensors differ from those of {loaded} in name, dtype or shape"
+    if layout != loaded:
+        return "its tensors differ in name, dtype or shape from those loaded"
     return None
 
 
-def _reload_weights(llm, loaded: str, model_path: str) -> bool:
-    """Load ``model_path``'s weights into the engine holding ``loaded``'s (every worker,
-    vLLM's ``reload_weights``) and drop the prefix cache; False (with the reason printed)
-    where that cannot be done safely (``reload_problem``) or vLLM could not."""
-    problem = reload_problem(loaded, model_path)
+def _reload_weights(llm, loaded: Mapping[str, Any] | None, model_path: str,
+                    layout: Mapping[str, Any] | None) -> bool:
+    """Load ``model_path``'s weights into the engine holding weights of layout ``loaded``
+    (every worker, vLLM's ``reload_weights``) and drop the prefix cache; False (with the
+    reason printed) where that cannot be done safely (``reload_problem``) or vLLM could
+    not."""
+    problem = reload_problem(loaded, model_path, layout)
     try:
         if problem is None:
             llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})

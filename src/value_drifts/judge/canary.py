@@ -231,8 +231,9 @@ def canary_error(
             "quantisation or chat template) since its answers were cached, so cached and "
             "fresh answers would come from two judges. To judge everything again with "
             f"this server, point judge.cache at a new file (or move {cache_path} away) and "
-            "rerun every judge job (snakemake --forcerun judge); if the cached answers are "
-            "the ones you want, point base_url back at the server that gave them; "
+            "rerun every judge job (snakemake --forcerun judge, or judge_run with "
+            "judge.one_job_per_run); if the cached answers are the ones you want, point "
+            "base_url back at the server that gave them; "
             f"{off} and keep the cached answers as they are."
         )
         return CanaryMismatchError(message, outcome.as_dict())

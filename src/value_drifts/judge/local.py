@@ -140,6 +140,13 @@ class CachedLocalJudge:
     def key_for_text(self, text: str) -> str:
         return request_key(text, self.identity, self.params, self.kind)
 
+    def prepare(self, prompts: Sequence[str]) -> None:
+        """Let the scorer see every prompt a job will read before it judges any (one job
+        per run: all its checkpoints'), so a vLLM judge sizes its engine once instead of
+        restarting it larger at a checkpoint with a longer prompt."""
+        if prepare := getattr(self.scorer, "prepare", None):
+            prepare([self.scorer.render(prompt) for prompt in prompts])
+
     def batches(self, prompts: Sequence[str]) -> Iterator[tuple[int, list[dict[str, float]]]]:
         """Yield ``(how many prompts, their top lists)`` in prompt order."""
         counts = RequestCounts(prompts=len(prompts))

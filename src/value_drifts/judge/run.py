@@ -90,6 +90,28 @@ def reading_columns(readings: Sequence[StanceReading]) -> list[pl.Series]:
     ]
 
 
+def judge_prompts(
+    generations: pl.DataFrame, topics: Mapping[str, str], template: str,
+    fit: AnswerFit | None,
+) -> tuple[list[str], list[int], list[tuple[str, ...]]]:
+    """The judge prompts of a checkpoint's answers: (the prompts of the answers asked
+    about, their row numbers, every row's answer flags). An empty answer is not asked
+    about; one whose prompt does not fit the judge's context (``fit``) is cut to its
+    longest head that fits and flagged ``cut_to_fit``."""
+    flags = [answer_flags(response, template) for response in generations["response"]]
+    asked = [i for i, answer in enumerate(flags) if "empty" not in answer]
+    rows = generations.to_dicts()
+    prompts = []
+    for i in asked:
+        row = rows[i]
+        topic = topics[row["category"]]
+        answer, cut = fitted_answer(template, row["question"], row["response"], topic, fit)
+        if cut:
+            flags[i] = (*flags[i], CUT_TO_FIT)
+        prompts.append(render(template, row["question"], answer, topic))
+    return prompts, asked, flags
+
+
 def judge_generations(
     generations: pl.DataFrame,
     topics: Mapping[str, str],
@@ -108,20 +130,10 @@ def judge_generations(
     ``answer_fit``, ``judge.answer_fit``) is judged on its longest head that fits and
     flagged ``cut_to_fit``."""
     responses = generations["response"].to_list()
-    flags = [answer_flags(response, template) for response in responses]
-    asked = [i for i, answer in enumerate(flags) if "empty" not in answer]
-    rows = generations.to_dicts()
-    fit: AnswerFit | None = getattr(backend, "answer_fit", None)
-    prompts = []
-    for i in asked:
-        row = rows[i]
-        topic = topics[row["category"]]
-        answer, cut = fitted_answer(template, row["question"], row["response"], topic, fit)
-        if cut:
-            flags[i] = (*flags[i], CUT_TO_FIT)
-        prompts.append(render(template, row["question"], answer, topic))
+    prompts, asked, flags = judge_prompts(
+        generations, topics, template, getattr(backend, "answer_fit", None))
     judged = read_stances(prompts, backend, unit="response", label_mass=label_mass)
-    readings = [NOT_A_STANCE] * len(rows)
+    readings = [NOT_A_STANCE] * len(responses)
     for i, reading in zip(asked, judged, strict=True):
         readings[i] = reading
     # with what the answers record about how they were made (settings digest, weights'
@@ -230,7 +242,8 @@ def check_one_judge(fingerprints: Mapping[str, str | None]) -> None:
         raise MixedJudgesError(
             "the checkpoints of one trajectory were judged by different judges (a judge "
             f"setting or prompt changed and only some judge jobs reran): {lines}. Rerun "
-            "the judge jobs of the others (snakemake --forcerun judge) so all share one judge."
+            "the judge jobs of the others (snakemake --forcerun judge, or judge_run with "
+            "judge.one_job_per_run) so all share one judge."
         )
 
 

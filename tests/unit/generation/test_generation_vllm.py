@@ -11,6 +11,7 @@ import shutil
 import sys
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -306,3 +307,23 @@ def test_a_checkpoint_that_cannot_be_reloaded_whole_gets_a_fresh_engine(
     out = capsys.readouterr().out
     assert "does not reload the weights" in out and "reloaded the weights" not in out.replace(
         "does not reload the weights", "")
+
+
+@pytest.mark.gpu_path
+def test_weights_deleted_once_answered_still_let_the_next_checkpoint_reload(
+        fake_vllm, tiny_model, tmp_path, capsys):
+    """generation.delete_checkpoint_weights (on in config/paper.yaml) deletes a checkpoint's
+    weights once its answers exist, before the next one is loaded: the comparison of the
+    two checkpoints' tensors uses what was read when the first was loaded."""
+    from value_drifts.core.checkpoints import delete_checkpoint_weights
+
+    folders = [_checkpoint_copy(tiny_model, tmp_path / f"checkpoint-{n}") for n in (1, 2, 3)]
+    series = generate_vllm_series([VLLMCheckpoint(f, SETTINGS) for f in folders], QUESTIONS)
+    for folder, table in zip(folders, series, strict=True):
+        assert table.height == QUESTIONS.height * SETTINGS.samples
+        if folder != folders[-1]:
+            delete_checkpoint_weights(Path(folder))  # as generate_run does once answered
+    (llm,) = FakeLLM.instances
+    assert [e for e in llm.events if e[0] == "reload_weights"] == [
+        ("reload_weights", folders[1]), ("reload_weights", folders[2])]
+    assert "does not reload" not in capsys.readouterr().out

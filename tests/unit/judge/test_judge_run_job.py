@@ -97,3 +97,41 @@ def test_one_job_per_run_judges_each_checkpoint_as_its_own_job_would(tiny, answe
     third_table = pl.read_parquet(run / "step-3.parquet")
     assert third_table.equals(pl.read_parquet(run / "step-1.parquet"))
     assert third_table["label_mass"].is_finite().all()  # real readings, compared exactly
+
+
+def _run_job(tiny, answers, tmp_path, **judge):
+    job = SimpleNamespace(
+        log=[str(tmp_path / "run.log")], output=[str(tmp_path / "judgments-by-step")],
+        input=SimpleNamespace(generations=answers, **_inputs(answers)),
+        params=SimpleNamespace(judge={**_judge(tiny, tmp_path / "run.sqlite"), **judge},
+                               fingerprint_settings=None, model_path=str(tiny),
+                               steps=["1", "2", "3"], batch_state=str(tmp_path / "b.json")),
+        threads=1)
+    runpy.run_path(str(SCRIPTS / "judge_run.py"), init_globals={"snakemake": job},
+                   run_name="__main__")
+
+
+def test_the_judge_sees_every_checkpoints_prompts_before_it_judges_any(
+        tiny, answers, tmp_path, monkeypatch):
+    """A vLLM judge sizes its engine to the longest prompt it is shown (prepare): shown all
+    of a run's prompts first, it starts once instead of again, larger, at a checkpoint
+    with a longer prompt."""
+    from value_drifts.judge.local import CachedLocalJudge
+
+    events = []
+    original = CachedLocalJudge.batches
+    monkeypatch.setattr(CachedLocalJudge, "prepare",
+                        lambda self, prompts: events.append(("prepare", len(prompts))))
+    monkeypatch.setattr(CachedLocalJudge, "batches", lambda self, prompts: (
+        events.append(("judge", len(prompts))) or original(self, prompts)))
+    _run_job(tiny, answers, tmp_path)
+    assert events == [("prepare", 18), ("judge", 6), ("judge", 6), ("judge", 6)]
+
+
+def test_unreadable_checkpoints_are_named_together_after_judging_the_rest(
+        tiny, answers, tmp_path):
+    from value_drifts.judge.stance import UnreadableJudgeError
+
+    with pytest.raises(UnreadableJudgeError) as error:
+        _run_job(tiny, answers, tmp_path, max_unreadable_share=0.05)
+    assert str(error.value).count("judge answers are unreadable") == 3
