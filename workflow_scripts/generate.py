@@ -8,8 +8,7 @@ from value_drifts.generation.answers import (
     CheckpointAnswers,
     after_answering,
     copy_answers,
-    part_is_current,
-    restored_answers,
+    reusable_answers,
     sampled_answers,
     write_answers,
 )
@@ -29,14 +28,11 @@ def main():
         )
         digest = snakemake.params.answers_digest
         output = Path(snakemake.output[0])
-        restored = restored_answers(checkpoint, digest)
-        if restored is not None:  # same settings: the answers kept when the weights went
-            copy_answers(restored, output)
-            return
-        if part_is_current(Path(checkpoint.answers), checkpoint, digest):
-            # e.g. made by one job per run before generation.one_job_per_run was turned off
-            print(f"current answers in {checkpoint.answers}")
-            copy_answers(checkpoint.answers, output)
+        # kept beside deleted weights, or made by one job per run before
+        # generation.one_job_per_run was turned off
+        reused = reusable_answers(checkpoint, digest, [checkpoint.answers])
+        if reused is not None:
+            copy_answers(reused, output)
             after_answering(checkpoint, output)
             return
         questions = pl.read_parquet(snakemake.input.questions)

@@ -10,9 +10,8 @@ from value_drifts.generation.answers import (
     CheckpointAnswers,
     after_answering,
     copy_answers,
-    part_is_current,
     parts_dir,
-    restored_answers,
+    reusable_answers,
     sampled_answers,
     write_answers,
 )
@@ -29,19 +28,15 @@ def main():
         to_sample = []
         for checkpoint in checkpoints:
             part = step_answers_path(parts, checkpoint.step)
-            restored = restored_answers(checkpoint, digest)
-            if restored is not None:
-                copy_answers(restored, part)
-            elif part_is_current(part, checkpoint, digest):
-                print(f"step {checkpoint.step}: answers of an earlier attempt, {part}")
-                after_answering(checkpoint, part)
-            elif checkpoint.answers and part_is_current(Path(checkpoint.answers), checkpoint, digest):
-                # e.g. made by one job per checkpoint before generation.one_job_per_run
-                print(f"step {checkpoint.step}: current answers in {checkpoint.answers}")
-                copy_answers(checkpoint.answers, part)
-                after_answering(checkpoint, part)
-            else:
+            # kept beside deleted weights, an earlier attempt's, or made by one job per
+            # checkpoint before generation.one_job_per_run
+            reused = reusable_answers(checkpoint, digest, [part, checkpoint.answers])
+            if reused is None:
                 to_sample.append(checkpoint)
+                continue
+            if reused != part:
+                copy_answers(reused, part)
+            after_answering(checkpoint, part)
         print(f"{len(to_sample)} of {len(checkpoints)} checkpoints to sample")
         questions = pl.read_parquet(snakemake.input.questions)
         for checkpoint, answers in sampled_answers(

@@ -49,7 +49,7 @@ class CheckpointAnswers:
     model: Mapping[str, Any]
     delete_weights: bool = False
     # another copy of its answers the workflow made (one job per checkpoint's or one per
-    # run's), reused while current (``part_is_current``)
+    # run's), reused while current (``reusable_answers``)
     answers: str | None = None
 
 
@@ -100,6 +100,20 @@ def part_is_current(part: Path, checkpoint: CheckpointAnswers, digest: str) -> b
                for name, value in weights.items())
 
 
+def reusable_answers(checkpoint: CheckpointAnswers, digest: str,
+                     copies: Sequence[str | Path | None]) -> Path | None:
+    """Answers of ``checkpoint`` a job copies instead of sampling: those kept beside its
+    deleted weights (``restored_answers``), else the first of ``copies`` (None: none)
+    that is current (``part_is_current``); None when it must be sampled."""
+    if (kept := restored_answers(checkpoint, digest)) is not None:
+        return kept
+    for copy in copies:
+        if copy is not None and part_is_current(Path(copy), checkpoint, digest):
+            print(f"step {checkpoint.step}: current answers in {copy}")
+            return Path(copy)
+    return None
+
+
 def stamped(answers: pl.DataFrame, digest: str, weights: Mapping[str, str]) -> pl.DataFrame:
     """``answers`` with the settings digest and the weights' digest columns."""
     return answers.with_columns(
@@ -126,8 +140,9 @@ def copy_answers(source: str | Path, path: Path) -> None:
 
 def after_answering(checkpoint: CheckpointAnswers, answers: Path) -> None:
     """Keep a copy of ``answers`` in the checkpoint's folder and delete its weights, where
-    ``checkpoint.delete_weights`` says so (``generation.delete_checkpoint_weights``)."""
-    if checkpoint.delete_weights:
+    ``checkpoint.delete_weights`` says so (``generation.delete_checkpoint_weights``) and
+    they are still there."""
+    if checkpoint.delete_weights and not weights_deleted(Path(checkpoint.path)):
         shutil.copyfile(answers, Path(checkpoint.path) / KEPT_ANSWERS)
         deleted = delete_checkpoint_weights(Path(checkpoint.path))
         print(f"step {checkpoint.step}: deleted checkpoint weights: {deleted}")

@@ -70,6 +70,9 @@ def test_deleted_weights_give_back_the_kept_answers_of_the_same_settings(tmp_pat
     folder = tmp_path / "checkpoint-3"
     assert not (folder / "model.safetensors").exists()
     assert (folder / KEPT_ANSWERS).read_bytes() == part.read_bytes()
+    kept_time = (folder / KEPT_ANSWERS).stat().st_mtime_ns
+    after_answering(checkpoint, part)  # again (a restored or resumed checkpoint): no-op
+    assert (folder / KEPT_ANSWERS).stat().st_mtime_ns == kept_time
     assert restored_answers(checkpoint, "settings-a") == folder / KEPT_ANSWERS
     with pytest.raises(WeightsDeletedError, match="rerun its training"):
         restored_answers(checkpoint, "settings-b")  # other settings need the weights

@@ -94,7 +94,8 @@ def test_a_part_from_other_weights_is_sampled_again(tmp_path, tiny):
     parts = tmp_path / "generations-by-step.parts"
     shutil.copytree(output, parts)  # as if the job had been cut before its rename
     log = _run(job)
-    assert "0 of 2 checkpoints to sample" in log and log.count("answers of an earlier attempt") == 2
+    assert "0 of 2 checkpoints to sample" in log
+    assert log.count(f"current answers in {parts}/step-") == 2  # the earlier attempt's
     shutil.copytree(output, parts)
     # step 2 retrained since (other weights): its part is not current
     from safetensors.torch import load_file, save_file
