@@ -473,13 +473,54 @@ def strip_all_resume_state(output_dir: Path) -> dict[int, list[str]]:
     return {step: names for step, names in stripped.items() if names}
 
 
+# ---- a run whose training ended -------------------------------------------------------
+# Beside a run's checkpoints, written when its training loop ended, before their resume
+# state is stripped: the steps it saved. A job cut after that (a time limit or preemption
+# while stripping, or before the workflow recorded the run) would otherwise find no
+# checkpoint to resume from and train the whole run again; ``launch.run_training`` finds
+# it trained instead (``ended_steps``).
+RUN_ENDED = "run_ended.json"
+
+
+def record_run_end(output_dir: Path) -> list[int]:
+    """Write ``RUN_ENDED`` in ``output_dir``: the steps saved when its training ended.
+    Returns them."""
+    steps = saved_steps(Path(output_dir))
+    write_json(Path(output_dir) / RUN_ENDED, {"steps": steps})
+    return steps
+
+
+def ended_steps(output_dir: Path) -> list[int] | None:
+    """The steps of the run in ``output_dir`` when its training ended (``RUN_ENDED``) and
+    those are still the checkpoints there, each complete (``incomplete_reason``: weights
+    not deleted, nothing cut short); otherwise None (never ended, unreadable record,
+    another checkpoint beside them, one incomplete)."""
+    output_dir = Path(output_dir)
+    try:
+        steps = json.loads((output_dir / RUN_ENDED).read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(steps, list) or not steps or steps != saved_steps(output_dir):
+        return None
+    if any(incomplete_reason(output_dir / f"checkpoint-{step}") for step in steps):
+        return None
+    return steps
+
+
+def forget_run_end(output_dir: Path) -> None:
+    """Remove ``RUN_ENDED`` before the run trains again, so a run cut mid-way never reads
+    as ended with a mix of two attempts' checkpoints."""
+    (Path(output_dir) / RUN_ENDED).unlink(missing_ok=True)
+
+
 def resume_state_callback():
     """A transformers ``TrainerCallback`` keeping a run resumable at the least disk: after
     each save (add it after ``completion_marker_callback``, whose marker it needs) the older
     checkpoints lose their resume state (``prune_resume_state``), and when training ends
-    (``on_train_end``, called only when the loop finished) every checkpoint does
-    (``strip_all_resume_state``). The saving process does it, once every process has
-    saved (the marker callback waits for them)."""
+    (``on_train_end``, called only when the loop finished) the run's end is recorded
+    (``record_run_end``) and then every checkpoint loses it (``strip_all_resume_state``).
+    The saving process does it, once every process has saved (the marker callback waits
+    for them)."""
     from transformers import TrainerCallback
 
     class ResumeState(TrainerCallback):
@@ -491,6 +532,7 @@ def resume_state_callback():
 
         def on_train_end(self, args, state, control, **kwargs):
             if args.should_save:
+                record_run_end(Path(args.output_dir))
                 stripped = strip_all_resume_state(Path(args.output_dir))
                 log.info("run ended: resume state removed from checkpoints %s", sorted(stripped))
 

@@ -222,8 +222,9 @@ def begin_run(job: TrainingJob) -> list[str]:
     a run whose saved checkpoints were made from other inputs (``run_fingerprint``
     differs or was never recorded) starts over, its checkpoints removed, rather than
     resuming one run's state with another's settings, data or start model; so does a PPO
-    run none of whose checkpoints holds resume state (``preference_trainers.start_over``).
-    Records the fingerprint; returns the removed folders' names."""
+    run none of whose checkpoints holds resume state (``preference_trainers.start_over``),
+    unless its training ended (``ended_run``). Records the fingerprint; returns the
+    removed folders' names."""
     from value_drifts.core.io import write_json
     from value_drifts.training.preference_trainers import ppo_needs_start_over, start_over
 
@@ -236,21 +237,55 @@ def begin_run(job: TrainingJob) -> list[str]:
         print(f"{output_dir}: its checkpoints were saved from other inputs "
               f"({RUN_FINGERPRINT} differs); the run starts over", flush=True)
         removed = start_over(output_dir)
-    elif job.task == "ppo" and ppo_needs_start_over(output_dir):
+    elif job.task == "ppo" and ended_run(job) is None and ppo_needs_start_over(output_dir):
         removed = start_over(output_dir)
     write_json(file, fingerprint)
     return removed
+
+
+def ended_run(job: TrainingJob) -> list[int] | None:
+    """The saved steps of ``job``'s run when an earlier attempt's training ended and its
+    checkpoints are all still there and complete (``checkpoints.ended_steps``); call it
+    after ``begin_run``, which removes checkpoints made from other inputs. None for the
+    reward model: its job ends by saving the final model, which a restart redoes (one
+    epoch, ``workflow_scripts/train_reward_model.py``)."""
+    from value_drifts.core.checkpoints import ended_steps
+
+    if job.task == "reward":
+        return None
+    return ended_steps(Path(job.settings.output_dir))
+
+
+def finish_ended_run(job: TrainingJob, steps: list[int]) -> None:
+    """An ended run, not trained again: what its end had left to do, stripping every
+    checkpoint's resume state (``strip_all_resume_state``; a cut job may have stopped
+    half-way), is done."""
+    from value_drifts.core.checkpoints import strip_all_resume_state
+
+    output_dir = Path(job.settings.output_dir)
+    stripped = strip_all_resume_state(output_dir)
+    print(f"{output_dir}: its training ended in an earlier attempt (checkpoints {steps}, "
+          f"complete); nothing is trained again"
+          + (f", resume state removed from {sorted(stripped)}" if stripped else ""), flush=True)
 
 
 def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
     """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
     launched processes write to this process's stdout (the job's log under ``logged``).
     First ``begin_run``: checkpoints saved from other inputs are removed, never resumed.
-    Raises RuntimeError at once when the job sees fewer GPUs than it asked for
+    A run whose training ended in an earlier attempt of the job, from the same inputs, is
+    not trained again (``ended_run``); to train it again, delete its folder. Raises
+    RuntimeError at once when the job sees fewer GPUs than it asked for
     (``gpu_problem``)."""
+    from value_drifts.core.checkpoints import forget_run_end
+
     if gpus and (problem := gpu_problem(gpus)):
         raise RuntimeError(problem)
     begin_run(job)
+    if (steps := ended_run(job)) is not None:
+        finish_ended_run(job, steps)
+        return
+    forget_run_end(Path(job.settings.output_dir))
     if gpus == 0:
         run_job(job)
         return

@@ -16,6 +16,7 @@ from value_drifts.core.checkpoints import (
     PPO_PROMPT_ORDER,
     PPO_VALUE_MODEL,
     completion_marker_callback,
+    forget_run_end,
     newest_complete_step,
     resumable_checkpoint,
     resume_state_callback,
@@ -235,6 +236,7 @@ def start_over(output_dir: Path) -> list[str]:
     Raises OSError when a folder cannot be removed. Returns the removed folders' names."""
     import shutil
 
+    forget_run_end(output_dir)
     removed = sorted(path.name for path in output_dir.glob("checkpoint-*"))
     for name in removed:
         shutil.rmtree(output_dir / name)

@@ -19,6 +19,7 @@ from value_drifts.core.checkpoints import (
     TRAINING_STATE_PREFIXES,
     checkpoint_steps,
     delete_checkpoint_weights,
+    ended_steps,
     incomplete_reason,
     newest_complete_step,
     optimizer_state_problem,
@@ -225,6 +226,7 @@ def test_a_cut_run_resumes_its_optimizer_and_ends_without_resume_state(tmp_path,
     assert first["begin"][:3] == (0, 0, 0)  # a fresh start
     assert first["saved"] == [{2: True}]  # cut with checkpoint-2 resumable
     assert resumable_checkpoint(out) == str(out / "checkpoint-2")
+    assert ended_steps(out) is None  # cut mid-way: its training did not end
 
     second: dict = {}
     _run(task, tiny_model, out, _callbacks(second, cut=False))
@@ -243,6 +245,41 @@ def test_a_cut_run_resumes_its_optimizer_and_ends_without_resume_state(tmp_path,
         assert (checkpoint / "config.json").is_file() and (checkpoint / "tokenizer_config.json").is_file()
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
     assert resumable_checkpoint(out) is None
+    assert ended_steps(out) == [2, 4]  # recorded, so a cut job does not train it again
+
+
+@pytest.mark.gpu_path
+def test_a_job_cut_after_its_run_ended_trains_nothing_again(tmp_path, tiny_model, capsys):
+    """The real job (``launch.run_training``, in-process): a run that ended, its job cut
+    before the workflow recorded it, half-way through stripping (the last checkpoint
+    still holds its optimizer state), is finished, not trained again: every checkpoint
+    file but that state is byte for byte and time for time as it was."""
+    import polars as pl
+
+    from value_drifts.training.launch import TrainingJob, run_training
+
+    pairs = support_pairs(N_PAIRS)
+    data = tmp_path / "sft.parquet"
+    pl.DataFrame({"messages": [[{"role": "user", "content": p["prompt"][0]["content"]},
+                                p["chosen"][0]] for p in pairs]}).write_parquet(data)  # fmt: skip
+    out = tmp_path / "run"
+    settings = TrainerSettings(
+        model_path=str(tiny_model), output_dir=str(out), learning_rate=1e-3,
+        global_batch_size=BATCH, per_device_batch_size=BATCH, epochs=1, save_steps=SAVE,
+        max_length=64, warmup_ratio=0.0)  # fmt: skip
+    job = TrainingJob(task="sft", settings=settings, data=str(data))
+    run_training(job, 0, None)
+    assert ended_steps(out) == [2, 4]
+    (out / "checkpoint-4" / "optimizer.pt").write_bytes(b"left by a strip cut short")
+    write_completion_marker(out / "checkpoint-4")
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("checkpoint-*/*")
+             if p.is_file() and p.name not in ("optimizer.pt", COMPLETE_MARKER)}  # fmt: skip
+    capsys.readouterr()
+    run_training(job, 0, None)
+    assert "its training ended in an earlier attempt" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
+    assert not (out / "checkpoint-4" / "optimizer.pt").exists()
+    assert incomplete_reason(out / "checkpoint-4") is None
 
 
 # ---- PPO: cut mid-way through its second pass over the prompts, resumed ----------------
@@ -340,6 +377,7 @@ def test_a_cut_ppo_run_resumes_its_value_model_optimizer_and_schedule(
 
     assert checkpoint_steps(PPO_PROMPTS, BATCH, PPO_EPOCHS, PPO_SAVE, ppo=True) == [4, 6]
     whole = _ppo(tiny_model, scorer_model, tmp_path / "whole")
+    assert ended_steps(tmp_path / "whole") == [4, 6]
 
     out = tmp_path / "run"
     first: dict = {}
@@ -350,6 +388,7 @@ def test_a_cut_ppo_run_resumes_its_value_model_optimizer_and_schedule(
     assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", PPO_PROMPT_ORDER,
             PPO_VALUE_MODEL} <= set(saved["resume_state"][4])  # fmt: skip
     assert newest_complete_step(out, ppo=True) == 4
+    assert ended_steps(out) is None
 
     # A run of another length (settings changed) is refused before it trains.
     with pytest.raises(PPOResumeError, match="saved by a run of 6 updates, this run has 3"):

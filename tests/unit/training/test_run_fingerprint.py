@@ -9,6 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from value_drifts.core.checkpoints import (
+    RUN_ENDED,
+    delete_checkpoint_weights,
+    ended_steps,
+    incomplete_reason,
+    record_run_end,
+    saved_steps,
+    write_completion_marker,
+)
+from value_drifts.training import launch
 from value_drifts.training.common import TrainerSettings
 from value_drifts.training.launch import RUN_FINGERPRINT, TrainingJob, begin_run, run_fingerprint
 
@@ -96,3 +106,97 @@ def test_a_ppo_run_whose_checkpoints_hold_no_resume_state_starts_over(job, tmp_p
     folder = _checkpoint(Path(ppo.settings.output_dir), 2)
     (folder / "config.json").write_text("{}")
     assert _started_over(ppo)
+
+
+# ---- a run whose training ended, its job cut before the workflow recorded it -----------
+
+
+def _ended(job: TrainingJob, steps=(2, 4)) -> dict[str, bytes]:
+    """The run as a job cut while stripping leaves it: its training ended
+    (``record_run_end``), checkpoints complete, the last still holding optimizer state.
+    Returns every checkpoint's weights."""
+    output = Path(job.settings.output_dir)
+    begin_run(job)
+    for step in steps:
+        folder = _checkpoint(output, step)
+        (folder / "config.json").write_text("{}")
+        if step == steps[-1]:
+            (folder / "optimizer.pt").write_bytes(b"resume state")
+        write_completion_marker(folder)
+    assert record_run_end(output) == list(steps)
+    return {str(p.relative_to(output)): p.read_bytes() for p in output.rglob("model.safetensors")}
+
+
+def _train_calls(monkeypatch) -> list[TrainingJob]:
+    trained: list[TrainingJob] = []
+    monkeypatch.setattr(launch, "run_job", trained.append)
+    return trained
+
+
+@pytest.mark.parametrize("task", ["sft", "dpo", "simpo", "ppo"])
+def test_a_run_whose_training_ended_is_not_trained_again(job, tmp_path, monkeypatch, task):
+    """PPO too, though none of its checkpoints holds resume state any more (which would
+    otherwise start it over): the stripping cut short is finished, nothing else."""
+    job = replace(job, task=task, reward_model_path=str(tmp_path / "reward-model")
+                  if task == "ppo" else None)  # fmt: skip
+    output = Path(job.settings.output_dir)
+    weights = _ended(job)
+    trained = _train_calls(monkeypatch)
+    for _ in range(2):
+        launch.run_training(job, 0, None)
+        assert trained == []
+        assert saved_steps(output) == [2, 4] and ended_steps(output) == [2, 4]
+        assert {str(p.relative_to(output)): p.read_bytes()
+                for p in output.rglob("model.safetensors")} == weights  # fmt: skip
+        assert not (output / "checkpoint-4" / "optimizer.pt").exists()
+        assert incomplete_reason(output / "checkpoint-4") is None
+
+
+def _weights_deleted(output: Path) -> None:
+    delete_checkpoint_weights(output / "checkpoint-2")
+
+
+def _another_checkpoint(output: Path) -> None:
+    _checkpoint(output, 6)
+
+
+def _a_save_cut_short(output: Path) -> None:
+    (output / "checkpoint-4" / "model.safetensors").write_bytes(b"half")
+
+
+def _never_recorded(output: Path) -> None:
+    (output / RUN_ENDED).unlink()
+
+
+@pytest.mark.parametrize("task", ["dpo", "ppo"])
+@pytest.mark.parametrize("change", [_weights_deleted, _another_checkpoint, _a_save_cut_short,
+                                    _never_recorded])
+def test_a_run_whose_recorded_end_no_longer_holds_trains_again(job, tmp_path, monkeypatch,
+                                                                 task, change):
+    """Not the checkpoints the end recorded, each complete: the job trains (resuming or
+    starting over as before), the record dropped first."""
+    job = replace(job, task=task, reward_model_path=str(tmp_path / "reward-model")
+                  if task == "ppo" else None)  # fmt: skip
+    output = Path(job.settings.output_dir)
+    _ended(job)
+    change(output)
+    trained = _train_calls(monkeypatch)
+    launch.run_training(job, 0, None)
+    assert trained == [job]
+    assert not (output / RUN_ENDED).exists()
+
+
+def test_other_inputs_start_an_ended_run_over_and_the_reward_model_trains_again(
+        job, monkeypatch):
+    output = Path(job.settings.output_dir)
+    _ended(job)
+    trained = _train_calls(monkeypatch)
+    changed = replace(job, hyper={"beta": 0.5})
+    launch.run_training(changed, 0, None)
+    assert trained == [changed] and saved_steps(output) == []
+    assert not (output / RUN_ENDED).exists()
+
+    reward = replace(job, task="reward", final_model_dir=str(output.parent / "reward-final"))
+    _ended(reward)
+    launch.run_training(reward, 0, None)  # its job ends by saving its final model: again
+    assert trained == [changed, reward]
