@@ -23,7 +23,8 @@ with logged(snakemake.log[0]):
         hyper=dict(hyper),
         reward_model_path=snakemake.input.get("reward_model"),
     )
-    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config,
+                 snakemake.resources.checkpoint_disk_mb)
     steps = saved_steps(Path(settings.output_dir))
     if steps != snakemake.params.steps:
         raise RuntimeError(f"trainer saved steps {steps}, the workflow planned {snakemake.params.steps}")

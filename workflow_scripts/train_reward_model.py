@@ -17,5 +17,6 @@ with logged(snakemake.log[0]):
     job = TrainingJob(
         task="reward", settings=settings, data=snakemake.input.data, final_model_dir=output
     )
-    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config,
+                 snakemake.resources.checkpoint_disk_mb)
     shutil.rmtree(settings.output_dir)

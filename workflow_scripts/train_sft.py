@@ -15,7 +15,8 @@ with logged(snakemake.log[0]):
         threads=snakemake.threads,
     )
     job = TrainingJob(task="sft", settings=run, data=snakemake.input.data)
-    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config)
+    run_training(job, snakemake.params.gpus, snakemake.params.accelerate_config,
+                 snakemake.resources.checkpoint_disk_mb)
     steps = saved_steps(Path(run.output_dir))
     expected = snakemake.params.steps
     if steps != expected:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from value_drifts.core import cluster_requests as res
@@ -101,6 +102,32 @@ class RunDisk:
     def kept_bytes(self) -> int:
         """What stays once generation deleted the weights it may."""
         return self.kept * self.weights_bytes
+
+
+def disk_shortfall(output_dir: str | Path, peak_mb: int) -> str | None:
+    """Why the training run saving into ``output_dir`` may run out of disk, or None: the
+    free space of its filesystem (``shutil.disk_usage`` of its nearest existing folder)
+    plus what the files already under ``output_dir`` take (a resumed run's checkpoints) is
+    under the run's peak, ``peak_mb`` MB (its ``checkpoint_disk_mb``, ``RunDisk.peak_mb``).
+    An estimate (the module docstring): other jobs may free or take space meanwhile."""
+    import shutil
+
+    output_dir = Path(output_dir)
+    existing = next(folder for folder in (output_dir, *output_dir.resolve().parents)
+                    if folder.is_dir())  # fmt: skip
+    free = shutil.disk_usage(existing).free
+    held = sum(item.stat().st_size for item in output_dir.rglob("*") if item.is_file()) \
+        if output_dir.is_dir() else 0
+    needed = peak_mb * MB - held
+    if free >= needed:
+        return None
+    return (
+        f"{output_dir}: {size_text(free)} free on its filesystem, and this run's checkpoints "
+        f"need up to {size_text(needed)} more ({RESOURCE}={peak_mb:,}, the cost plan's "
+        "estimate: every planned checkpoint's weights and two resume states). A save will "
+        "fail with a write error unless space is freed: free space, or train fewer runs at "
+        f"once (--resources {RESOURCE}=N, docs/cluster.md)"
+    )
 
 
 def weights_bytes(model: res.ModelSize, precision: str) -> int:

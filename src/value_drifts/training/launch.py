@@ -269,14 +269,22 @@ def finish_ended_run(job: TrainingJob, steps: list[int]) -> None:
           + (f", resume state removed from {sorted(stripped)}" if stripped else ""), flush=True)
 
 
-def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
+def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None,
+                 checkpoint_disk_mb: int | None = None) -> None:
     """Run ``job`` here (no GPUs) or under ``accelerate launch`` on ``gpus`` GPUs; the
     launched processes write to this process's stdout (the job's log under ``logged``).
     First ``begin_run``: checkpoints saved from other inputs are removed, never resumed.
     A run whose training ended in an earlier attempt of the job, from the same inputs, is
     not trained again (``ended_run``); to train it again, delete its folder. Raises
     RuntimeError at once when the job sees fewer GPUs than it asked for
-    (``gpu_problem``)."""
+    (``gpu_problem``).
+
+    ``checkpoint_disk_mb``: the run's peak checkpoint disk (its rule's resource). Where
+    the disk has less room than that (``checkpoint_disk.disk_shortfall``) the log says so
+    before training, and a training that then fails is raised again as a RuntimeError
+    naming the disk, chained to the error (a write error: torch's, say, ``unexpected
+    pos``)."""
+    from value_drifts.core.checkpoint_disk import disk_shortfall
     from value_drifts.core.checkpoints import forget_run_end
 
     if gpus and (problem := gpu_problem(gpus)):
@@ -285,7 +293,21 @@ def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None) -> 
     if (steps := ended_run(job)) is not None:
         finish_ended_run(job, steps)
         return
-    forget_run_end(Path(job.settings.output_dir))
+    output_dir = Path(job.settings.output_dir)
+    forget_run_end(output_dir)
+    if checkpoint_disk_mb and (shortfall := disk_shortfall(output_dir, checkpoint_disk_mb)):
+        print(f"WARNING: too little disk: {shortfall}", flush=True)
+    try:
+        _train_here_or_launched(job, gpus, accelerate_config)
+    except Exception as error:
+        if checkpoint_disk_mb and (shortfall := disk_shortfall(output_dir, checkpoint_disk_mb)):
+            raise RuntimeError(
+                f"training failed, and the disk has too little room for this run ({shortfall}); "
+                "where the error above is a write error, that is why") from error
+        raise
+
+
+def _train_here_or_launched(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:
     if gpus == 0:
         run_job(job)
         return

@@ -200,3 +200,54 @@ def test_other_inputs_start_an_ended_run_over_and_the_reward_model_trains_again(
     _ended(reward)
     launch.run_training(reward, 0, None)  # its job ends by saving its final model: again
     assert trained == [changed, reward]
+
+
+# ---- a disk with too little room for the run's checkpoints -----------------------------
+
+
+def _free_disk(monkeypatch, free_bytes: int) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**13, 0, free_bytes))
+
+
+def test_disk_shortfall_counts_what_the_run_already_holds(tmp_path, monkeypatch):
+    from value_drifts.core.checkpoint_disk import RESOURCE, disk_shortfall
+
+    run = tmp_path / "not" / "made" / "yet"
+    _free_disk(monkeypatch, 3_000_000_000)
+    assert disk_shortfall(run, 3_000) is None  # 3 GB free, 3 GB needed
+    short = disk_shortfall(run, 3_001)
+    assert short.startswith(f"{run}: 3.0 GB free") and "need up to 3.0 GB more" in short
+    assert f"{RESOURCE}=3,001" in short
+    # A resumed run's checkpoints are part of its peak already on disk.
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "checkpoint-2" / "model.safetensors").write_bytes(b"x" * 2_000_000)
+    assert disk_shortfall(run, 3_002) is None
+    assert "need up to 4.0 GB more" in disk_shortfall(run, 4_003)
+    _free_disk(monkeypatch, 0)
+    assert "0 MB free" in disk_shortfall(run, 3_002)
+
+
+@pytest.mark.parametrize("free_bytes, named", [(10**6, True), (10**12, False)])
+def test_a_training_that_fails_on_a_full_disk_says_so(job, monkeypatch, capsys, free_bytes,
+                                                      named):
+    """Short of room: a warning before training, and the failure raised again naming the
+    disk, chained to the write error; with room, the error itself, untouched."""
+    def full_disk_save(job):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 336275264")
+
+    monkeypatch.setattr(launch, "run_job", full_disk_save)
+    _free_disk(monkeypatch, free_bytes)
+    with pytest.raises(RuntimeError) as raised:
+        launch.run_training(job, 0, None, checkpoint_disk_mb=1_620)
+    log = capsys.readouterr().out
+    if named:
+        assert "WARNING: too little disk" in log and "1.6 GB more" in log
+        assert "the disk has too little room for this run" in str(raised.value)
+        assert "unexpected pos" in str(raised.value.__cause__)
+    else:
+        assert "too little disk" not in log
+        assert str(raised.value).startswith("[enforce fail")
