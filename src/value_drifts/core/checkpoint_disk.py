@@ -107,7 +107,8 @@ class RunDisk:
 def disk_shortfall(output_dir: str | Path, peak_mb: int) -> str | None:
     """Why the training run saving into ``output_dir`` may run out of disk, or None: the
     free space of its filesystem (``shutil.disk_usage`` of its nearest existing folder)
-    plus what the files already under ``output_dir`` take (a resumed run's checkpoints) is
+    plus what its ``checkpoint-*`` folders already take (a resumed run's; links not
+    followed) is
     under the run's peak, ``peak_mb`` MB (its ``checkpoint_disk_mb``, ``RunDisk.peak_mb``).
     An estimate (the module docstring): other jobs may free or take space meanwhile."""
     import shutil
@@ -116,14 +117,15 @@ def disk_shortfall(output_dir: str | Path, peak_mb: int) -> str | None:
     existing = next(folder for folder in (output_dir, *output_dir.resolve().parents)
                     if folder.is_dir())  # fmt: skip
     free = shutil.disk_usage(existing).free
-    held = sum(item.stat().st_size for item in output_dir.rglob("*") if item.is_file()) \
-        if output_dir.is_dir() else 0
+    held = sum(item.lstat().st_size for folder in output_dir.glob("checkpoint-*")
+               for item in folder.rglob("*") if item.is_file() and not item.is_symlink())
     needed = peak_mb * MB - held
     if free >= needed:
         return None
     return (
         f"{output_dir}: {size_text(free)} free on its filesystem, and this run's checkpoints "
-        f"need up to {size_text(needed)} more ({RESOURCE}={peak_mb:,}, the cost plan's "
+        f"need up to {size_text(needed)} more, {size_text(needed - free)} short "
+        f"({RESOURCE}={peak_mb:,}, the cost plan's "
         "estimate: every planned checkpoint's weights and two resume states). A save will "
         "fail with a write error unless space is freed: free space, or train fewer runs at "
         f"once (--resources {RESOURCE}=N, docs/cluster.md)"

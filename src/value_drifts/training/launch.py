@@ -221,12 +221,13 @@ def begin_run(job: TrainingJob) -> list[str]:
     """Before any process trains (in the job's own process, so no rank races another):
     a run whose saved checkpoints were made from other inputs (``run_fingerprint``
     differs or was never recorded) starts over, its checkpoints removed, rather than
-    resuming one run's state with another's settings, data or start model; so does a PPO
-    run none of whose checkpoints holds resume state (``preference_trainers.start_over``),
-    unless its training ended (``ended_run``). Records the fingerprint; returns the
-    removed folders' names."""
+    resuming one run's state with another's settings, data or start model; so does a run
+    whose training did not end (``ended_run``) with no checkpoint it resumes from
+    (``resumes_nothing``): its trainer would save into the old folders, beside that
+    attempt's files (a weights-deleted record, answers kept there). Records the
+    fingerprint; returns the removed folders' names (``preference_trainers.start_over``)."""
     from value_drifts.core.io import write_json
-    from value_drifts.training.preference_trainers import ppo_needs_start_over, start_over
+    from value_drifts.training.preference_trainers import start_over
 
     output_dir = Path(job.settings.output_dir)
     fingerprint = run_fingerprint(job)
@@ -237,10 +238,25 @@ def begin_run(job: TrainingJob) -> list[str]:
         print(f"{output_dir}: its checkpoints were saved from other inputs "
               f"({RUN_FINGERPRINT} differs); the run starts over", flush=True)
         removed = start_over(output_dir)
-    elif job.task == "ppo" and ended_run(job) is None and ppo_needs_start_over(output_dir):
+    elif ended_run(job) is None and resumes_nothing(job):
         removed = start_over(output_dir)
     write_json(file, fingerprint)
     return removed
+
+
+def resumes_nothing(job: TrainingJob) -> bool:
+    """True when ``job``'s run has saved checkpoints but none its trainer resumes from: for
+    PPO none holding its resume state (``preference_trainers.ppo_needs_start_over``), for
+    the others none complete with optimizer state (``checkpoints.resumable_checkpoint``:
+    the run ended and trains again, ``save_only_model: true``, weights deleted after
+    generation, a save cut short)."""
+    from value_drifts.core.checkpoints import resumable_checkpoint, saved_steps
+    from value_drifts.training.preference_trainers import ppo_needs_start_over
+
+    output_dir = Path(job.settings.output_dir)
+    if job.task == "ppo":
+        return ppo_needs_start_over(output_dir)
+    return bool(saved_steps(output_dir)) and resumable_checkpoint(output_dir) is None
 
 
 def ended_run(job: TrainingJob) -> list[int] | None:
@@ -281,9 +297,8 @@ def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None,
 
     ``checkpoint_disk_mb``: the run's peak checkpoint disk (its rule's resource). Where
     the disk has less room than that (``checkpoint_disk.disk_shortfall``) the log says so
-    before training, and a training that then fails is raised again as a RuntimeError
-    naming the disk, chained to the error (a write error: torch's, say, ``unexpected
-    pos``)."""
+    before training, and the error of a training that then fails gets a note naming the
+    disk (``disk_note``; a write error such as torch's ``unexpected pos``)."""
     from value_drifts.core.checkpoint_disk import disk_shortfall
     from value_drifts.core.checkpoints import forget_run_end
 
@@ -300,11 +315,34 @@ def run_training(job: TrainingJob, gpus: int, accelerate_config: str | None,
     try:
         _train_here_or_launched(job, gpus, accelerate_config)
     except Exception as error:
-        if checkpoint_disk_mb and (shortfall := disk_shortfall(output_dir, checkpoint_disk_mb)):
-            raise RuntimeError(
-                f"training failed, and the disk has too little room for this run ({shortfall}); "
-                "where the error above is a write error, that is why") from error
+        if checkpoint_disk_mb and (note := disk_note(error, output_dir, checkpoint_disk_mb)):
+            error.add_note(note)
         raise
+
+
+def disk_note(error: BaseException, output_dir: Path, checkpoint_disk_mb: int) -> str | None:
+    """What a failed training's error gets added (``add_note``; its type and message stay)
+    about the disk: the room short of the run's peak (``disk_shortfall``), or that the
+    disk is full where an ``OSError`` in the error's chain says so (ENOSPC, EDQUOT); None
+    otherwise, or when the disk cannot be read."""
+    import errno
+
+    from value_drifts.core.checkpoint_disk import disk_shortfall
+
+    try:
+        shortfall = disk_shortfall(output_dir, checkpoint_disk_mb)
+    except OSError:
+        shortfall = None
+    if shortfall:
+        return (f"the disk has too little room for this run: {shortfall}. Where the error "
+                "is a write error, that is why.")
+    chain, seen = error, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk or quota holding {output_dir} is full."
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def _train_here_or_launched(job: TrainingJob, gpus: int, accelerate_config: str | None) -> None:

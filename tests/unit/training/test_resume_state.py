@@ -13,6 +13,8 @@ import pytest
 from tests.support.tiny_model import build_tiny_model, support_pairs
 from value_drifts.core.checkpoints import (
     COMPLETE_MARKER,
+    DELETED_MARKER,
+    KEPT_ANSWERS,
     PPO_PROMPT_ORDER,
     PPO_VALUE_MODEL,
     RESUME_STATE_PREFIXES,
@@ -280,6 +282,21 @@ def test_a_job_cut_after_its_run_ended_trains_nothing_again(tmp_path, tiny_model
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
     assert not (out / "checkpoint-4" / "optimizer.pt").exists()
     assert incomplete_reason(out / "checkpoint-4") is None
+
+    # Generation then deleted step 2's weights, keeping its answers beside them; its
+    # training runs again (docs/cluster.md: to generate from it after a settings change).
+    # It starts over, old folders removed first, so the new checkpoint-2 is whole: not
+    # read as deleted, no old answers beside the new weights.
+    weights = (out / "checkpoint-2" / "model.safetensors").read_bytes()
+    (out / "checkpoint-2" / KEPT_ANSWERS).write_bytes(b"answers of the old weights")
+    delete_checkpoint_weights(out / "checkpoint-2")
+    run_training(job, 0, None)
+    assert "training from the start" in capsys.readouterr().out
+    assert incomplete_reason(out / "checkpoint-2") is None
+    assert not (out / "checkpoint-2" / DELETED_MARKER).exists()
+    assert not (out / "checkpoint-2" / KEPT_ANSWERS).exists()
+    assert (out / "checkpoint-2" / "model.safetensors").read_bytes() == weights  # one CPU
+    assert ended_steps(out) == [2, 4]
 
 
 # ---- PPO: cut mid-way through its second pass over the prompts, resumed ----------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from value_drifts.core.checkpoints import (
+    KEPT_ANSWERS,
     RUN_ENDED,
     delete_checkpoint_weights,
     ended_steps,
@@ -29,6 +30,19 @@ def _checkpoint(output: Path, step: int) -> Path:
     folder = output / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"weights %d" % step)
+    return folder
+
+
+def _resumable(output: Path, step: int) -> Path:
+    """A complete checkpoint with the HF Trainer's optimizer state: a restart resumes it."""
+    import zipfile
+
+    folder = _checkpoint(output, step)
+    (folder / "config.json").write_text("{}")
+    (folder / "trainer_state.json").write_text("{}")
+    with zipfile.ZipFile(folder / "optimizer.pt", "w") as archive:
+        archive.writestr("data.pkl", b"state")
+    write_completion_marker(folder)
     return folder
 
 
@@ -60,7 +74,7 @@ def test_same_inputs_resume_and_throughput_settings_do_not_count(job):
     output = Path(job.settings.output_dir)
     assert begin_run(job) == []  # a fresh run records its fingerprint
     assert (output / RUN_FINGERPRINT).is_file()
-    _checkpoint(output, 2)
+    _resumable(output, 2)
     assert begin_run(job) == [] and (output / "checkpoint-2").is_dir()  # a restart resumes
     faster = replace(job, settings=replace(job.settings, threads=8, per_device_batch_size=4,
                                            save_only_model=True))
@@ -87,6 +101,27 @@ def test_other_inputs_start_the_run_over(job, change):
 
 def test_checkpoints_without_a_recorded_fingerprint_are_not_resumed(job):
     assert _started_over(job)
+
+
+@pytest.mark.parametrize("task", ["sft", "dpo", "simpo", "reward"])
+def test_a_run_with_no_checkpoint_to_resume_starts_over(job, task):
+    """Same inputs, but no checkpoint its trainer resumes from (weights deleted after
+    generation and answers kept beside them, as before a --forcerun of its training; or
+    save_only_model): the old folders go before it trains, so no new checkpoint keeps the
+    old attempt's deletion record or answers. One it resumes from stays."""
+    job = replace(job, task=task)
+    output = Path(job.settings.output_dir)
+    begin_run(job)
+    for step in (2, 4):
+        folder = _checkpoint(output, step)
+        (folder / "config.json").write_text("{}")
+        (folder / KEPT_ANSWERS).write_bytes(b"answers of the old weights")
+        delete_checkpoint_weights(folder)
+    assert begin_run(job) == ["checkpoint-2", "checkpoint-4"] and saved_steps(output) == []
+    _checkpoint(output, 2)  # weights alone: save_only_model
+    assert begin_run(job) == ["checkpoint-2"]
+    _resumable(output, 2)
+    assert begin_run(job) == [] and saved_steps(output) == [2]
 
 
 def test_a_retrained_reward_model_starts_ppo_over(job, tmp_path):
@@ -184,6 +219,8 @@ def test_a_run_whose_recorded_end_no_longer_holds_trains_again(job, tmp_path, mo
     launch.run_training(job, 0, None)
     assert trained == [job]
     assert not (output / RUN_ENDED).exists()
+    if change is _weights_deleted:  # nothing it resumes from: it starts over
+        assert saved_steps(output) == []
 
 
 def test_other_inputs_start_an_ended_run_over_and_the_reward_model_trains_again(
@@ -220,12 +257,15 @@ def test_disk_shortfall_counts_what_the_run_already_holds(tmp_path, monkeypatch)
     _free_disk(monkeypatch, 3_000_000_000)
     assert disk_shortfall(run, 3_000) is None  # 3 GB free, 3 GB needed
     short = disk_shortfall(run, 3_001)
-    assert short.startswith(f"{run}: 3.0 GB free") and "need up to 3.0 GB more" in short
+    assert short.startswith(f"{run}: 3.0 GB free") and "up to 3.0 GB more, 1 MB short" in short
     assert f"{RESOURCE}=3,001" in short
     # A resumed run's checkpoints are part of its peak already on disk.
     (run / "checkpoint-2").mkdir(parents=True)
     (run / "checkpoint-2" / "model.safetensors").write_bytes(b"x" * 2_000_000)
+    (run / "training.log").write_bytes(b"x" * 5_000_000)  # not a checkpoint's: not counted
+    (run / "checkpoint-2" / "linked").symlink_to(run / "training.log")
     assert disk_shortfall(run, 3_002) is None
+    assert "1 MB short" in disk_shortfall(run, 3_003)
     assert "need up to 4.0 GB more" in disk_shortfall(run, 4_003)
     _free_disk(monkeypatch, 0)
     assert "0 MB free" in disk_shortfall(run, 3_002)
@@ -244,10 +284,26 @@ def test_a_training_that_fails_on_a_full_disk_says_so(job, monkeypatch, capsys, 
     with pytest.raises(RuntimeError) as raised:
         launch.run_training(job, 0, None, checkpoint_disk_mb=1_620)
     log = capsys.readouterr().out
+    assert str(raised.value).startswith("[enforce fail")  # the error itself, noted
+    notes = getattr(raised.value, "__notes__", [])
     if named:
-        assert "WARNING: too little disk" in log and "1.6 GB more" in log
-        assert "the disk has too little room for this run" in str(raised.value)
-        assert "unexpected pos" in str(raised.value.__cause__)
+        assert "WARNING: too little disk" in log and "1.6 GB more, 1.6 GB short" in log
+        assert len(notes) == 1 and "the disk has too little room for this run" in notes[0]
     else:
-        assert "too little disk" not in log
-        assert str(raised.value).startswith("[enforce fail")
+        assert "too little disk" not in log and notes == []
+
+
+def test_a_full_disk_named_by_the_error_is_noted_whatever_the_estimate(job, monkeypatch):
+    import errno
+
+    def full_disk_save(job):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as error:
+            raise RuntimeError("basic_ios::clear: iostream error") from error
+
+    monkeypatch.setattr(launch, "run_job", full_disk_save)
+    _free_disk(monkeypatch, 10**12)  # room enough by the estimate: another job filled it
+    with pytest.raises(RuntimeError, match="iostream error") as raised:
+        launch.run_training(job, 0, None, checkpoint_disk_mb=1_620)
+    assert raised.value.__notes__ == [f"the disk or quota holding {job.settings.output_dir} is full."]
