@@ -285,7 +285,7 @@ def write_data(work: Path) -> None:
 
 # Put on the launched processes' PYTHONPATH: each stops right after the first checkpoint's
 # save callbacks (completion marker included), as a preempted job would
-# (tests/unit/training/test_deepspeed_cpu.py).
+# (tests/unit/training/test_deepspeed_cpu.py imports it for its own preempted launch).
 PREEMPT_AFTER_FIRST_SAVE = """
 import transformers.trainer_callback as callbacks
 

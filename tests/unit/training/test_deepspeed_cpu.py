@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from benchmarks.gpu_smoke import PREEMPT_AFTER_FIRST_SAVE
 
 from tests.support.tiny_model import build_tiny_model, support_pairs
 from tests.support.workflow import REPO
@@ -162,23 +163,6 @@ def test_zero_training_on_two_processes_matches_one_process(data, tmp_path, task
     assert _max_difference(trained_single, base) > 1e-3  # it trained
     # Same samples per optimizer step, same loss normalisation: only float rounding differs.
     assert _max_difference(trained_zero, trained_single) < 1e-6
-
-
-# Put on the launched processes' PYTHONPATH: each stops right after the first checkpoint's
-# save callbacks (completion marker included), as a preempted job would.
-PREEMPT_AFTER_FIRST_SAVE = """
-import transformers.trainer_callback as callbacks
-
-_on_save = callbacks.CallbackHandler.on_save
-
-
-def on_save(self, args, state, control):
-    control = _on_save(self, args, state, control)
-    raise SystemExit(f"preempted after step {state.global_step}")
-
-
-callbacks.CallbackHandler.on_save = on_save
-"""
 
 
 def test_preempted_zero_run_resumes_from_its_shards(data, tmp_path, monkeypatch, capfd):
