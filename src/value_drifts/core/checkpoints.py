@@ -131,7 +131,8 @@ def require_weights(path: Path) -> None:
         raise WeightsDeletedError(
             f"{path} has no weights: they were deleted once its generations existed "
             f"(generation.delete_checkpoint_weights; see {marker}). To generate from it "
-            "again, rerun its training, e.g. snakemake --forcerun <its training.json>"
+            f"again, rerun its training: remove the run's folder {Path(path).parent} and "
+            "run the workflow again"
         )
 
 
