@@ -33,6 +33,7 @@ def main():
             ])
         output = Path(snakemake.output[0])
         output.mkdir(parents=True, exist_ok=True)
+        canaries = CanarySettings.from_judge(judge)
         unreadable = []
         for step, generations in steps:
             print(f"step {step}: {generations}")
@@ -41,7 +42,7 @@ def main():
                     judge, backend, template, pl.read_parquet(generations), topics,
                     snakemake.params.fingerprint_settings,
                     where=str(Path(generations).parent),
-                    canaries=CanarySettings.from_judge(judge),
+                    canaries=canaries,
                 )
             except UnreadableJudgeError as error:  # judge the others, then name them all
                 unreadable.append(str(error))

@@ -108,9 +108,9 @@ def disk_shortfall(output_dir: str | Path, peak_mb: int) -> str | None:
     """Why the training run saving into ``output_dir`` may run out of disk, or None: the
     free space of its filesystem (``shutil.disk_usage`` of its nearest existing folder)
     plus what its ``checkpoint-*`` folders already take (a resumed run's; links not
-    followed) is
-    under the run's peak, ``peak_mb`` MB (its ``checkpoint_disk_mb``, ``RunDisk.peak_mb``).
-    An estimate (the module docstring): other jobs may free or take space meanwhile."""
+    followed) is under the run's peak, ``peak_mb`` MB (its ``checkpoint_disk_mb``,
+    ``RunDisk.peak_mb``). An estimate (the module docstring): other jobs may free or take
+    space meanwhile."""
     import shutil
 
     output_dir = Path(output_dir)
